@@ -1,0 +1,51 @@
+"""`llmctl` entry point: build the click group from plugins, turn user errors into one line + exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from llmctl.core import __version__
+from llmctl.core.errors import UserError
+from llmctl.core.plugins import get_bus
+
+
+class LlmctlGroup(click.Group):
+    """A click group that reports UserError as `error: ...` with exit code 2 instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+def build_cli() -> click.Group:
+    @click.group(cls=LlmctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="llmctl")
+    def cli():
+        """llmctl: train small LLMs end to end, from a laptop CPU to many GPUs/NPUs.
+
+        \b
+        Example:
+          llmctl quickstart            # the whole pipeline at toy scale on CPU
+          llmctl plugins               # what is installed and what it registered
+        """
+
+    get_bus().commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli = build_cli()
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    cli.main(args=argv, prog_name="llmctl")
+
+
+if __name__ == "__main__":
+    main()
