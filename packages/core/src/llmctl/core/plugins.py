@@ -59,8 +59,15 @@ class Hookspecs:
     def register_loggers(self, register):
         """register(name, logger_factory): metric sinks (jsonl, tensorboard, wandb)."""
 
+    @hookspec
+    def register_datasets(self, register):
+        """register(name, factory): training datasets ("gpt" blended pretraining, later "sft", "dpo").
 
-REGISTRY_HOOKS = ("models", "kernels", "readers", "templates", "filters", "evaluators", "loggers")
+        Added beyond DESIGN.md's list so the trainer in core reaches llmctl-data's datasets through the bus
+        (core never imports another llmctl package)."""
+
+
+REGISTRY_HOOKS = ("models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets")
 
 
 @dataclasses.dataclass
