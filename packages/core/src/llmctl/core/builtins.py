@@ -35,3 +35,20 @@ def plugins_command(as_json: bool) -> None:
 @hookimpl
 def register_commands(cli):
     cli.add_command(plugins_command)
+
+
+@hookimpl
+def register_models(register):
+    register("llama", "llama")
+    register("qwen2", "qwen2")
+
+
+@hookimpl
+def register_kernels(register):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return  # torch-free install: no kernels, and commands needing torch say how to install it
+    from .kernels import builtin_kernels
+
+    builtin_kernels(register)

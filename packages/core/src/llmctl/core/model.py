@@ -1,0 +1,269 @@
+"""One decoder-only transformer for the llama family (Llama 2/3, Qwen2/2.5), readable top to bottom.
+
+Pre-norm blocks of grouped-query attention with RoPE and a SwiGLU MLP, RMSNorm, optional qkv bias, tied or
+untied embeddings. The math of each op lives in `kernels` (reference or accelerated); this file has no
+parallelism, I/O or logging: parallel layouts are applied to it from outside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+from .kernels import KernelSet, default_kernels
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 896
+    num_layers: int = 24
+    num_heads: int = 16
+    num_kv_heads: int | None = None  # None = num_heads (MHA); fewer = GQA
+    ffn_hidden_size: int = 4864
+    max_seq_len: int = 4096
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # Llama-3 style: {rope_type: llama3, factor, low_freq_factor, ...}
+    norm_eps: float = 1e-5
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+    family: str = "llama"  # weight-name adapter for HF import/export: llama | qwen2
+    init_std: float = 0.02
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise UserError(f"model.hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.kv_heads:
+            raise UserError(f"model.num_heads {self.num_heads} not divisible by num_kv_heads {self.kv_heads}")
+        if self.head_dim % 2:
+            raise UserError(f"model head_dim {self.head_dim} must be even for RoPE")
+        if self.rope_scaling and self.rope_scaling.get("rope_type", self.rope_scaling.get("type")) not in (
+                "llama3", "default", None):
+            raise UserError(f"model.rope_scaling type {self.rope_scaling!r} is not supported (llama3, default)")
+
+    def num_params(self) -> int:
+        h, f, v = self.hidden_size, self.ffn_hidden_size, self.vocab_size
+        attn = h * self.head_dim * (self.num_heads * 2 + self.kv_heads * 2)
+        bias = self.head_dim * (self.num_heads + 2 * self.kv_heads) if self.qkv_bias else 0
+        per_layer = attn + bias + 3 * h * f + 2 * h
+        return self.num_layers * per_layer + v * h * (1 if self.tie_embeddings else 2) + h
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (fwd+bwd = 6N plus attention scores), the MFU numerator."""
+        n_matmul = self.num_params() - self.vocab_size * self.hidden_size * (0 if self.tie_embeddings else 1)
+        attn = 12 * self.num_layers * self.hidden_size * seq_len / 2  # causal: half the score matrix
+        return 6 * n_matmul + attn
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                        ffn_hidden_size=176, max_seq_len=256),
+    # The course lab's ~500M llama-2-like model (MindSpeed scripts/pretrain_model.sh).
+    "zen-500m": ModelConfig(vocab_size=32000, hidden_size=896, num_layers=24, num_heads=16,
+                            ffn_hidden_size=4864, max_seq_len=4096),
+    "qwen2.5-0.5b": ModelConfig(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
+                                num_kv_heads=2, ffn_hidden_size=4864, max_seq_len=32768, rope_theta=1e6,
+                                norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, family="qwen2"),
+    "qwen2.5-7b": ModelConfig(vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
+                              num_kv_heads=4, ffn_hidden_size=18944, max_seq_len=32768, rope_theta=1e6,
+                              norm_eps=1e-6, qkv_bias=True, family="qwen2"),
+    "llama2-7b": ModelConfig(vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32,
+                             ffn_hidden_size=11008, max_seq_len=4096),
+    "llama3-8b": ModelConfig(vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8,
+                             ffn_hidden_size=14336, max_seq_len=8192, rope_theta=500000.0),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown model preset '{name}'{hint}; presets: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """RoPE inverse frequencies, with Llama-3's wavelength-dependent scaling when configured."""
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    rs = cfg.rope_scaling or {}
+    if rs.get("rope_type", rs.get("type")) != "llama3":
+        return inv_freq
+    factor, low, high = rs["factor"], rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
+    old_len = rs.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+class KVCache:
+    """Preallocated per-layer keys/values for incremental decoding. `length` = tokens already cached."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device):
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        end = self.length + k.shape[2]
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows in `index` (e.g. drop finished sequences, or expand a shared prefix)."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, ops: KernelSet):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.ops = eps, ops
+
+    def forward(self, x):
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, ops: KernelSet):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.num_heads, cfg.kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.ops = ops
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = self.ops.rope(q, k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        out = self.ops.attention(q, k, v, mask=mask, causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, ops: KernelSet):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
+        self.ops = ops
+
+    def forward(self, x):
+        return self.down_proj(self.ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, ops: KernelSet):
+        super().__init__()
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps, ops)
+        self.attn = Attention(cfg, ops)
+        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps, ops)
+        self.mlp = MLP(cfg, ops)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.attn(self.input_norm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attn_norm(x))
+
+
+class Transformer(nn.Module):
+    """tokens [B,T] -> logits [B,T,V], or per-token loss [B,T] (fp32, 0 where target == -100) with targets."""
+
+    def __init__(self, cfg: ModelConfig, ops: KernelSet | None = None):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.ops = ops or default_kernels()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps, self.ops)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.activation_checkpointing = False
+        self.reset_parameters()
+
+    def set_kernels(self, ops: KernelSet) -> None:
+        self.ops = ops
+        for m in self.modules():
+            if hasattr(m, "ops"):
+                m.ops = ops
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights with output projections scaled by 1/sqrt(2*layers) (GPT-2/Megatron)."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.normal_(0.0, std / math.sqrt(2 * self.cfg.num_layers))
+            else:
+                p.normal_(0.0, std)
+        self.inv_freq.copy_(rope_inv_freq(self.cfg).to(self.inv_freq.device))
+
+    def rope_cos_sin(self, positions: torch.Tensor):
+        """cos/sin [B|1, T, head_dim] for integer positions [B|1, T], computed in fp32 like HF."""
+        freqs = positions[..., None].float() * self.inv_freq.float()
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens."""
+        B, T = tokens.shape
+        past = cache.length if cache is not None else 0
+        if positions is None:
+            if attention_mask is not None:
+                positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past:past + T]
+            else:
+                positions = torch.arange(past, past + T, device=tokens.device)[None]
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask[:, None, None, :past + T].bool()
+        cos, sin = self.rope_cos_sin(positions)
+        x = self.embed(tokens)
+        for i, layer in enumerate(self.layers):
+            if self.activation_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.length += T
+        x = self.norm(x)
+        if targets is None:
+            return self.lm_head(x)
+        loss = self.ops.cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
+        return loss.view(B, T)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
