@@ -1,0 +1,12 @@
+"""llmctl-cli's own plugin: `llmctl quickstart`, which strings the other plugins' commands together."""
+
+from __future__ import annotations
+
+from llmctl.core.plugins import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    from .quickstart import quickstart_command
+
+    cli.add_command(quickstart_command)
