@@ -1,0 +1,220 @@
+"""Load a ready-to-run model from a llmctl (Megatron-layout) checkpoint or a Hugging Face directory.
+
+Both paths end in the same native state dict checked strictly against the model, so a missing or stray
+weight is a one-line UserError instead of a silently random layer. HF weights are read with safetensors or
+`torch.load(weights_only=True)`: nothing in a downloaded model directory can run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint
+from .config import from_dict
+from .device import pick_device
+from .errors import UserError
+from .hf_adapters import adapter_for_hf_config
+from .model import ModelConfig, Transformer, rope_inv_freq
+from .tokenizer import Tokenizer, find_tokenizer_dir, load_tokenizer
+
+#: HF buffers some checkpoints carry that are recomputed, not learned.
+_IGNORED_HF_SUFFIXES = ("rotary_emb.inv_freq",)
+#: Prefixes wrappers add to state-dict names (torch.compile, DDP).
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer: Tokenizer | None
+    config: ModelConfig
+    source: str  # "native" | "hf"
+    path: Path
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """torch dtype from a CLI/config spelling ("bf16", "float32", ...)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() not in _DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of fp32, bf16, fp16")
+    return _DTYPES[str(dtype).lower()]
+
+
+def is_hf_dir(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and not (path / checkpoint.POINTER).is_file()
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
+               dtype: str | torch.dtype = torch.float32, iteration: int | None = None) -> LoadedModel:
+    """A model in eval mode (plus its tokenizer, if the directory carries one) from a native checkpoint root,
+    an `iter_N` directory, or an HF directory (config.json + *.safetensors / pytorch_model.bin)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model directory not found: {path}")
+    if is_hf_dir(path):
+        cfg, state = read_hf_state(path)
+        source, tok_dir = "hf", find_tokenizer_dir(path)
+    elif checkpoint.is_checkpoint_dir(path):
+        cfg, state, it_dir = read_native_state(path, iteration)
+        source, tok_dir = "native", find_tokenizer_dir(it_dir / "tokenizer")
+    else:
+        raise UserError(f"{path}: neither a llmctl checkpoint ({checkpoint.POINTER}) nor an HF model dir (config.json)")
+    dev = torch.device(device) if device is not None else pick_device()
+    model = build_model(cfg, state, device=dev, dtype=parse_dtype(dtype), source=str(path))
+    tokenizer = load_tokenizer(tok_dir) if tok_dir is not None else None
+    return LoadedModel(model, tokenizer, cfg, source, path)
+
+
+def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32, source: str = "checkpoint") -> Transformer:
+    """A Transformer holding `state` (native names), without first paying for a random init."""
+    state = _strip_wrappers(state)
+    if cfg.tie_embeddings:
+        state.setdefault("lm_head.weight", state.get("embed.weight"))
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    expected = set(model.state_dict())
+    check_keys(expected, set(k for k, v in state.items() if v is not None), source)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model.inv_freq = rope_inv_freq(cfg)  # non-persistent (was on meta): recompute
+    model.to(device=device, dtype=dtype)
+    model.inv_freq = model.inv_freq.float()  # RoPE frequencies stay fp32 in a bf16 model, as in HF
+    try:
+        from .kernels import select_kernels
+
+        model.set_kernels(select_kernels(torch.device(device).type))
+    except UserError:
+        pass  # no plugin bus registrations (e.g. a bare test env): keep default_kernels
+    return model.eval()
+
+
+def check_keys(expected: set[str], found: set[str], source: str) -> None:
+    missing = sorted(expected - found)
+    unexpected = sorted(found - expected)
+    if missing:
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise UserError(f"{source}: missing weights {', '.join(missing[:5])}{more}")
+    if unexpected:
+        more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
+        raise UserError(f"{source}: unexpected weights {', '.join(unexpected[:5])}{more} "
+                        "(config does not describe this checkpoint)")
+
+
+def _strip_wrappers(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+# ---- native ------------------------------------------------------------------------------------------------
+def read_native_state(path: str | os.PathLike, iteration: int | None = None
+                      ) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
+    """(ModelConfig from config.yaml's `model` section, native model state dict, iteration dir)."""
+    state, config, it_dir = checkpoint.load_checkpoint(path, iteration)
+    if not isinstance(config.get("model"), dict):
+        raise UserError(f"{it_dir / 'config.yaml'}: no 'model' section; cannot rebuild the model")
+    cfg = from_dict(ModelConfig, config["model"], prefix="model")
+    model_state = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(model_state, dict):
+        raise UserError(f"{it_dir}: checkpoint state has no 'model' state dict")
+    return cfg, model_state, it_dir
+
+
+# ---- Hugging Face ------------------------------------------------------------------------------------------
+def read_hf_config(hf_dir: str | os.PathLike) -> dict[str, Any]:
+    cfg_file = Path(hf_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{hf_dir}: no config.json; not a Hugging Face model directory")
+    try:
+        return json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{cfg_file}: invalid JSON ({e})") from None
+
+
+def read_hf_state(hf_dir: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(ModelConfig, native-named state dict) from an HF llama/qwen2 directory, weights in their stored dtype."""
+    hf_dir = Path(hf_dir)
+    hf_cfg = read_hf_config(hf_dir)
+    adapter = adapter_for_hf_config(hf_cfg, source=str(hf_dir / "config.json"))
+    cfg = adapter.config_from_hf(hf_cfg)
+    cfg.validate()
+    hf_state = read_hf_weights(hf_dir)
+    to_native = {hf: native for native, hf in adapter.name_map(cfg).items()}
+    state, unexpected = {}, []
+    for name, tensor in hf_state.items():
+        if name in to_native:
+            state[to_native[name]] = tensor
+        elif name == "lm_head.weight" and cfg.tie_embeddings:
+            continue  # some tied checkpoints store the shared matrix twice
+        elif not name.endswith(_IGNORED_HF_SUFFIXES):
+            unexpected.append(name)
+    if unexpected:
+        more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
+        raise UserError(f"{hf_dir}: unexpected weights {', '.join(sorted(unexpected)[:5])}{more} "
+                        f"(not part of a {adapter.architecture} with this config.json)")
+    missing = [hf for native, hf in adapter.name_map(cfg).items() if native not in state]
+    if missing:
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise UserError(f"{hf_dir}: missing weights {', '.join(missing[:5])}{more}")
+    return cfg, state
+
+
+def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF dir: sharded or single safetensors, else pytorch_model*.bin (weights_only)."""
+    files = _weight_files(hf_dir, "model.safetensors.index.json", "*.safetensors")
+    if files:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        state = {}
+        for f in files:
+            try:
+                state.update(load_file(str(f)))
+            except (SafetensorError, OSError) as e:
+                raise UserError(f"{f}: cannot read safetensors ({e})") from None
+        return state
+    files = _weight_files(hf_dir, "pytorch_model.bin.index.json", "pytorch_model*.bin")
+    if not files:
+        raise UserError(f"{hf_dir}: no weights (expected model.safetensors, sharded *.safetensors with "
+                        "model.safetensors.index.json, or pytorch_model.bin)")
+    state = {}
+    for f in files:
+        try:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except Exception as e:  # unpickling refusal or corruption: one line, never run the pickle
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{f}: refused or unreadable weights ({first[:160]})") from None
+    return state
+
+
+def _weight_files(hf_dir: Path, index_name: str, pattern: str) -> list[Path]:
+    index = hf_dir / index_name
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, UnicodeDecodeError):
+            raise UserError(f"{index}: invalid index (expected JSON with a 'weight_map')") from None
+        files = [hf_dir / f for f in sorted(set(weight_map.values()))]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise UserError(f"{index}: names shard files that are missing: {', '.join(absent[:3])}")
+        return files
+    return sorted(hf_dir.glob(pattern))
