@@ -1,3 +1,16 @@
-"""llmctl-data's built-in plugin (registered through the `llmctl` entry point)."""
+"""llmctl-data's built-in plugin: the `llmctl data` commands, corpus readers, cleaning filters and datasets.
 
-from llmctl.core.plugins import hookimpl  # noqa: F401
+Registered through the `llmctl` entry point like any third-party plugin. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from llmctl.core.plugins import hookimpl
+
+
+@hookimpl
+def register_readers(register):
+    from .readers import BUILTIN_READERS
+
+    for name, reader in BUILTIN_READERS.items():
+        register(name, reader, extensions=tuple(reader.extensions))

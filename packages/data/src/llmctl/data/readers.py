@@ -1,0 +1,235 @@
+"""Corpus readers by format (parquet, jsonl, json, csv, txt) and the streaming document source built on them.
+
+A reader is a callable `read(path) -> Iterator[dict]` yielding rows, registered by format name through the
+`register_readers` hook with the file suffixes it handles. `iter_documents` turns the rows of a shard's files
+into `Document`s, checks the text column, and counts (rather than fails on) empty documents.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from llmctl.core.errors import UserError
+
+from .pipeline import Document, ShardPlan, StageStats, nbytes, plan_shard
+
+Reader = Callable[[str], Iterator[dict]]
+
+PARQUET_BATCH_ROWS = 2048
+
+
+def _open_text(path: str, binary: bool = False):
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb") if binary else io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, "rb") if binary else open(path, encoding="utf-8", newline="")
+
+
+def read_parquet(path: str, columns: Sequence[str] | None = None) -> Iterator[dict]:
+    """Stream a parquet file one record batch at a time; a corrupt file is a one-line UserError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=list(columns) if columns else None)
+        for batch in batches:
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable parquet file ({first})") from None
+
+
+read_parquet.extensions = (".parquet", ".pq")
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+    """One JSON object per line; a non-UTF-8 or invalid line is a UserError naming file:line."""
+    with _open_text(path, binary=True) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                                ) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+read_jsonl.extensions = (".jsonl", ".jsonl.gz", ".ndjson")
+
+
+def read_json(path: str) -> Iterator[dict]:
+    """A JSON list of objects (or an object holding one list of objects). Loaded whole: use jsonl for big data."""
+    try:
+        with _open_text(path, binary=True) as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise UserError(f"{path}: expected a JSON list of objects (or an object with exactly one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}: item {i} is {type(obj).__name__}, expected an object")
+        yield obj
+
+
+read_json.extensions = (".json", ".json.gz")
+
+
+def read_csv(path: str) -> Iterator[dict]:
+    """CSV with a header row; the text column is chosen by --text-key like any other format."""
+    try:
+        with _open_text(path) as f:
+            yield from csv.DictReader(f)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: invalid CSV ({e})") from None
+
+
+read_csv.extensions = (".csv", ".csv.gz")
+
+
+def read_txt(path: str) -> Iterator[dict]:
+    """Plain text: one document per non-blank line, under the key 'text'."""
+    with _open_text(path, binary=True) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                                ) from None
+            if line.strip():
+                yield {"text": line}
+
+
+read_txt.extensions = (".txt", ".txt.gz")
+
+BUILTIN_READERS: dict[str, Reader] = {
+    "parquet": read_parquet, "jsonl": read_jsonl, "json": read_json, "csv": read_csv, "txt": read_txt,
+}
+
+
+def readers() -> dict[str, Reader]:
+    """Every registered reader (built-ins and plugins) by format name."""
+    try:
+        from llmctl.core.plugins import get_bus
+
+        found = {name: entry.value for name, entry in get_bus().registry("readers").items()}
+    except Exception:  # the bus is unavailable (e.g. a broken third-party plugin): built-ins still work
+        found = {}
+    return found or dict(BUILTIN_READERS)
+
+
+def reader_for(path: str, fmt: str | None = None) -> Reader:
+    table = readers()
+    if fmt:
+        if fmt not in table:
+            raise UserError(f"unknown input format '{fmt}'; available: {', '.join(sorted(table))}")
+        return table[fmt]
+    name = path.lower()
+    best: tuple[int, Reader] | None = None
+    for reader in table.values():
+        for ext in getattr(reader, "extensions", ()):
+            if name.endswith(ext) and (best is None or len(ext) > best[0]):
+                best = (len(ext), reader)
+    if best is None:
+        exts = sorted({e for r in table.values() for e in getattr(r, "extensions", ())})
+        raise UserError(f"{path}: unknown file type (readable: {', '.join(exts)})")
+    return best[1]
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike], what: str = "--input") -> list[str]:
+    """Files named directly, plus every readable file under named directories, sorted for a stable order."""
+    exts = tuple(e for r in readers().values() for e in getattr(r, "extensions", ()))
+    out: list[str] = []
+    for p in paths:
+        for part in str(p).split(","):
+            if not part:
+                continue
+            path = Path(part)
+            if path.is_dir():
+                found = sorted(str(f) for f in path.rglob("*")
+                               if f.is_file() and f.name.lower().endswith(exts) and not f.name.startswith("."))
+                if not found:
+                    raise UserError(f"{what} {path}: no readable files in this directory")
+                out.extend(found)
+            elif path.is_file():
+                out.append(str(path))
+            else:
+                from glob import glob
+
+                matches = sorted(glob(part))
+                if not matches:
+                    raise UserError(f"{what} {part}: no such file or directory")
+                out.extend(m for m in matches if Path(m).is_file())
+    if not out:
+        raise UserError(f"{what}: no input files given")
+    return out
+
+
+def pick_text_key(row: dict[str, Any], text_key: str | None, path: str) -> str:
+    """The text column: the one asked for, or (when not asked) 'text' then 'content'."""
+    if text_key:
+        if text_key not in row:
+            raise UserError(f"{path}: no text column '{text_key}' (columns: {', '.join(map(str, row)) or 'none'})")
+        return text_key
+    for key in ("text", "content"):
+        if key in row:
+            return key
+    raise UserError(f"{path}: no 'text' or 'content' column (columns: {', '.join(map(str, row)) or 'none'}); "
+                    "pass --text-key")
+
+
+def iter_documents(plan: ShardPlan | Sequence[str], text_key: str | None = None, stats: StageStats | None = None,
+                   lang_key: str | None = None, fmt: str | None = None) -> Iterator[Document]:
+    """Documents of one shard, in a stable order; empty/whitespace-only texts are dropped and counted ("empty").
+
+    The document numbering used for document-level sharding counts every row of every file, so it does not
+    depend on the shard count.
+    """
+    if not isinstance(plan, ShardPlan):
+        plan = plan_shard(list(plan))
+    number = -1
+    for path in plan.files:
+        reader = reader_for(path, fmt)
+        key: str | None = None
+        for index, row in enumerate(reader(path)):
+            number += 1
+            if not plan.keeps(number):
+                continue
+            if key is None:
+                key = pick_text_key(row, text_key, path)
+            if key not in row:
+                raise UserError(f"{path}: row {index} has no text column '{key}'")
+            text = row[key]
+            if text is None:
+                text = ""
+            if not isinstance(text, str):
+                raise UserError(f"{path}: row {index}: column '{key}' is {type(text).__name__}, expected text")
+            lang = row.get(lang_key) if lang_key else None
+            if not text.strip():
+                if stats is not None:
+                    stats.drop("empty", nbytes(text), lang)
+                continue
+            yield Document(text, row, path, index, lang if isinstance(lang, str) else None)
