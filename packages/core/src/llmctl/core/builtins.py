@@ -35,6 +35,10 @@ def plugins_command(as_json: bool) -> None:
 @hookimpl
 def register_commands(cli):
     cli.add_command(plugins_command)
+    from .commands_model import convert_group, generate_command
+
+    cli.add_command(convert_group)
+    cli.add_command(generate_command)
 
 
 @hookimpl
