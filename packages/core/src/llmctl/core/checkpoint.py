@@ -83,7 +83,8 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, iteration: int, state: dict[str
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json", "llmctl_tokenizer.json")
+                   "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json", "llmctl_tokenizer.json",
+                   "chat_template.jinja", "chat_template.json")
 
 
 def copy_tokenizer(src: str | os.PathLike, dst: str | os.PathLike) -> None:
