@@ -1,0 +1,198 @@
+"""Rolling, atomic shard writers (jsonl, parquet): each file appears under its final name only when complete.
+
+Files are named `<prefix>-<shard>-<k>.<ext>`: a new file starts once the current one reaches `max_bytes`
+(bytes on disk), so output stays in manageable pieces whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from llmctl.core.errors import UserError
+
+
+class _RollingWriter:
+    ext = ""
+
+    def __init__(self, out_dir: str | os.PathLike, prefix: str, max_bytes: int | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+        self.files: list[dict[str, Any]] = []  # {"path", "rows", "bytes"}
+        self._k = 0
+        self._tmp: Path | None = None
+        self._final: Path | None = None
+        self._rows = 0
+
+    def _next_paths(self) -> tuple[Path, Path]:
+        final = self.out_dir / f"{self.prefix}-{self._k:05d}{self.ext}"
+        self._k += 1
+        return final.with_name(f".{final.name}.{os.getpid()}.tmp"), final
+
+    def _commit(self, size: int) -> None:
+        assert self._tmp is not None and self._final is not None
+        os.replace(self._tmp, self._final)
+        self.files.append({"path": str(self._final), "rows": self._rows, "bytes": size})
+        self._tmp = self._final = None
+        self._rows = 0
+
+    def abort(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+        self._tmp = self._final = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return None
+
+
+class JsonlWriter(_RollingWriter):
+    ext = ".jsonl"
+
+    def __init__(self, out_dir, prefix, max_bytes=None):
+        super().__init__(out_dir, prefix, max_bytes)
+        self._f = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._f is None:
+            self._tmp, self._final = self._next_paths()
+            self._f = open(self._tmp, "w", encoding="utf-8")
+        self._f.write(json.dumps(row, ensure_ascii=False, default=str))
+        self._f.write("\n")
+        self._rows += 1
+        if self.max_bytes and self._f.tell() >= self.max_bytes:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._f is None:
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        size = self._f.tell()
+        self._f.close()
+        self._f = None
+        self._commit(size)
+
+    def close(self) -> None:
+        self._close_file()
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        super().abort()
+
+
+class ParquetWriter(_RollingWriter):
+    """Buffers rows into row groups of about `row_group_bytes` of text; rolls files at `max_bytes` on disk."""
+
+    ext = ".parquet"
+
+    def __init__(self, out_dir, prefix, max_bytes=None, row_group_bytes: int = 64 << 20, schema=None,
+                 compression: str = "snappy"):
+        super().__init__(out_dir, prefix, max_bytes)
+        self.row_group_bytes = row_group_bytes
+        self.schema = schema
+        self.compression = compression
+        self._rows_buf: list[dict[str, Any]] = []
+        self._tables: list[Any] = []
+        self._buf_bytes = 0
+        self._writer = None
+        self._sink = None
+        self._ratio = 0.5  # on-disk bytes per buffered text byte, learnt from the row groups written so far
+        self._in_bytes = 0
+
+    def write(self, row: dict[str, Any], size: int | None = None) -> None:
+        self._rows_buf.append(row)
+        self._buf_bytes += size if size is not None else sum(len(str(v)) for v in row.values())
+        if self._buf_bytes >= self.row_group_bytes:
+            self.flush()
+
+    def write_table(self, table, size: int) -> None:
+        """Append an Arrow table holding `size` bytes of text (used by `sample`, which never leaves Arrow)."""
+        self._tables.append(table)
+        self._buf_bytes += size
+        if self._buf_bytes >= self.row_group_bytes:
+            self.flush()
+
+    def _to_table(self):
+        import pyarrow as pa
+
+        tables = list(self._tables)
+        if self._rows_buf:
+            try:
+                tables.append(pa.Table.from_pylist(self._rows_buf, schema=self.schema))
+            except (pa.ArrowException, TypeError, ValueError) as e:
+                raise UserError(f"cannot write rows to parquet ({e}); are the input files' columns consistent?"
+                                ) from None
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._rows_buf and not self._tables:
+            return
+        table = self._to_table()
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        if self._writer is None:
+            self._tmp, self._final = self._next_paths()
+            self._sink = pa.OSFile(str(self._tmp), "wb")
+            self._writer = pq.ParquetWriter(self._sink, self.schema, compression=self.compression)
+        self._writer.write_table(table)
+        self._rows += table.num_rows
+        self._in_bytes += self._buf_bytes
+        self._rows_buf, self._tables, self._buf_bytes = [], [], 0
+        written = self._sink.tell()
+        self._ratio = written / max(1, self._in_bytes)
+        # roll when the file has reached its size, or would overshoot it by more than half a row group
+        if self.max_bytes and written + 0.5 * self.row_group_bytes * self._ratio >= self.max_bytes:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        size = os.path.getsize(self._tmp)
+        self._writer = self._sink = None
+        self._in_bytes = 0
+        self._commit(size)
+
+    def close(self) -> None:
+        self.flush()
+        self._close_file()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+                self._sink.close()
+            self._writer = self._sink = None
+        super().abort()
+
+
+def make_writer(fmt: str, out_dir, prefix: str, max_bytes: int | None = None):
+    if fmt == "parquet":
+        return ParquetWriter(out_dir, prefix, max_bytes=max_bytes,
+                             row_group_bytes=min(64 << 20, max(1 << 16, (max_bytes or 1 << 30) // 8)))
+    if fmt == "jsonl":
+        return JsonlWriter(out_dir, prefix, max_bytes=max_bytes)
+    raise UserError(f"unknown output format '{fmt}' (use jsonl or parquet)")
