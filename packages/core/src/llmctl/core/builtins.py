@@ -39,6 +39,11 @@ def register_commands(cli):
 
     cli.add_command(convert_group)
     cli.add_command(generate_command)
+    from .plot import plot_group
+    from .train.commands import pretrain_command
+
+    cli.add_command(pretrain_command)
+    cli.add_command(plot_group)
 
 
 @hookimpl
@@ -56,3 +61,10 @@ def register_kernels(register):
     from .kernels import builtin_kernels
 
     builtin_kernels(register)
+
+
+@hookimpl
+def register_loggers(register):
+    from .train.metrics import register_builtin_loggers
+
+    register_builtin_loggers(register)

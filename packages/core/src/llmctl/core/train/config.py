@@ -1,0 +1,286 @@
+"""The pretraining config: one YAML file of sections, loaded strictly (unknown keys are errors with a
+"did you mean"), resolved once (model preset merged, batch sizes derived and checked) so the checkpoint can
+store the complete, self-describing result. Torch-free, so `--help` and config errors need no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..config import apply_overrides, from_dict, load_yaml, to_dict
+from ..errors import UserError
+
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+DTYPES = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "npu")
+
+
+def _choice(value: str, choices: Iterable[str], key: str) -> None:
+    choices = list(choices)
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"config key '{key}': '{value}' is not one of {', '.join(choices)}{hint}")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    # A tokenized prefix (`llmctl data tokenize --output-prefix P`), a Megatron blend "0.7 P1 0.3 P2", or a
+    # list of either form; the dataset plugin adds the _train / _val split suffix.
+    path: str | list | None = None
+    seq_length: int = 256
+    tokenizer: str | None = None  # tokenizer dir; copied into every checkpoint so it is self-describing
+    num_workers: int = 0
+    dataset: str = "gpt"  # name in the plugin bus's "datasets" registry (llmctl-data registers "gpt")
+
+    def validate(self) -> None:
+        if self.seq_length < 1:
+            raise UserError(f"config key 'data.seq_length' must be >= 1, got {self.seq_length}")
+        if self.num_workers < 0:
+            raise UserError(f"config key 'data.num_workers' must be >= 0, got {self.num_workers}")
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    # Length: exactly one of train_iters / train_tokens. Batch: global_batch_size or tokens_per_step
+    # (= global_batch_size * seq_length, the course lab's TOKENS_PER_STEP); micro_batch_size per device.
+    train_iters: int | None = None
+    train_tokens: int | None = None
+    global_batch_size: int | None = None
+    tokens_per_step: int | None = None
+    micro_batch_size: int = 1
+    lr: float = 3e-4
+    min_lr: float = 0.0
+    schedule: str = "cosine"
+    warmup_iters: int | None = None  # wins over warmup_fraction when set
+    warmup_fraction: float = 0.01  # Megatron --lr-warmup-fraction
+    decay_fraction: float = 0.2  # wsd: share of the run spent decaying to min_lr at the end
+    weight_decay: float = 0.1
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    clip_grad: float = 1.0  # 0 = no clipping (the grad norm is still measured and logged)
+    seed: int = 1234
+    dtype: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + dynamic loss scaling)
+    compile: bool = False
+    activation_checkpointing: bool = False
+    device: str = "auto"
+    kernels: dict = dataclasses.field(default_factory=dict)  # op -> backend, e.g. {attention: reference}
+    exit_interval: int | None = None  # Megatron --exit-interval: save and stop when step % N == 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume checks
+
+    def validate(self) -> None:
+        _choice(self.schedule, SCHEDULES, "train.schedule")
+        _choice(self.dtype, DTYPES, "train.dtype")
+        _choice(self.device, DEVICES, "train.device")
+        if (self.train_iters is None) == (self.train_tokens is None):
+            raise UserError("config: set exactly one of 'train.train_iters' and 'train.train_tokens'")
+        if (self.global_batch_size is None) == (self.tokens_per_step is None):
+            raise UserError("config: set exactly one of 'train.global_batch_size' and 'train.tokens_per_step'")
+        for key in ("train_iters", "train_tokens", "global_batch_size", "tokens_per_step", "micro_batch_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UserError(f"config key 'train.{key}' must be >= 1, got {value}")
+        if not 0 <= self.warmup_fraction <= 1 or not 0 <= self.decay_fraction <= 1:
+            raise UserError("config keys 'train.warmup_fraction' and 'train.decay_fraction' must be in [0, 1]")
+        if self.min_lr > self.lr:
+            raise UserError(f"config key 'train.min_lr' ({self.min_lr}) is above 'train.lr' ({self.lr})")
+        if len(self.betas) != 2:
+            raise UserError(f"config key 'train.betas' must be two numbers, got {self.betas}")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    interval: int = 0  # validate every N steps (0: only at the end)
+    iters: int = 10  # global batches of the _val split per validation (0: no validation)
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    dir: str | None = None
+    interval: int = 0  # save every N steps (0: only at the end); a run with a dir always saves at the end
+    keep: int | None = None  # keep the last K iteration dirs
+    resume: str | None = None  # "auto" (latest in dir, if any) or a checkpoint dir to continue from
+
+    def validate(self) -> None:
+        if self.interval and not self.dir:
+            raise UserError("config key 'checkpoint.interval' is set but 'checkpoint.dir' is not")
+        if self.resume == "auto" and not self.dir:
+            raise UserError("config key 'checkpoint.resume: auto' needs 'checkpoint.dir'")
+
+
+@dataclasses.dataclass
+class LoggingConfig:
+    interval: int = 10
+    sinks: list[str] = dataclasses.field(default_factory=lambda: ["jsonl"])
+    dir: str = "logs"
+    name: str | None = None  # run name -> DIR/NAME.jsonl and DIR/NAME.log (default: checkpoint dir's name)
+
+    def validate(self) -> None:
+        if self.interval < 1:
+            raise UserError(f"config key 'logging.interval' must be >= 1, got {self.interval}")
+
+
+@dataclasses.dataclass
+class GuardsConfig:
+    # A step with a NaN/inf loss or grad norm, or a grad norm whose z-score over the last `window` good steps
+    # exceeds `spike_zscore`, is skipped (no optimizer/scheduler step). After `max_consecutive` such steps in a
+    # row the run rolls back to the last checkpoint and moves the data position past the bad batches.
+    enabled: bool = True
+    spike_zscore: float = 6.0  # 0 = only NaN/inf
+    window: int = 50
+    min_history: int = 10  # good steps needed before the z-score test applies
+    max_consecutive: int = 3
+    max_rollbacks: int = 3  # then stop with an error: the data or the settings need a human
+    inject_nan_at_steps: list[int] = dataclasses.field(default_factory=list)  # test hook: NaN loss at these
+
+    def validate(self) -> None:
+        if self.max_consecutive < 1 or self.window < 2:
+            raise UserError("config keys 'guards.max_consecutive' must be >= 1 and 'guards.window' >= 2")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: dict = dataclasses.field(default_factory=dict)  # {preset: NAME} and/or ModelConfig fields
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+    guards: GuardsConfig = dataclasses.field(default_factory=GuardsConfig)
+
+    # ---- derived values (the loop reads these, never the raw either/or keys) -----------------------------
+    @property
+    def global_batch_size(self) -> int:
+        return self.train.global_batch_size or self.train.tokens_per_step // self.data.seq_length
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.data.seq_length
+
+    @property
+    def train_iters(self) -> int:
+        return self.train.train_iters or math.ceil(self.train.train_tokens / self.tokens_per_step)
+
+    @property
+    def warmup_iters(self) -> int:
+        if self.train.warmup_iters is not None:
+            return min(self.train.warmup_iters, self.train_iters)
+        return round(self.train.warmup_fraction * self.train_iters)
+
+    def grad_accum_steps(self, world_size: int = 1) -> int:
+        return self.global_batch_size // (self.train.micro_batch_size * world_size)
+
+    def run_name(self) -> str:
+        if self.logging.name:
+            return self.logging.name
+        return Path(self.checkpoint.dir).name if self.checkpoint.dir else "pretrain"
+
+    def model_config(self):
+        """The ModelConfig this run trains (imports torch: model.py defines it)."""
+        from ..model import ModelConfig
+
+        return from_dict(ModelConfig, self.model, prefix="model")
+
+    def check(self, world_size: int = 1) -> None:
+        """Cross-section checks that need the whole config (batch divisibility, data present)."""
+        t = self.train
+        if t.tokens_per_step is not None and t.tokens_per_step % self.data.seq_length:
+            raise UserError(f"config: train.tokens_per_step {t.tokens_per_step} is not divisible by "
+                            f"data.seq_length {self.data.seq_length}")
+        per_step = t.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise UserError(f"config: global batch size {self.global_batch_size} is not divisible by "
+                            f"train.micro_batch_size {t.micro_batch_size} x data-parallel size {world_size}")
+        if not self.data.path:
+            raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
+                            "or a Megatron blend like '0.7 data/en 0.3 data/zh'")
+        for prefix in blend_prefixes(self.data.path):
+            p = Path(prefix)
+            if not p.parent.is_dir() or not any(p.parent.glob(f"{p.name}*.bin")):
+                raise UserError(f"data.path: no tokenized data at '{prefix}' (no {prefix}*.bin; "
+                                "make it with `llmctl data tokenize --output-prefix ...`)")
+        from ..plugins import lookup
+
+        for sink in self.logging.sinks:
+            lookup("loggers", sink)  # an unknown sink fails before any work, naming what exists
+        max_len = self.model.get("max_seq_len")
+        if max_len is not None and self.data.seq_length > max_len:
+            raise UserError(f"config: data.seq_length {self.data.seq_length} exceeds model.max_seq_len {max_len}")
+
+
+def blend_prefixes(spec: str | list) -> list[str]:
+    """The prefixes in a Megatron blend ("0.7 A 0.3 B"), a single prefix, or a list of either."""
+    items = spec if isinstance(spec, list) else str(spec).split()
+    out = []
+    for item in items:
+        for tok in str(item).split():
+            try:
+                float(tok)
+            except ValueError:
+                out.append(tok)
+    return out
+
+
+# ---- loading ---------------------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__package__).joinpath("presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | os.PathLike | dict) -> dict[str, Any]:
+    if isinstance(source, dict):
+        import copy
+
+        return copy.deepcopy(source)
+    path = Path(source)
+    if path.is_file():
+        return load_yaml(path)
+    if str(source) in preset_names():
+        with resources.as_file(resources.files(__package__).joinpath("presets", f"{source}.yaml")) as p:
+            return load_yaml(p)
+    hint = difflib.get_close_matches(str(source), preset_names(), n=1)
+    raise UserError(f"config file not found: {source}" + (f" (did you mean preset '{hint[0]}'?)" if hint else "")
+                    + f"; presets: {', '.join(preset_names())}")
+
+
+def resolve_model_section(section: dict[str, Any]) -> dict[str, Any]:
+    """{preset: tiny, hidden_size: 128} -> every ModelConfig field, preset values overridden by the rest."""
+    from ..model import ModelConfig, get_preset
+
+    section = dict(section or {})
+    preset = section.pop("preset", None)
+    base = to_dict(get_preset(preset)) if preset else to_dict(ModelConfig())
+    base.update(section)
+    return to_dict(from_dict(ModelConfig, base, prefix="model"))
+
+
+def load_train_config(source: str | os.PathLike | dict, overrides: Iterable[str] = (), *,
+                      resolve_model: bool = True) -> TrainConfig:
+    """Read a YAML file, a preset name (tiny, zen-500m) or a dict; apply `section.key=value` overrides; check.
+
+    With `resolve_model` (needs torch) the model section becomes the complete ModelConfig, and a tokenizer
+    sets the vocab size unless the config gives one."""
+    data = apply_overrides(_read_source(source), overrides)
+    for section in ("model",):
+        if section in data and not isinstance(data[section], dict):
+            raise UserError(f"config key '{section}' must be a mapping")
+    cfg = from_dict(TrainConfig, data)
+    if resolve_model:
+        explicit_vocab = "vocab_size" in cfg.model
+        cfg.model = resolve_model_section(cfg.model)
+        if cfg.data.tokenizer:
+            from ..tokenizer import load_tokenizer
+
+            n = load_tokenizer(cfg.data.tokenizer).vocab_size
+            if not explicit_vocab:
+                cfg.model["vocab_size"] = n
+            elif cfg.model["vocab_size"] < n:
+                raise UserError(f"config: model.vocab_size {cfg.model['vocab_size']} is smaller than the "
+                                f"tokenizer's {n} ({cfg.data.tokenizer})")
+    return cfg
