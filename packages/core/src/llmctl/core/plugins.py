@@ -124,7 +124,7 @@ class PluginBus:
     def _collect(self, kind: str) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
         hook = getattr(self.pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order (pluggy lists impls oldest first)
             plugin = impl.plugin_name
 
             def register(name: str, value: Any = None, *args: Any, _plugin: str = plugin, **kw: Any) -> None:
@@ -141,7 +141,7 @@ class PluginBus:
     def commands(self, cli) -> None:
         """Let every plugin add its commands; a clash of command names is an error naming both plugins."""
         owners: dict[str, str] = {}
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        for impl in self.pm.hook.register_commands.get_hookimpls():
             before = set(cli.commands)
             shadow = dict(cli.commands)
             impl.function(cli)
