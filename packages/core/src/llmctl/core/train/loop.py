@@ -407,6 +407,9 @@ class Trainer:
                       f"dtype {cfg.train.dtype}, kernels {self.raw.ops.names}, global batch {self.gbs} = "
                       f"{self.mbs} x {self.accum} accumulation x {self.world} ranks, {cfg.tokens_per_step:,} "
                       f"tokens/step, {self.total} iterations, warmup {cfg.warmup_iters}")
+        for key, value in (("seq_length", self.seq), ("global_batch_size", self.gbs),
+                           ("micro_batch_size", self.mbs), ("train_iters", self.total), ("lr", cfg.train.lr)):
+            self.log.note(f"  {key} {'.' * (48 - len(key))} {value}")  # Megatron's argument dump format
         self.data = self._loader(self.train_ds, self.state.consumed_samples)
         if self.bar is not None:
             self.bar.n = self.state.iteration
