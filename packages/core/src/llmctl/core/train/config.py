@@ -200,6 +200,8 @@ class TrainConfig:
         if not self.data.path:
             raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
                             "or a Megatron blend like '0.7 data/en 0.3 data/zh'")
+        if not blend_prefixes(self.data.path):
+            raise UserError(f"config key 'data.path': no dataset prefix in {self.data.path!r}")
         for prefix in blend_prefixes(self.data.path):
             p = Path(prefix)
             if not p.parent.is_dir() or not any(p.parent.glob(f"{p.name}*.bin")):

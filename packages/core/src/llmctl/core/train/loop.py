@@ -327,7 +327,7 @@ class Trainer:
         if self.rank == 0:
             path = save_checkpoint(self.ckpt_dir, self.state.iteration, state, config=to_dict(self.cfg),
                                    tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep)
-            self.log.note(f" saved checkpoint at iteration {self.state.iteration:7d} to {path}")
+            self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
         if self.world > 1:
             dist.barrier()
 
