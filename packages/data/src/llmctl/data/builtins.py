@@ -14,3 +14,10 @@ def register_readers(register):
 
     for name, reader in BUILTIN_READERS.items():
         register(name, reader, extensions=tuple(reader.extensions))
+
+
+@hookimpl
+def register_datasets(register):
+    from .gpt_dataset import build_gpt_dataset
+
+    register("gpt", build_gpt_dataset)

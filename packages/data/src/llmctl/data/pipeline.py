@@ -200,6 +200,31 @@ def shard_tag(shard_index: int, num_shards: int) -> str:
     return f"{shard_index:05d}-of-{num_shards:05d}"
 
 
+class _NoBar:
+    n = 0
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_bar(quiet: bool = False, **kw: Any):
+    """A progress bar (llmctl.core.progress) unless `quiet` (pool workers report to the parent's bar instead)."""
+    if quiet:
+        return _NoBar()
+    from llmctl.core.progress import progress
+
+    return progress(**kw)
+
+
 # ---- local worker pool ------------------------------------------------------------------------------------
 
 _PROGRESS_COUNTER = None
