@@ -93,7 +93,8 @@ def generate_command(ckpt_dir, preset, tokenizer_path, prompts, max_new_tokens, 
 
     loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration)
     texts = generate_text(loaded, list(prompts), max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed)
+                          top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
+                          show_progress=True)
     for prompt, text in zip(prompts, texts):
         if as_json:
             click.echo(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False))

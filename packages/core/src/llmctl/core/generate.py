@@ -13,6 +13,7 @@ import torch
 
 from .errors import UserError
 from .model import KVCache, Transformer
+from .progress import progress
 
 if TYPE_CHECKING:
     from .loading import LoadedModel
@@ -68,9 +69,11 @@ def _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_p
 @torch.inference_mode()
 def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-             stop_ids: Sequence[int] = (), pad_id: int = 0, seed: int | None = None) -> list[list[int]]:
+             stop_ids: Sequence[int] = (), pad_id: int = 0, seed: int | None = None,
+             show_progress: bool = False) -> list[list[int]]:
     """New tokens for each prompt (prompt and stop token excluded). temperature 0 = greedy; a `seed` makes
-    sampling reproducible. Rows that hit a stop token stop; the batch ends when all have, or at the limit."""
+    sampling reproducible. Rows that hit a stop token stop; the batch ends when all have, or at the limit.
+    `show_progress` draws a token bar on a terminal (the CLI's long runs)."""
     cfg = model.cfg
     _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty, cfg.vocab_size)
     param = next(model.parameters())
@@ -98,7 +101,10 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_to
     logits = model(tokens, cache=cache, attention_mask=mask[:, :L])[:, -1].float()
     out = torch.full((B, max_new_tokens), pad_in, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    bar = progress(total=max_new_tokens, desc="generate", unit="tok") if show_progress else None
     for step in range(max_new_tokens):
+        if bar is not None:
+            bar.update(1)
         logits = apply_repetition_penalty(logits, seen, repetition_penalty)
         if temperature == 0:
             nxt = logits.argmax(dim=-1)
@@ -114,6 +120,8 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_to
         mask[:, L + step] = 1
         logits = model(nxt[:, None], cache=cache, attention_mask=mask[:, :L + step + 1])[:, -1].float()
 
+    if bar is not None:
+        bar.close()
     stop_set = set(int(s) for s in stops.tolist())
     results = []
     for row in out.tolist()[:B]:
