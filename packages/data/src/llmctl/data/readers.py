@@ -159,8 +159,15 @@ def reader_for(path: str, fmt: str | None = None) -> Reader:
     return best[1]
 
 
+SKIP_NAMES = {"manifest.json"}
+
+
 def expand_inputs(paths: Iterable[str | os.PathLike], what: str = "--input") -> list[str]:
-    """Files named directly, plus every readable file under named directories, sorted for a stable order."""
+    """Files named directly, plus every readable file under named directories, sorted for a stable order.
+
+    Inside a directory, names starting with '.' or '_' (work dirs, `_report.json`) and `manifest.json` are
+    skipped, as Hadoop/Spark do, so one stage's output directory is the next stage's input as-is.
+    """
     exts = tuple(e for r in readers().values() for e in getattr(r, "extensions", ()))
     out: list[str] = []
     for p in paths:
@@ -170,7 +177,8 @@ def expand_inputs(paths: Iterable[str | os.PathLike], what: str = "--input") -> 
             path = Path(part)
             if path.is_dir():
                 found = sorted(str(f) for f in path.rglob("*")
-                               if f.is_file() and f.name.lower().endswith(exts) and not f.name.startswith("."))
+                               if f.is_file() and f.name.lower().endswith(exts) and f.name not in SKIP_NAMES
+                               and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts))
                 if not found:
                     raise UserError(f"{what} {path}: no readable files in this directory")
                 out.extend(found)

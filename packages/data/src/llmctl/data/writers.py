@@ -65,7 +65,7 @@ class JsonlWriter(_RollingWriter):
         super().__init__(out_dir, prefix, max_bytes)
         self._f = None
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], size: int | None = None) -> None:
         if self._f is None:
             self._tmp, self._final = self._next_paths()
             self._f = open(self._tmp, "w", encoding="utf-8")

@@ -1,0 +1,339 @@
+"""Exact and MinHash-LSH near-duplicate removal that works across shards, in three phases.
+
+1. signatures (per shard, parallel): for every document a normalised exact hash, a MinHash signature and its
+   LSH band hashes, streamed to raw files in the work dir (bounded memory), plus the document's file/row;
+2. join (once, global): for the exact hashes and for each LSH band, sort all shards' values together and link
+   documents that share one; connected components (min-label propagation in numpy) are duplicate clusters,
+   and each keeps its first document (lowest shard, then position). Writes per-shard removal lists and the
+   removed-pair report (`_pairs.jsonl`: removed, kept, method, estimated similarity);
+3. apply (per shard, parallel): re-read the shard and write every document not on its removal list.
+
+`run_dedup` runs all three locally (`--workers` processes for 1 and 3); a cluster runs phase 1 and 3 as array
+jobs with `--shard-index/--num-shards` and phase 2 once in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from llmctl.core.errors import UserError
+from llmctl.core.io import atomic_file, atomic_path, write_json_atomic
+
+from .hashing import stable_hash64
+from .minhash import MinHasher, band_hashes, optimal_bands
+from .pipeline import StageStats, check_shard, make_bar, plan_shard, report_progress, run_shards, shard_tag
+from .readers import expand_inputs, iter_documents
+from .writers import make_writer
+
+BATCH_DOCS = 512
+METHODS = {0: "exact", 1: "minhash"}
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class DedupParams:
+    exact: bool = True
+    minhash: bool = True
+    threshold: float = 0.8
+    num_perm: int = 128
+    ngram: int = 5
+    bands: int = 0   # 0 = choose from threshold and num_perm
+    rows: int = 0
+    seed: int = 1
+
+    def resolved(self) -> "DedupParams":
+        if not (self.exact or self.minhash):
+            raise UserError("dedup: enable --exact and/or --minhash")
+        if not 0 < self.threshold <= 1:
+            raise UserError(f"--threshold must be in (0, 1], got {self.threshold}")
+        bands, rows = self.bands, self.rows
+        if bands <= 0 and rows <= 0:
+            bands, rows = optimal_bands(self.threshold, self.num_perm)
+        elif bands <= 0:
+            bands = self.num_perm // rows
+        elif rows <= 0:
+            rows = self.num_perm // bands
+        if bands * rows > self.num_perm or bands < 1 or rows < 1:
+            raise UserError(f"--bands {bands} x --rows {rows} must be at most --num-perm {self.num_perm}")
+        return DedupParams(self.exact, self.minhash, self.threshold, self.num_perm, self.ngram, bands, rows, self.seed)
+
+
+def normalized_hash(text: str) -> int:
+    """Exact-duplicate key: NFKC, lower case, whitespace and punctuation removed, then a 64-bit hash."""
+    return stable_hash64(_NON_WORD.sub("", unicodedata.normalize("NFKC", text).lower()))
+
+
+def _paths(work: Path, tag: str) -> dict[str, Path]:
+    return {k: work / f"{k}-{tag}.{ext}" for k, ext in
+            (("sig", "u32"), ("bands", "u64"), ("exact", "u64"), ("loc", "i64"), ("meta", "json"),
+             ("removed", "npy"))}
+
+
+# ---- phase 1 ------------------------------------------------------------------------------------------------
+
+
+def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params: DedupParams,
+                     text_key: str | None = None, shard_index: int = 0, num_shards: int = 1,
+                     quiet: bool = False) -> dict[str, Any]:
+    """Phase 1 for one shard: exact hashes, MinHash signatures and band hashes, streamed to `work_dir`."""
+    check_shard(shard_index, num_shards)
+    params = params.resolved()
+    files = expand_inputs(inputs)
+    plan = plan_shard(files, shard_index, num_shards)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    paths = _paths(work, shard_tag(shard_index, num_shards))
+    paths["meta"].unlink(missing_ok=True)  # the meta file marks a complete shard; it is written last
+    hasher = MinHasher(params.num_perm, params.ngram, params.seed)
+    file_ids = {f: i for i, f in enumerate(plan.files)}
+    stats = StageStats("dedup-signatures")
+    bar = make_bar(quiet, desc=f"dedup signatures {shard_index}/{num_shards}", unit="docs")
+    n = 0
+    outs = {k: open(str(paths[k]) + ".tmp", "wb") for k in ("sig", "bands", "exact", "loc")}
+    try:
+        batch: list = []
+
+        def flush() -> None:
+            nonlocal n
+            texts = [d.text for d in batch]
+            if params.minhash:
+                sig = hasher.signatures(texts)
+                outs["sig"].write(sig.tobytes())
+                outs["bands"].write(band_hashes(sig, params.bands, params.rows).tobytes())
+            if params.exact:
+                outs["exact"].write(np.fromiter((normalized_hash(t) for t in texts), np.uint64, len(texts)).tobytes())
+            loc = np.array([[file_ids[d.source], d.index] for d in batch], dtype=np.int64).reshape(-1, 2)
+            outs["loc"].write(loc.tobytes())
+            n += len(batch)
+            bar.update(len(batch))
+            report_progress(len(batch))
+            batch.clear()
+
+        for doc in iter_documents(plan, text_key, stats):
+            batch.append(doc)
+            if len(batch) >= BATCH_DOCS:
+                flush()
+        if batch:
+            flush()
+        for k, f in outs.items():
+            f.close()
+            os.replace(str(paths[k]) + ".tmp", paths[k])
+    except BaseException:
+        for k, f in outs.items():
+            f.close()
+            Path(str(paths[k]) + ".tmp").unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    meta = {"shard": [shard_index, num_shards], "docs": n, "files": list(plan.files),
+            "by_document": plan.by_document, "params": asdict(params), "skipped": stats.to_dict()["dropped"]}
+    write_json_atomic(paths["meta"], meta)
+    return meta
+
+
+# ---- phase 2 ------------------------------------------------------------------------------------------------
+
+
+def _run_edges(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (first, other) linking every run of equal values (by global position order)."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    same = v[1:] == v[:-1]
+    if not same.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    run_start = np.concatenate([[True], ~same])
+    run_id = np.cumsum(run_start) - 1
+    first = order[run_start][run_id]
+    keep = ~run_start
+    return first[keep].astype(np.int64), order[keep].astype(np.int64)
+
+
+def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """For nodes 0..n-1 and undirected edges (u, v): the smallest node id of each node's component."""
+    labels = np.arange(n, dtype=np.int64)
+    if len(u) == 0:
+        return labels
+    while True:
+        m = np.minimum(labels[u], labels[v])
+        before = labels.copy()
+        np.minimum.at(labels, u, m)
+        np.minimum.at(labels, v, m)
+        while True:  # pointer jumping: follow labels to their roots
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        if np.array_equal(before, labels):
+            return labels
+
+
+def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | os.PathLike | None = None
+               ) -> dict[str, Any]:
+    """Phase 2: one global join over all shards' hashes; writes removal lists and the pair report."""
+    work = Path(work_dir)
+    pairs_path = Path(pairs_path) if pairs_path else work / "_pairs.jsonl"
+    metas = []
+    for i in range(num_shards):
+        p = _paths(work, shard_tag(i, num_shards))["meta"]
+        if not p.is_file():
+            raise UserError(f"{p}: signatures of shard {i} of {num_shards} are missing; run the signatures phase "
+                            f"with --shard-index {i} --num-shards {num_shards} first")
+        metas.append(json.loads(p.read_text()))
+    params = DedupParams(**metas[0]["params"])
+    for m in metas[1:]:
+        if m["params"] != metas[0]["params"]:
+            raise UserError(f"{work}: shards were hashed with different dedup parameters; rerun the signatures phase")
+    counts = np.array([m["docs"] for m in metas], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    total = int(offsets[-1])
+    tags = [shard_tag(i, num_shards) for i in range(num_shards)]
+
+    def load(kind: str, dtype, width: int = 1):
+        parts = []
+        for tag, c in zip(tags, counts):
+            p = _paths(work, tag)[kind]
+            if c == 0:
+                parts.append(np.zeros((0, width) if width > 1 else 0, dtype))
+                continue
+            a = np.memmap(p, dtype=dtype, mode="r")
+            parts.append(a.reshape(int(c), width) if width > 1 else a)
+        return parts
+
+    us, vs, exact_all = [], [], None
+    if params.exact:
+        exact_all = np.concatenate(load("exact", np.uint64)) if total else np.zeros(0, np.uint64)
+        u, v = _run_edges(exact_all)
+        us.append(u)
+        vs.append(v)
+    sig_parts = load("sig", np.uint32, params.num_perm) if params.minhash else []
+    if params.minhash and total:
+        band_parts = load("bands", np.uint64, params.bands)
+        for j in range(params.bands):
+            col = np.concatenate([np.asarray(b[:, j]) for b in band_parts])
+            u, v = _run_edges(col)
+            us.append(u)
+            vs.append(v)
+    u = np.concatenate(us) if us else np.zeros(0, np.int64)
+    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
+    # work on the nodes that have an edge only: memory follows duplicates, not corpus size
+    nodes = np.unique(np.concatenate([u, v]))
+    labels_local = connected_min_labels(len(nodes), np.searchsorted(nodes, u), np.searchsorted(nodes, v))
+    rep = nodes[labels_local]
+    removed_mask = rep != nodes
+    removed, kept = nodes[removed_mask], rep[removed_mask]
+
+    def shard_of(g: np.ndarray) -> np.ndarray:
+        return np.searchsorted(offsets, g, side="right") - 1
+
+    def sig_of(g: int) -> np.ndarray:
+        s = int(shard_of(np.array([g]))[0])
+        return np.asarray(sig_parts[s][g - offsets[s]])
+
+    locs = load("loc", np.int64, 2)
+    method = np.ones(len(removed), dtype=np.int64)
+    if exact_all is not None and len(removed):
+        method[exact_all[removed] == exact_all[kept]] = 0
+    with atomic_file(pairs_path) as f:
+        for g, k, m in zip(removed.tolist(), kept.tolist(), method.tolist()):
+            sim = 1.0 if m == 0 or not params.minhash else float((sig_of(g) == sig_of(k)).mean())
+            row = {"removed": _locator(metas, locs, offsets, g), "kept": _locator(metas, locs, offsets, k),
+                   "method": METHODS[m], "similarity": round(sim, 4)}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rshard = shard_of(removed)
+    for i, tag in enumerate(tags):
+        sel = rshard == i
+        arr = np.stack([removed[sel] - offsets[i], method[sel]], axis=1).astype(np.int64).reshape(-1, 2)
+        with atomic_path(_paths(work, tag)["removed"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr[np.argsort(arr[:, 0])])
+    summary = {"docs": total, "clusters": int(len(np.unique(rep[removed_mask]))), "removed": int(len(removed)),
+               "removed_exact": int((method == 0).sum()), "removed_minhash": int((method == 1).sum()),
+               "params": asdict(params), "pairs": str(pairs_path)}
+    write_json_atomic(work / "join.json", summary)
+    return summary
+
+
+def _locator(metas, locs, offsets, g: int) -> str:
+    s = int(np.searchsorted(offsets, g, side="right") - 1)
+    file_idx, row = (int(x) for x in locs[s][g - offsets[s]])
+    return f"{metas[s]['files'][file_idx]}:{row}"
+
+
+# ---- phase 3 ------------------------------------------------------------------------------------------------
+
+
+def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str | os.PathLike,
+                text_key: str | None = None, shard_index: int = 0, num_shards: int = 1,
+                out_format: str | None = None, max_file_mb: int = 1024, quiet: bool = False) -> dict[str, Any]:
+    """Phase 3 for one shard: copy every document that is not on the shard's removal list."""
+    check_shard(shard_index, num_shards)
+    tag = shard_tag(shard_index, num_shards)
+    paths = _paths(Path(work_dir), tag)
+    if not paths["removed"].is_file():
+        raise UserError(f"{paths['removed']}: no removal list for shard {shard_index}; run the join phase first")
+    meta = json.loads(paths["meta"].read_text())
+    removed = np.load(paths["removed"])
+    drop_method = dict(zip(removed[:, 0].tolist(), removed[:, 1].tolist()))
+    files = expand_inputs(inputs)
+    plan = plan_shard(files, shard_index, num_shards)
+    if list(plan.files) != meta["files"]:
+        raise UserError(f"dedup apply: shard {shard_index}'s input files differ from the signatures phase")
+    fmt = out_format or ("parquet" if all(f.endswith((".parquet", ".pq")) for f in plan.files) else "jsonl")
+    stats = StageStats("dedup")
+    bar = make_bar(quiet, desc=f"dedup apply {shard_index}/{num_shards}", unit="docs")
+    key = None
+    n = 0
+    with make_writer(fmt, output, f"part-{shard_index:05d}", max_file_mb << 20) as writer:
+        for doc in iter_documents(plan, text_key, stats):
+            if key is None:
+                from .readers import pick_text_key
+
+                key = pick_text_key(doc.row, text_key, doc.source)
+            method = drop_method.get(n)
+            size = len(doc.text.encode("utf-8", "surrogatepass"))
+            if method is None:
+                writer.write(doc.to_row(key), size)
+                stats.keep(size, doc.language())
+            else:
+                stats.drop(f"duplicate-{METHODS[method]}", size, doc.language())
+            n += 1
+            bar.update(1)
+            report_progress(1)
+    bar.close()
+    if n != meta["docs"]:
+        raise UserError(f"dedup apply: shard {shard_index} has {n} documents now but {meta['docs']} when hashed; "
+                        "the input changed — rerun all phases")
+    report = {"shard": [shard_index, num_shards], "stats": stats.to_dict(), "files": writer.files}
+    write_json_atomic(Path(output) / f"_report-{tag}.json", report)
+    return report
+
+
+def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupParams, text_key: str | None = None,
+              workers: int = 1, num_shards: int | None = None, work_dir: str | os.PathLike | None = None,
+              out_format: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """All three phases locally; shards = workers unless given."""
+    n = num_shards or max(1, workers)
+    work = Path(work_dir) if work_dir else Path(output) / "_dedup_work"
+    files = expand_inputs(inputs)
+    params = params.resolved()
+    run_shards(dedup_signatures, n, workers, {"inputs": files, "work_dir": work, "params": params,
+                                              "text_key": text_key}, desc="dedup signatures")
+    summary = dedup_join(work, n, Path(output) / "_pairs.jsonl")
+    reports = run_shards(dedup_apply, n, workers, {"inputs": files, "output": output, "work_dir": work,
+                                                   "text_key": text_key, "out_format": out_format},
+                         desc="dedup apply")
+    total = StageStats("dedup")
+    for r in reports:
+        total.merge(StageStats.from_dict(r["stats"]))
+    report = {"join": summary, "stats": total.to_dict(), "files": [f for r in reports for f in r["files"]],
+              "summary": total.summary()}
+    write_json_atomic(Path(output) / "_report.json", report)
+    return report

@@ -1,0 +1,151 @@
+"""A deterministic toy bilingual corpus (zh + en) and a multiple-choice test answerable from it.
+
+Regular enough that a tiny model learns it in minutes on a CPU: templated facts ("The capital of France is
+Paris." / "法国的首都是巴黎。"), arithmetic ("3 + 4 = 7"), and short templated stories. A few planted exact
+and near duplicates and dirty documents (too short, URL spam, an e-mail to mask) give clean and dedup something
+visible to do; their ids are listed in `_synth.json`. The multiple-choice set uses MMLU's CSV layout
+(header-less `question,A,B,C,D,answer`) in `mc/{dev,test}/toyfacts_{dev,test}.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from llmctl.core.io import atomic_file, write_json_atomic
+
+COUNTRIES = [  # (en country, en capital, zh country, zh capital)
+    ("France", "Paris", "法国", "巴黎"), ("Japan", "Tokyo", "日本", "东京"), ("China", "Beijing", "中国", "北京"),
+    ("Germany", "Berlin", "德国", "柏林"), ("Italy", "Rome", "意大利", "罗马"), ("Spain", "Madrid", "西班牙", "马德里"),
+    ("Russia", "Moscow", "俄罗斯", "莫斯科"), ("Egypt", "Cairo", "埃及", "开罗"), ("Canada", "Ottawa", "加拿大", "渥太华"),
+    ("Brazil", "Brasilia", "巴西", "巴西利亚"), ("India", "New Delhi", "印度", "新德里"),
+    ("Australia", "Canberra", "澳大利亚", "堪培拉"), ("Kenya", "Nairobi", "肯尼亚", "内罗毕"),
+    ("Greece", "Athens", "希腊", "雅典"), ("Norway", "Oslo", "挪威", "奥斯陆"), ("Peru", "Lima", "秘鲁", "利马"),
+    ("Thailand", "Bangkok", "泰国", "曼谷"), ("Mexico", "Mexico City", "墨西哥", "墨西哥城"),
+    ("Turkey", "Ankara", "土耳其", "安卡拉"), ("Poland", "Warsaw", "波兰", "华沙"),
+    ("Sweden", "Stockholm", "瑞典", "斯德哥尔摩"), ("Vietnam", "Hanoi", "越南", "河内"),
+    ("Argentina", "Buenos Aires", "阿根廷", "布宜诺斯艾利斯"), ("Portugal", "Lisbon", "葡萄牙", "里斯本"),
+]
+ANIMALS = [("cat", "猫"), ("dog", "狗"), ("rabbit", "兔子"), ("fox", "狐狸"), ("bear", "熊"), ("owl", "猫头鹰"),
+           ("horse", "马"), ("duck", "鸭子")]
+ADJS = [("little", "小小"), ("brave", "勇敢"), ("clever", "聪明"), ("happy", "快乐"), ("sleepy", "困倦"), ("kind", "善良")]
+PLACES = [("forest", "森林里"), ("village", "村子里"), ("garden", "花园里"), ("river bank", "河边"), ("mountain", "山上")]
+ACTS = [("sang a song", "唱一首歌"), ("ate an apple", "吃一个苹果"), ("read a book", "读一本书"),
+        ("ran to the river", "跑到河边"), ("planted a flower", "种一朵花")]
+MAX_OPERAND = 20
+
+
+def _fact_en(r: random.Random) -> str:
+    picks = r.sample(COUNTRIES, r.randint(3, 5))
+    return " ".join(f"The capital of {c} is {cap}." for c, cap, _zc, _zcap in picks)
+
+
+def _fact_zh(r: random.Random) -> str:
+    picks = r.sample(COUNTRIES, r.randint(3, 5))
+    return "".join(f"{zc}的首都是{zcap}。" for _c, _cap, zc, zcap in picks)
+
+
+def _pairs(r: random.Random) -> list[tuple[int, int]]:
+    return r.sample([(a, b) for a in range(MAX_OPERAND + 1) for b in range(MAX_OPERAND + 1)], r.randint(3, 5))
+
+
+def _arith_en(r: random.Random) -> str:
+    return " ".join(f"What is {a} + {b}? The answer is {a} + {b} = {a + b}." for a, b in _pairs(r))
+
+
+def _arith_zh(r: random.Random) -> str:
+    return "".join(f"{a}加{b}等于多少？我们来算一算：{a} + {b} = {a + b}。所以答案是{a + b}。" for a, b in _pairs(r))
+
+
+def _story_en(r: random.Random) -> str:
+    (adj, _), (animal, _), (place, _), (act, _) = r.choice(ADJS), r.choice(ANIMALS), r.choice(PLACES), r.choice(ACTS)
+    friend = r.choice([a for a in ANIMALS if a[0] != animal])[0]
+    return (f"Once upon a time, a {adj} {animal} lived in the {place}. Every morning the {animal} {act}. "
+            f"One day the {animal} met a {friend}, and they became good friends. The end.")
+
+
+def _story_zh(r: random.Random) -> str:
+    (_, adj), (_, animal), (_, place), (_, act) = r.choice(ADJS), r.choice(ANIMALS), r.choice(PLACES), r.choice(ACTS)
+    friend = r.choice([a for a in ANIMALS if a[1] != animal])[1]
+    return f"从前，{place}住着一只{adj}的{animal}。每天早上，{animal}都会{act}。有一天，{animal}遇到了一只{friend}，它们成了好朋友。完。"
+
+
+GENERATORS = [("en", _fact_en), ("zh", _fact_zh), ("en", _arith_en), ("zh", _arith_zh), ("en", _story_en),
+              ("zh", _story_zh)]
+
+
+def _mc_rows(r: random.Random, n: int) -> list[list[str]]:
+    rows = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            c, cap, _zc, _zcap = r.choice(COUNTRIES)
+            wrong = r.sample([x[1] for x in COUNTRIES if x[1] != cap], 3)
+            q, right = f"What is the capital of {c}?", cap
+        elif kind == 1:
+            _c, _cap, zc, zcap = r.choice(COUNTRIES)
+            wrong = r.sample([x[3] for x in COUNTRIES if x[3] != zcap], 3)
+            q, right = f"{zc}的首都是哪里？", zcap
+        else:
+            a, b = r.randint(0, MAX_OPERAND), r.randint(0, MAX_OPERAND)
+            s = a + b
+            wrong = r.sample([x for x in range(max(0, s - 5), s + 6) if x != s], 3)
+            q, right, wrong = f"What is {a} + {b}?", str(s), [str(w) for w in wrong]
+        options = wrong + [right]
+        r.shuffle(options)
+        rows.append([q, *options, "ABCD"[options.index(right)]])
+    return rows
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: int = 60) -> dict[str, Any]:
+    """Write `corpus.jsonl` (id, text, lang), the MC set and `_synth.json`; returns the summary."""
+    r = random.Random(seed)
+    out = Path(out_dir)
+    records: list[dict[str, str]] = []
+    for i in range(docs):
+        lang, gen = GENERATORS[i % len(GENERATORS)]
+        records.append({"id": f"toy-{i:06d}", "text": gen(r), "lang": lang})
+    planted: dict[str, list[str]] = {"exact_duplicates": [], "near_duplicates": [], "dirty": []}
+    for k, src in enumerate(r.sample(records[: max(1, docs)], min(5, docs))):
+        records.append({"id": f"dup-exact-{k}", "text": src["text"], "lang": src["lang"]})
+        planted["exact_duplicates"].append(f"dup-exact-{k}")
+    for k, src in enumerate(r.sample([x for x in records[:docs] if x["lang"] == "en"], min(3, docs // 2))):
+        near = src["text"].replace(" is ", " is really ", 1) if " is " in src["text"] else src["text"] + " Yes."
+        records.append({"id": f"dup-near-{k}", "text": near, "lang": "en"})
+        planted["near_duplicates"].append(f"dup-near-{k}")
+    for k, src in enumerate(r.sample([x for x in records[:docs] if x["lang"] == "zh"], min(2, docs // 2))):
+        records.append({"id": f"dup-near-zh-{k}", "text": src["text"] + "好。", "lang": "zh"})
+        planted["near_duplicates"].append(f"dup-near-zh-{k}")
+    dirty = [
+        ("dirty-short-en", "ok", "en"), ("dirty-short-zh", "哈哈", "zh"),
+        ("dirty-url-spam", " ".join(f"Best deals http://spam.example.com/p{j}?ref=x" for j in range(8)), "en"),
+        ("dirty-email", "For questions about the capital of France, write to alice.smith@example.com today.", "en"),
+        ("dirty-phone-zh", "关于法国的首都是巴黎这个问题，请致电13812345678咨询。", "zh"),
+    ]
+    for id_, text, lang in dirty:
+        records.append({"id": id_, "text": text, "lang": lang})
+        planted["dirty"].append(id_)
+    r.shuffle(records)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "corpus.jsonl") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    mc = {"dev": _mc_rows(r, 5), "test": _mc_rows(r, mc_test)}
+    for split, rows in mc.items():
+        with atomic_file(out / "mc" / split / f"toyfacts_{split}.csv") as f:
+            f.write(_csv_text(rows))
+    summary = {"docs": len(records), "seed": seed, "corpus": str(out / "corpus.jsonl"),
+               "mc": {s: str(out / "mc" / s / f"toyfacts_{s}.csv") for s in mc}, "planted": planted,
+               "bytes": sum(len(x["text"].encode()) for x in records)}
+    write_json_atomic(out / "_synth.json", summary)
+    return summary
