@@ -1,6 +1,7 @@
 """llmctl-data's built-in plugin: the `llmctl data` commands, corpus readers, cleaning filters and datasets.
 
-Registered through the `llmctl` entry point like any third-party plugin. Nothing here imports torch.
+Registered through the `llmctl` entry point like any third-party plugin. Nothing here imports torch, and the
+heavy modules are imported only when a hook is called.
 """
 
 from __future__ import annotations
@@ -9,11 +10,26 @@ from llmctl.core.plugins import hookimpl
 
 
 @hookimpl
+def register_commands(cli):
+    from .cli import data_group
+
+    cli.add_command(data_group)
+
+
+@hookimpl
 def register_readers(register):
     from .readers import BUILTIN_READERS
 
     for name, reader in BUILTIN_READERS.items():
         register(name, reader, extensions=tuple(reader.extensions))
+
+
+@hookimpl
+def register_filters(register):
+    from .filters import BUILTIN_FILTERS
+
+    for name, rule in BUILTIN_FILTERS.items():
+        register(name, rule)
 
 
 @hookimpl
