@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -13,7 +14,7 @@ from .pii import PiiStage
 from .pipeline import (Document, Stage, StageStats, check_shard, make_bar, nbytes, plan_shard, report_progress,
                        run_shards, shard_tag)
 from .readers import expand_inputs, iter_documents, pick_text_key
-from .writers import make_writer
+from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
 
 
 class RuleStage(Stage):
@@ -88,13 +89,27 @@ def clean_shard(inputs: Sequence[str], output: str | os.PathLike, rules: str | S
 def run_clean(inputs: Sequence[str], output: str | os.PathLike, rules: str | Sequence[Any] = "default",
               pii: str = "mask", text_key: str | None = None, workers: int = 1, num_shards: int | None = None,
               out_format: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Every shard locally (`workers` processes), then one merged `_report.json`."""
+    """Every shard locally (`workers` processes), then one merged `_report.json`.
+
+    `output` is a directory, or a single `.jsonl`/`.parquet` file assembled from the shards' parts (its report
+    is then `_<name>.report.json` next to it).
+    """
     n = num_shards or max(1, workers)
     build_rules(rules)  # fail fast on a bad rules file, before starting workers
-    reports = run_shards(clean_shard, n, workers, {"inputs": expand_inputs(inputs), "output": output, "rules": rules,
+    target = single_file_target(output)
+    out_dir = side_path(target, "parts") if target else Path(output)
+    if target:
+        out_format = FILE_SUFFIXES[target.suffix]
+        shutil.rmtree(out_dir, ignore_errors=True)
+    reports = run_shards(clean_shard, n, workers, {"inputs": expand_inputs(inputs), "output": out_dir, "rules": rules,
                                                    "pii": pii, "text_key": text_key, "out_format": out_format},
                          desc="clean")
-    return merge_reports(reports, output)
+    report = merge_reports(reports, out_dir)
+    if target:
+        report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
+        write_json_atomic(side_path(target, "report.json"), report)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return report
 
 
 def merge_reports(reports: list[dict[str, Any]], output: str | os.PathLike) -> dict[str, Any]:

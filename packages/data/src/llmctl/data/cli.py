@@ -123,7 +123,8 @@ def sample_cmd(input_root, out_dir, train_size_gb, zh_ratio, en_ratio, min_score
 
 @data_group.command("clean", context_settings=CONTEXT)
 @_inputs_option
-@click.option("--output", required=True, help="Output directory (part-*.jsonl/parquet + _report.json).")
+@click.option("--output", required=True,
+              help="Output directory (part-*.jsonl/parquet + _report.json), or one .jsonl/.parquet file.")
 @click.option("--rules", default="default", show_default=True, help="'default', 'none', or a YAML rules file.")
 @click.option("--pii", type=click.Choice(["mask", "drop", "keep"]), default="mask", show_default=True,
               help="Mask PII with placeholders, drop documents with PII, or keep (count only).")
@@ -142,8 +143,11 @@ def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, 
     """
     from .clean import clean_shard, run_clean
     from .pipeline import StageStats
+    from .writers import single_file_target
 
     one = _single_shard(shard_index, num_shards)
+    if one and single_file_target(output):
+        raise UserError(f"--shard-index: --output must be a directory (one part file per shard), not {output}")
     if one:
         r = clean_shard(inputs, output, rules, pii, text_key, one[0], one[1], output_format)
         click.echo(StageStats.from_dict(r["stats"]).summary())
@@ -165,7 +169,8 @@ def _auto_int(value: str) -> int:
 
 @data_group.command("dedup", context_settings=CONTEXT)
 @_inputs_option
-@click.option("--output", required=True, help="Output directory (kept documents, _pairs.jsonl, _report.json).")
+@click.option("--output", required=True,
+              help="Output directory (kept documents, _pairs.jsonl, _report.json), or one .jsonl/.parquet file.")
 @click.option("--exact", is_flag=True, help="Exact duplicates (normalised text hash).")
 @click.option("--minhash", is_flag=True, help="Near duplicates (MinHash-LSH). With neither flag, both run.")
 @click.option("--threshold", type=float, default=0.8, show_default=True, help="Jaccard similarity for near dups.")
@@ -194,13 +199,14 @@ def dedup_cmd(inputs, output, exact, minhash, threshold, num_perm, ngram, bands,
     """
     from pathlib import Path
 
-    from .dedup import DedupParams, dedup_apply, dedup_join, dedup_signatures, run_dedup
+    from .dedup import DedupParams, dedup_apply, dedup_join, dedup_signatures, default_work_dir, run_dedup
     from .pipeline import StageStats
+    from .writers import single_file_target
 
     both = not exact and not minhash
     params = DedupParams(exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands),
                          _auto_int(rows), seed)
-    work = Path(work_dir) if work_dir else Path(output) / "_dedup_work"
+    work = Path(work_dir) if work_dir else default_work_dir(output)
     if phase == "all":
         if shard_index is not None:
             raise UserError("--shard-index needs --phase signatures or apply (the join phase needs every shard)")
@@ -208,6 +214,8 @@ def dedup_cmd(inputs, output, exact, minhash, threshold, num_perm, ngram, bands,
         click.echo(r["summary"])
         click.echo(f"pairs: {r['join']['pairs']}")
         return
+    if single_file_target(output):
+        raise UserError(f"--phase {phase}: --output must be a directory (one part file per shard), not {output}")
     n = num_shards or 1
     if phase == "join":
         s = dedup_join(work, n, Path(output) / "_pairs.jsonl")

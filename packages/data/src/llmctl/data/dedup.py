@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from .hashing import stable_hash64
 from .minhash import MinHasher, band_hashes, optimal_bands
 from .pipeline import StageStats, check_shard, make_bar, plan_shard, report_progress, run_shards, shard_tag
 from .readers import expand_inputs, iter_documents
-from .writers import make_writer
+from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
 
 BATCH_DOCS = 512
 METHODS = {0: "exact", 1: "minhash"}
@@ -319,15 +320,25 @@ def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str 
 def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupParams, text_key: str | None = None,
               workers: int = 1, num_shards: int | None = None, work_dir: str | os.PathLike | None = None,
               out_format: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """All three phases locally; shards = workers unless given."""
+    """All three phases locally; shards = workers unless given.
+
+    `output` is a directory, or a single `.jsonl`/`.parquet` file (reports, pairs and the work dir then sit
+    next to it as `_<name>.report.json`, `_<name>.pairs.jsonl`, `_<name>.dedup_work/`).
+    """
     n = num_shards or max(1, workers)
-    work = Path(work_dir) if work_dir else Path(output) / "_dedup_work"
+    target = single_file_target(output)
+    out_dir = side_path(target, "parts") if target else Path(output)
+    if target:
+        out_format = FILE_SUFFIXES[target.suffix]
+        shutil.rmtree(out_dir, ignore_errors=True)
+    work = Path(work_dir) if work_dir else default_work_dir(output)
+    pairs = side_path(target, "pairs.jsonl") if target else out_dir / "_pairs.jsonl"
     files = expand_inputs(inputs)
     params = params.resolved()
     run_shards(dedup_signatures, n, workers, {"inputs": files, "work_dir": work, "params": params,
                                               "text_key": text_key}, desc="dedup signatures")
-    summary = dedup_join(work, n, Path(output) / "_pairs.jsonl")
-    reports = run_shards(dedup_apply, n, workers, {"inputs": files, "output": output, "work_dir": work,
+    summary = dedup_join(work, n, pairs)
+    reports = run_shards(dedup_apply, n, workers, {"inputs": files, "output": out_dir, "work_dir": work,
                                                    "text_key": text_key, "out_format": out_format},
                          desc="dedup apply")
     total = StageStats("dedup")
@@ -335,5 +346,15 @@ def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupPar
         total.merge(StageStats.from_dict(r["stats"]))
     report = {"join": summary, "stats": total.to_dict(), "files": [f for r in reports for f in r["files"]],
               "summary": total.summary()}
-    write_json_atomic(Path(output) / "_report.json", report)
+    if target:
+        report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
+        write_json_atomic(side_path(target, "report.json"), report)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        write_json_atomic(out_dir / "_report.json", report)
     return report
+
+
+def default_work_dir(output: str | os.PathLike) -> Path:
+    target = single_file_target(output)
+    return side_path(target, "dedup_work") if target else Path(output) / "_dedup_work"

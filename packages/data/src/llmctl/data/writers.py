@@ -196,3 +196,58 @@ def make_writer(fmt: str, out_dir, prefix: str, max_bytes: int | None = None):
     if fmt == "jsonl":
         return JsonlWriter(out_dir, prefix, max_bytes=max_bytes)
     raise UserError(f"unknown output format '{fmt}' (use jsonl or parquet)")
+
+
+# ---- a single output file instead of a directory --------------------------------------------------------
+
+FILE_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+def single_file_target(output: str | os.PathLike) -> Path | None:
+    """`--output x.jsonl` / `x.parquet` names one file (written from the shards' parts); else a directory."""
+    p = Path(output)
+    return p if p.suffix in FILE_SUFFIXES and not p.is_dir() else None
+
+
+def side_path(target: Path, what: str) -> Path:
+    """Where reports/work files of a single-file output go: `_<name>.<what>` next to it (skipped as input)."""
+    return target.parent / f"_{target.name}.{what}"
+
+
+def concat_files(parts: list[str], target: Path) -> dict[str, Any]:
+    """Concatenate part files (jsonl bytes, or parquet row groups) into `target`, atomically."""
+    import shutil
+
+    from llmctl.core.io import atomic_path
+
+    fmt = FILE_SUFFIXES[target.suffix]
+    rows = 0
+    with atomic_path(target) as tmp:
+        if fmt == "jsonl":
+            with open(tmp, "wb") as out:
+                for p in parts:
+                    with open(p, "rb") as f:
+                        shutil.copyfileobj(f, out)
+                    with open(p, "rb") as f:
+                        rows += sum(1 for _ in f)
+        else:
+            import pyarrow.parquet as pq
+
+            writer = None
+            try:
+                for p in parts:
+                    pf = pq.ParquetFile(p)
+                    for i in range(pf.num_row_groups):
+                        table = pf.read_row_group(i)
+                        if writer is None:
+                            writer = pq.ParquetWriter(str(tmp), table.schema)
+                        writer.write_table(table)
+                        rows += table.num_rows
+                if writer is None:  # no rows at all: still a valid (empty) file
+                    import pyarrow as pa
+
+                    pq.write_table(pa.table({"text": pa.array([], pa.string())}), str(tmp))
+            finally:
+                if writer is not None:
+                    writer.close()
+    return {"path": str(target), "rows": rows, "bytes": target.stat().st_size}
