@@ -5,9 +5,9 @@ noise hits both alike. Prints tokens/s for each, the ratio, and MFU where the de
     python benchmarks/train_step.py                       # CPU, ~58M-param llama, seq 512 (a few minutes)
     python benchmarks/train_step.py --device cuda --preset zen-500m --seq 4096 --dtype bf16 --compile
 
-Each contender is a `Variant`: a name and a function building (model, step) for a shared `Setup`. The trainer-loop
-variant (llmctl's full training loop: grad accumulation, clipping, schedule) plugs into VARIANTS the same way.
-This is a benchmark, not a test: nothing here asserts a speed.
+Each contender is a `Variant`: a name and a function building (model, step) for a shared `Setup`. The
+trainer-loop variant (llmctl's full training loop: grad accumulation, clipping, schedule) plugs into VARIANTS
+the same way. This is a benchmark, not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from typing import Callable
 
 import torch
-
 from llmctl.core.device import peak_flops, pick_device, synchronize
 from llmctl.core.hf_adapters import adapter_for
 from llmctl.core.kernels import select_kernels
@@ -29,8 +28,15 @@ from llmctl.core.loading import parse_dtype
 from llmctl.core.model import ModelConfig, Transformer, get_preset
 
 #: The CPU default: a ~58M-parameter llama (untied 32k vocab) that trains a step in seconds on a laptop.
-BENCH_CPU = ModelConfig(vocab_size=32000, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8,
-                        ffn_hidden_size=1408, max_seq_len=4096)
+BENCH_CPU = ModelConfig(
+    vocab_size=32000,
+    hidden_size=512,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=8,
+    ffn_hidden_size=1408,
+    max_seq_len=4096,
+)
 
 
 @dataclasses.dataclass
@@ -58,8 +64,9 @@ class Variant:
 
 
 def _optimizer(model: torch.nn.Module, setup: Setup) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=setup.lr, weight_decay=0.1,
-                             fused=setup.device.type == "cuda" or None)
+    return torch.optim.AdamW(
+        model.parameters(), lr=setup.lr, weight_decay=0.1, fused=setup.device.type == "cuda" or None
+    )
 
 
 def build_llmctl(setup: Setup):
@@ -85,9 +92,15 @@ def build_hf(setup: Setup):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hf_cfg = adapter_for(dataclasses.replace(setup.cfg, family="llama")).config_to_hf(setup.cfg)
-    hf_cfg = {k: v for k, v in hf_cfg.items() if k not in ("architectures", "model_type", "torch_dtype", "use_cache")}
+    hf_cfg = {
+        k: v
+        for k, v in hf_cfg.items()
+        if k not in ("architectures", "model_type", "torch_dtype", "use_cache")
+    }
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa", use_cache=False)).to(setup.device)
+    model = LlamaForCausalLM(LlamaConfig(**hf_cfg, attn_implementation="sdpa", use_cache=False)).to(
+        setup.device
+    )
     model.train()
     fwd = torch.compile(model) if setup.compile else model
     opt = _optimizer(model, setup)
@@ -126,8 +139,10 @@ def measure(setup: Setup, names: list[str], warmup: int, steps: int, rounds: int
                 step(batch)
             synchronize(setup.device)
             times[name].append((time.perf_counter() - t0) / steps)
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms/step" for n in names),
-              file=sys.stderr)
+        print(
+            f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms/step" for n in names),
+            file=sys.stderr,
+        )
     return times
 
 
@@ -148,16 +163,27 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     cfg = get_preset(args.preset) if args.preset else dataclasses.replace(BENCH_CPU)
-    setup = Setup(cfg=cfg, device=pick_device(args.device), dtype=parse_dtype(args.dtype), batch=args.batch,
-                  seq=args.seq, compile=args.compile)
+    setup = Setup(
+        cfg=cfg,
+        device=pick_device(args.device),
+        dtype=parse_dtype(args.dtype),
+        batch=args.batch,
+        seq=args.seq,
+        compile=args.compile,
+    )
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    print(f"train step: {cfg.num_params() / 1e6:.1f}M params (h={cfg.hidden_size}, L={cfg.num_layers}, "
-          f"heads={cfg.num_heads}/{cfg.kv_heads}, vocab={cfg.vocab_size}), batch {args.batch} x seq {args.seq}, "
-          f"{setup.device} {args.dtype}{' compiled' if args.compile else ''}, threads {torch.get_num_threads()}, "
-          f"AdamW, torch {torch.__version__}", file=sys.stderr)
+    print(
+        f"train step: {cfg.num_params() / 1e6:.1f}M params (h={cfg.hidden_size}, L={cfg.num_layers}, "
+        f"heads={cfg.num_heads}/{cfg.kv_heads}, vocab={cfg.vocab_size}), "
+        f"batch {args.batch} x seq {args.seq}, "
+        f"{setup.device} {args.dtype}{' compiled' if args.compile else ''}, "
+        f"threads {torch.get_num_threads()}, "
+        f"AdamW, torch {torch.__version__}",
+        file=sys.stderr,
+    )
     times = measure(setup, names, args.warmup, args.steps, args.rounds)
 
     tokens = args.batch * args.seq
@@ -170,7 +196,10 @@ def main(argv: list[str] | None = None) -> None:
         best = min(times[name])
         rate[name] = tokens / best
         mfu = f"{100 * rate[name] * flops / peak:.1f}%" if peak else "n/a"
-        print(f"{name:<10} {best * 1e3:>9.1f} {statistics.median(times[name]) * 1e3:>9.1f} {rate[name]:>10.0f} {mfu:>7}")
+        print(
+            f"{name:<10} {best * 1e3:>9.1f} {statistics.median(times[name]) * 1e3:>9.1f} "
+            f"{rate[name]:>10.0f} {mfu:>7}"
+        )
     if "llmctl" in rate and "hf" in rate:
         print(f"llmctl / hf tokens/s ratio: {rate['llmctl'] / rate['hf']:.2f}x")
 

@@ -8,9 +8,14 @@ import shutil
 
 import pytest
 import torch
-
 from llmctl.core import checkpoint
-from llmctl.core.checkpoint import POINTER, latest_iteration, list_iterations, load_checkpoint, save_checkpoint
+from llmctl.core.checkpoint import (
+    POINTER,
+    latest_iteration,
+    list_iterations,
+    load_checkpoint,
+    save_checkpoint,
+)
 from llmctl.core.config import to_dict
 from llmctl.core.errors import UserError
 from llmctl.core.loading import load_model
@@ -104,8 +109,13 @@ def test_native_checkpoint_round_trips_a_model(tmp_path, tiny_tokenizer_dir):
     cfg = get_preset("tiny")
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
-    save_checkpoint(tmp_path, 7, {"model": model.state_dict()}, {"model": to_dict(cfg), "train": {"lr": 1e-3}},
-                    tokenizer_dir=tiny_tokenizer_dir)
+    save_checkpoint(
+        tmp_path,
+        7,
+        {"model": model.state_dict()},
+        {"model": to_dict(cfg), "train": {"lr": 1e-3}},
+        tokenizer_dir=tiny_tokenizer_dir,
+    )
     for path in (tmp_path, tmp_path / "iter_0000007"):
         loaded = load_model(path, device="cpu")
         assert loaded.source == "native" and loaded.config == cfg and loaded.tokenizer is not None

@@ -1,4 +1,4 @@
-"""A torch-free install (llmctl-core + llmctl-cli only, from a fresh venv) must still run the CLI, list plugins,
+"""A torch-free install (llmctl-core + llmctl-cli only, in a fresh venv) must still run the CLI, list plugins,
 and turn a torch-needing command into a one-line install hint with exit code 2 (DESIGN: torch is the user's
 build). Slow (~1 min: builds two wheels, fetches pluggy/pyyaml/click/numpy/tqdm from PyPI)."""
 
@@ -17,8 +17,11 @@ pytestmark = pytest.mark.slow
 
 def _copy_package(name: str, dst):
     """Build from a copy so the wheel build leaves no build/ or egg-info behind in the repo."""
-    shutil.copytree(REPO / "packages" / name, dst / name,
-                    ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__", "tests"))
+    shutil.copytree(
+        REPO / "packages" / name,
+        dst / name,
+        ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__", "tests"),
+    )
     return dst / name
 
 
@@ -30,20 +33,26 @@ def test_torch_free_install_runs_cli(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     pkgs = [str(_copy_package(n, src)) for n in ("core", "cli")]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LLMCTL_LOAD_PLUGINS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LLMCTL_LOAD_PLUGINS")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    res = subprocess.run([str(py), "-m", "pip", "install", "-q", *pkgs], capture_output=True, text=True,
-                         env=env, timeout=600)
+    res = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", *pkgs], capture_output=True, text=True, env=env, timeout=600
+    )
     assert res.returncode == 0, f"pip install failed (needs PyPI):\n{res.stderr[-2000:]}"
 
     def llmctl(*args):
-        return subprocess.run([str(bindir / "llmctl"), *args], capture_output=True, text=True, env=env, timeout=120)
+        return subprocess.run(
+            [str(bindir / "llmctl"), *args], capture_output=True, text=True, env=env, timeout=120
+        )
 
     assert subprocess.run([str(py), "-c", "import torch"], capture_output=True, env=env).returncode != 0
     res = llmctl("--help")
     assert res.returncode == 0, res.stderr
-    assert {"convert", "generate", "plugins"} <= {line.split()[0] for line in res.stdout.split("Commands:")[1].splitlines()
-                                                  if line.strip()}
+    assert {"convert", "generate", "plugins"} <= {
+        line.split()[0] for line in res.stdout.split("Commands:")[1].splitlines() if line.strip()
+    }
     res = llmctl("plugins")
     assert res.returncode == 0, res.stderr
     assert "core  (llmctl-core 0.1.0)" in res.stdout and "llmctl-cli" in res.stdout

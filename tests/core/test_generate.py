@@ -1,4 +1,4 @@
-"""Generation against transformers: greedy token-for-token equal to HF generate, logits processors equal to HF's,
+"""Generation against transformers: greedy token-for-token equal to HF generate, logits processors as HF's,
 KV-cache decoding equal to full recompute, stop tokens per row, seeded sampling."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_hf_model
-
 from llmctl.core.errors import UserError
 from llmctl.core.generate import apply_repetition_penalty, generate, generate_text, warp_logits
 from llmctl.core.loading import load_model
@@ -35,8 +34,15 @@ def _hf_greedy(hf, prompts, n):
     L = max(map(len, prompts))
     ids = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
-    out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                      pad_token_id=0, eos_token_id=None)
+    out = hf.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
     return out[:, L:].tolist()
 
 
@@ -65,7 +71,7 @@ def test_kv_cache_decode_equals_full_recompute(pair):
         for t in new:
             steps.append(model(torch.tensor([[t]]), cache=cache))
     cached = torch.cat(steps, dim=1)
-    assert (cached - ref[:, :cached.shape[1]]).abs().max() <= 1e-5
+    assert (cached - ref[:, : cached.shape[1]]).abs().max() <= 1e-5
     assert cache.length == full.shape[1]
 
 
@@ -75,7 +81,7 @@ def test_stop_tokens_end_each_row_separately(pair):
     stop = free[0][3]
     stopped = generate(loaded.model, PROMPTS, max_new_tokens=10, stop_ids=[stop])
     for row, out in zip(free, stopped):
-        assert out == (row[:row.index(stop)] if stop in row else row)
+        assert out == (row[: row.index(stop)] if stop in row else row)
     assert len(stopped[0]) == free[0].index(stop) < 10
 
 
@@ -87,7 +93,13 @@ def test_logits_processors_equal_hf():
     for penalty in (1.3, 0.7):
         ours = apply_repetition_penalty(logits, seen, penalty)
         assert torch.equal(ours, RepetitionPenaltyLogitsProcessor(penalty)(ids, logits.clone()))
-    for temperature, top_k, top_p in ((0.7, 0, 1.0), (1.0, 5, 1.0), (1.0, 0, 0.8), (1.3, 10, 0.5), (1.0, 0, 0.01)):
+    for temperature, top_k, top_p in (
+        (0.7, 0, 1.0),
+        (1.0, 5, 1.0),
+        (1.0, 0, 0.8),
+        (1.3, 10, 0.5),
+        (1.0, 0, 0.01),
+    ):
         ref = logits.clone()
         ref = TemperatureLogitsWarper(temperature)(ids, ref) if temperature != 1.0 else ref
         ref = TopKLogitsWarper(top_k)(ids, ref) if top_k else ref
@@ -101,8 +113,15 @@ def test_repetition_penalty_greedy_equals_hf(pair):
     hf, loaded = pair
     prompt = PROMPTS[0]
     ours = generate(loaded.model, [prompt], max_new_tokens=12, repetition_penalty=1.8)[0]
-    ref = hf.generate(input_ids=torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                      repetition_penalty=1.8, pad_token_id=0, eos_token_id=None)[0, len(prompt):].tolist()
+    ref = hf.generate(
+        input_ids=torch.tensor([prompt]),
+        max_new_tokens=12,
+        min_new_tokens=12,
+        do_sample=False,
+        repetition_penalty=1.8,
+        pad_token_id=0,
+        eos_token_id=None,
+    )[0, len(prompt) :].tolist()
     assert ours == ref
 
 
@@ -112,8 +131,9 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(pair):
     a = generate(loaded.model, PROMPTS, seed=7, **kw)
     assert a == generate(loaded.model, PROMPTS, seed=7, **kw)
     assert a != generate(loaded.model, PROMPTS, seed=8, **kw)
-    assert generate(loaded.model, PROMPTS, max_new_tokens=8, temperature=2.0, top_k=1, seed=1) == \
-        generate(loaded.model, PROMPTS, max_new_tokens=8)
+    assert generate(loaded.model, PROMPTS, max_new_tokens=8, temperature=2.0, top_k=1, seed=1) == generate(
+        loaded.model, PROMPTS, max_new_tokens=8
+    )
 
 
 def test_bad_arguments_are_user_errors(pair):
@@ -142,8 +162,18 @@ def test_generate_text_and_cli_from_native_checkpoint(tmp_path, tiny_tokenizer_d
     texts = generate_text(loaded, prompts, max_new_tokens=6, stop_ids=[])
     ids = [tok.encode(p) for p in prompts]
     assert texts == [tok.decode(r) for r in _hf_greedy(hf, ids, 6)]
-    code, out, err = cli("generate", "--ckpt-dir", tmp_path / "native", "--prompt", prompts[0], "--prompt", prompts[1],
-                         "--max-new-tokens", "6", "--json")
+    code, out, err = cli(
+        "generate",
+        "--ckpt-dir",
+        tmp_path / "native",
+        "--prompt",
+        prompts[0],
+        "--prompt",
+        prompts[1],
+        "--max-new-tokens",
+        "6",
+        "--json",
+    )
     assert code == 0, err
     import json
 
@@ -151,8 +181,21 @@ def test_generate_text_and_cli_from_native_checkpoint(tmp_path, tiny_tokenizer_d
     assert [r["prompt"] for r in rows] == prompts
     # the CLI stops on eos, so its completion is a prefix of the unstopped text
     assert all(t.startswith(r["completion"]) for t, r in zip(texts, rows))
-    code, out, err = cli("generate", "--preset", "tiny", "--tokenizer", tiny_tokenizer_dir, "--prompt", "hi",
-                         "--max-new-tokens", "3", "--seed", "1", "--temperature", "0.8")
+    code, out, err = cli(
+        "generate",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        tiny_tokenizer_dir,
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "3",
+        "--seed",
+        "1",
+        "--temperature",
+        "0.8",
+    )
     assert code == 0 and out.startswith("hi"), err
     code, out, err = cli("generate", "--preset", "tinyy", "--tokenizer", tiny_tokenizer_dir, "--prompt", "hi")
     assert code == 2 and "unknown model preset 'tinyy'" in err and "did you mean 'tiny'" in err

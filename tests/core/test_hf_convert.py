@@ -8,13 +8,12 @@ import shutil
 import pytest
 import torch
 from conftest import HF_KINDS, TOKENIZER_FIXTURES, make_hf_model
-from safetensors.torch import load_file, save_file
-
 from llmctl.core.checkpoint import save_checkpoint
 from llmctl.core.config import to_dict
 from llmctl.core.loading import load_model
 from llmctl.core.model import Transformer, get_preset
 from llmctl.core.tokenizer import load_tokenizer
+from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
@@ -73,7 +72,9 @@ def test_native_checkpoint_exports_to_hf(tmp_path, tiny_tokenizer_dir):
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
     ck = tmp_path / "ckpt"
-    save_checkpoint(ck, 5, {"model": model.state_dict()}, {"model": to_dict(cfg)}, tokenizer_dir=tiny_tokenizer_dir)
+    save_checkpoint(
+        ck, 5, {"model": model.state_dict()}, {"model": to_dict(cfg)}, tokenizer_dir=tiny_tokenizer_dir
+    )
     save_checkpoint(ck, 10, {"model": Transformer(cfg).state_dict()}, {"model": to_dict(cfg)})
     native_to_hf(ck, tmp_path / "hf", iteration=5)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
@@ -82,7 +83,10 @@ def test_native_checkpoint_exports_to_hf(tmp_path, tiny_tokenizer_dir):
         assert _max_diff(hf(x).logits, model(x)) <= 1e-4
     # the iter dir can be given directly, and bf16 export halves the file
     native_to_hf(ck / "iter_0000005", tmp_path / "hf16", dtype="bf16")
-    assert load_file(tmp_path / "hf16" / "model.safetensors")["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert (
+        load_file(tmp_path / "hf16" / "model.safetensors")["model.embed_tokens.weight"].dtype
+        == torch.bfloat16
+    )
 
 
 @pytest.mark.parametrize("layout", ["sharded", "bin"])
@@ -116,18 +120,24 @@ def test_fixture_tokenizers_travel_both_ways(tmp_path):
 
     # (transformers 5 picks the tokenizer class from config.json's model_type for qwen2, so each tokenizer
     # rides with its own family, as it would in practice)
-    for name, kind, files in (("qwen2", "qwen2-gqa-tied-bias", ["vocab.json", "merges.txt", "tokenizer_config.json"]),
-                              ("llama2c", "llama-mha-tied", ["tokenizer.model"])):
+    for name, kind, files in (
+        ("qwen2", "qwen2-gqa-tied-bias", ["vocab.json", "merges.txt", "tokenizer_config.json"]),
+        ("llama2c", "llama-mha-tied", ["tokenizer.model"]),
+    ):
         src = TOKENIZER_FIXTURES / name
         hf_dir = tmp_path / name / "hf"
-        make_hf_model(kind, vocab_size=64, bos_token_id=None, eos_token_id=None, pad_token_id=None).save_pretrained(hf_dir)
+        make_hf_model(
+            kind, vocab_size=64, bos_token_id=None, eos_token_id=None, pad_token_id=None
+        ).save_pretrained(hf_dir)
         for f in src.iterdir():
             if f.name != "SOURCE.md":
                 shutil.copy(f, hf_dir / f.name)
         hf_to_native(hf_dir, tmp_path / name / "native")
         native_to_hf(tmp_path / name / "native", tmp_path / name / "back")
         for f in files:
-            assert (tmp_path / name / "native" / "iter_0000000" / "tokenizer" / f).read_bytes() == (src / f).read_bytes()
+            assert (tmp_path / name / "native" / "iter_0000000" / "tokenizer" / f).read_bytes() == (
+                src / f
+            ).read_bytes()
             assert (tmp_path / name / "back" / f).read_bytes() == (src / f).read_bytes()
         text = "Hello world, 你好世界"
         want = load_tokenizer(src).encode(text)
@@ -142,7 +152,11 @@ def test_missing_and_unexpected_weights_are_user_errors(tmp_path, cli):
     del state["model.layers.1.mlp.up_proj.weight"]
     save_file(state, tmp_path / "hf" / "model.safetensors")
     code, out, err = cli("convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path / "n")
-    assert code == 2 and "missing weights model.layers.1.mlp.up_proj.weight" in err and len(err.splitlines()) == 1
+    assert (
+        code == 2
+        and "missing weights model.layers.1.mlp.up_proj.weight" in err
+        and len(err.splitlines()) == 1
+    )
     assert not (tmp_path / "n").exists()
 
     state["model.layers.1.mlp.up_proj.weight"] = torch.zeros(112, 64)
@@ -153,10 +167,19 @@ def test_missing_and_unexpected_weights_are_user_errors(tmp_path, cli):
 
 
 def test_unsupported_architecture_names_config_json(tmp_path, cli):
-    transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(tmp_path / "gpt2")
-    code, out, err = cli("convert", "hf-to-native", "--hf-dir", tmp_path / "gpt2", "--out-dir", tmp_path / "n")
+    transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, architectures=["GPT2LMHeadModel"]
+    ).save_pretrained(tmp_path / "gpt2")
+    code, out, err = cli(
+        "convert", "hf-to-native", "--hf-dir", tmp_path / "gpt2", "--out-dir", tmp_path / "n"
+    )
     assert code == 2
-    assert err.startswith("error: ") and "config.json" in err and "GPT2LMHeadModel" in err and "Traceback" not in err
+    assert (
+        err.startswith("error: ")
+        and "config.json" in err
+        and "GPT2LMHeadModel" in err
+        and "Traceback" not in err
+    )
 
 
 def test_out_dir_guards(tmp_path, cli):
@@ -166,7 +189,11 @@ def test_out_dir_guards(tmp_path, cli):
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     code, _, err = cli("convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path / "busy")
     assert code == 2 and "not empty" in err and (tmp_path / "busy" / "keep.txt").is_file()
-    code, _, err = cli("convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path, "--force")
+    code, _, err = cli(
+        "convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path, "--force"
+    )
     assert code == 2 and "replace the source" in err
-    code, _, err = cli("convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path / "busy", "--force")
+    code, _, err = cli(
+        "convert", "hf-to-native", "--hf-dir", tmp_path / "hf", "--out-dir", tmp_path / "busy", "--force"
+    )
     assert code == 0 and not (tmp_path / "busy" / "keep.txt").exists()

@@ -7,7 +7,6 @@ import types
 
 import pytest
 import torch
-
 from llmctl.core import plugins
 from llmctl.core.errors import UserError
 from llmctl.core.kernels import default_kernels, fused, reference, select_kernels
@@ -16,8 +15,11 @@ from llmctl.core.model import Transformer, get_preset
 
 def _qkv(B=2, H=4, Hkv=2, T=7, S=7, D=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, H, T, D, generator=g), torch.randn(B, Hkv, S, D, generator=g),
-            torch.randn(B, Hkv, S, D, generator=g))
+    return (
+        torch.randn(B, H, T, D, generator=g),
+        torch.randn(B, Hkv, S, D, generator=g),
+        torch.randn(B, Hkv, S, D, generator=g),
+    )
 
 
 @pytest.mark.parametrize("H,Hkv", [(4, 4), (4, 2), (6, 1)])
@@ -83,7 +85,9 @@ def test_model_with_accelerated_kernels_matches_reference_loss_and_grads():
     ref_model = Transformer(cfg)
     fast = Transformer(cfg, ops=select_kernels("cuda"))  # SDPA + torch rms_norm + chunked CE, all plain torch
     fast.load_state_dict(ref_model.state_dict())
-    ref_model.set_kernels(select_kernels("cpu", {op: "reference" for op in ("attention", "rms_norm", "cross_entropy")}))
+    ref_model.set_kernels(
+        select_kernels("cpu", {op: "reference" for op in ("attention", "rms_norm", "cross_entropy")})
+    )
     tokens = torch.randint(0, cfg.vocab_size, (2, 16))
     targets = torch.randint(0, cfg.vocab_size, (2, 16))
     losses = []
@@ -115,8 +119,13 @@ def test_third_party_kernel_wins_by_priority_only_where_available(monkeypatch):
     def my_swiglu(gate, up):
         return reference.swiglu(gate, up)
 
-    fancy = types.SimpleNamespace(register_kernels=plugins.hookimpl(
-        lambda register: register("swiglu", "fancy", my_swiglu, priority=50, available=lambda d: d == "cuda")))
+    fancy = types.SimpleNamespace(
+        register_kernels=plugins.hookimpl(
+            lambda register: register(
+                "swiglu", "fancy", my_swiglu, priority=50, available=lambda d: d == "cuda"
+            )
+        )
+    )
     bus = plugins.PluginBus()
     bus.register_plugin(fancy, "fancy", "llmctl-fancy", "1.0")
     monkeypatch.setattr(plugins, "_BUS", bus)

@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 import pytest
 from conftest import REPO
-
 from llmctl.core import plugins
 from llmctl.core.config import apply_overrides, from_dict
 from llmctl.core.errors import PluginError, UserError
@@ -43,12 +42,16 @@ def test_duplicate_command_raises_naming_both_plugins():
     bus = plugins.PluginBus(load_entrypoints=False)
     bus.register_plugin(_plugin(register_commands=lambda cli: adder(cli)), "first")
     bus.register_plugin(_plugin(register_commands=lambda cli: adder(cli)), "second")
-    with pytest.raises(PluginError, match="command 'hello' registered twice: by plugin 'first' and by 'second'"):
+    with pytest.raises(
+        PluginError, match="command 'hello' registered twice: by plugin 'first' and by 'second'"
+    ):
         bus.commands(click.Group("llmctl"))
 
 
 def test_lookup_unknown_name_lists_available():
-    with pytest.raises(UserError, match=r"unknown model 'lama' \(did you mean 'llama'\?\); available: llama, qwen2"):
+    with pytest.raises(
+        UserError, match=r"unknown model 'lama' \(did you mean 'llama'\?\); available: llama, qwen2"
+    ):
         plugins.lookup("models", "lama")
 
 
@@ -57,7 +60,10 @@ def test_plugins_command_lists_builtins(cli):
     assert code == 0, err
     lines = out.splitlines()
     at = lines.index("core  (llmctl-core 0.1.0)")
-    assert any(line.startswith("    commands: ") and "generate" in line and "convert" in line for line in lines[at:at + 3])
+    assert any(
+        line.startswith("    commands: ") and "generate" in line and "convert" in line
+        for line in lines[at : at + 3]
+    )
     assert "    models: llama, qwen2" in lines
     code, out, err = cli("plugins", "--json")
     rows = {r["plugin"]: r for r in json.loads(out)}
@@ -67,7 +73,7 @@ def test_plugins_command_lists_builtins(cli):
     assert {"attention/sdpa", "attention/reference", "cross_entropy/chunked"} <= set(core["kernels"])
 
 
-# ---- config strictness ---------------------------------------------------------------------------------------
+# ---- config strictness --------------------------------------------------------------------------------
 @dataclasses.dataclass
 class _Train:
     lr: float = 1e-3
@@ -76,7 +82,9 @@ class _Train:
 
 
 def test_config_unknown_key_type_error_and_overrides():
-    with pytest.raises(UserError, match=r"unknown config key 'model.num_layer' \(did you mean 'num_layers'\?\)"):
+    with pytest.raises(
+        UserError, match=r"unknown config key 'model.num_layer' \(did you mean 'num_layers'\?\)"
+    ):
         from_dict(_Train, {"model": {"num_layer": 2}})
     with pytest.raises(UserError, match="config key 'steps': cannot read 'ten' as int"):
         from_dict(_Train, {"steps": "ten"})
@@ -86,12 +94,16 @@ def test_config_unknown_key_type_error_and_overrides():
         from_dict(_Train, {"model": 3})
     with pytest.raises(UserError, match="not divisible by num_heads"):
         from_dict(_Train, {"model": {"hidden_size": 100, "num_heads": 16}})
-    cfg = from_dict(_Train, apply_overrides({"model": {"num_layers": 2}}, ["steps=5", "model.hidden_size=64",
-                                                                          "model.num_heads=4", "lr=3e-4"]))
+    cfg = from_dict(
+        _Train,
+        apply_overrides(
+            {"model": {"num_layers": 2}}, ["steps=5", "model.hidden_size=64", "model.num_heads=4", "lr=3e-4"]
+        ),
+    )
     assert (cfg.steps, cfg.lr, cfg.model.hidden_size, cfg.model.num_layers) == (5, 3e-4, 64, 2)
 
 
-# ---- a real third-party distribution -------------------------------------------------------------------------
+# ---- a real third-party distribution ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hello_site(tmp_path_factory) -> Path:
     """pip-install tests/plugins/llmctl_hello into a private --target dir (a real wheel build + dist-info with
@@ -99,7 +111,18 @@ def hello_site(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hello")
     src, site = tmp / "src", tmp / "site"
     shutil.copytree(HELLO_SRC, src)  # build in tmp: no build/ or egg-info left in the repo
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-input", "--target", str(site), str(src)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-input",
+        "--target",
+        str(site),
+        str(src),
+    ]
     try:
         import setuptools  # noqa: F401
 
@@ -115,8 +138,9 @@ def _run_llmctl(site: Path, *args: str, env: dict | None = None):
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     full_env.pop("LLMCTL_LOAD_PLUGINS", None)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "llmctl.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl.cli", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
 
 
 def test_third_party_plugin_adds_a_command(hello_site):
@@ -129,7 +153,9 @@ def test_third_party_plugin_adds_a_command(hello_site):
     assert "hello  (llmctl-hello 0.0.1)" in res.stdout and "templates: hello" in res.stdout
 
 
-@pytest.mark.parametrize("allowed,loaded", [(None, True), ("hello", True), ("", False), ("other,names", False)])
+@pytest.mark.parametrize(
+    "allowed,loaded", [(None, True), ("hello", True), ("", False), ("other,names", False)]
+)
 def test_load_plugins_env_restricts_third_party(hello_site, monkeypatch, allowed, loaded):
     monkeypatch.syspath_prepend(str(hello_site))
     if allowed is None:

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from conftest import TOKENIZER_FIXTURES
-
 from llmctl.core.errors import UserError
 from llmctl.core.tokenizer import find_tokenizer_dir, load_tokenizer
 
@@ -21,9 +20,12 @@ def test_sentencepiece_tokenizer_model_matches_sentencepiece():
     assert (tok.vocab_size, tok.bos_id, tok.eos_id) == (sp.get_piece_size(), sp.bos_id(), sp.eos_id())
     assert tok.adds_bos and tok.pad_id == tok.eos_id  # no pad token: falls back to eos
     # transformers' sentencepiece conversion splits runs of spaces differently from sentencepiece itself
-    # and at the start ("a  b" -> ▁a ▁▁ b vs ▁a ▁ ▁b), a known upstream difference; all else must match exactly.
+    # and at the start ("a  b" -> ▁a ▁▁ b vs ▁a ▁ ▁b), a known upstream difference; all else must match.
     texts = [" ".join(t.split(" ")).replace("  ", " ").lstrip() for t in TEXTS] + [
-        "The quick\n\nbrown fox.", "def f(x):\n\treturn x", "ROMEO: O, she doth teach the torches to burn bright!"]
+        "The quick\n\nbrown fox.",
+        "def f(x):\n\treturn x",
+        "ROMEO: O, she doth teach the torches to burn bright!",
+    ]
     for text in texts:
         assert tok.encode(text) == sp.encode(text)
         assert tok.encode(text, add_bos=True) == [sp.bos_id(), *sp.encode(text)]
@@ -36,10 +38,18 @@ def test_qwen2_vocab_merges_with_crlf_matches_tokenizers_bpe():
     d = TOKENIZER_FIXTURES / "qwen2"
     assert b"\r\n" in (d / "merges.txt").read_bytes()[:200]  # the fixture's CRLF quirk is still there
     ref = Tokenizer(models.BPE.from_file(str(d / "vocab.json"), str(d / "merges.txt")))
-    ref.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""),
-                             behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    ref.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(
+                    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+                    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+                ),
+                behavior="isolated",
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     ref.decoder = decoders.ByteLevel()
     tok = load_tokenizer(d)
     assert tok.encode("hello") == [14990]  # SOURCE.md's recorded ids
@@ -60,7 +70,9 @@ def test_tokenizer_json_matches_tokenizers_library(name):
     ref = Tokenizer.from_file(str(TOKENIZER_FIXTURES / name / "tokenizer.json"))
     tok = load_tokenizer(TOKENIZER_FIXTURES / name)
     cfg = json.loads((TOKENIZER_FIXTURES / name / "tokenizer_config.json").read_text())
-    assert tok.eos_id == ref.token_to_id(cfg["eos_token"] if isinstance(cfg["eos_token"], str) else cfg["eos_token"]["content"])
+    assert tok.eos_id == ref.token_to_id(
+        cfg["eos_token"] if isinstance(cfg["eos_token"], str) else cfg["eos_token"]["content"]
+    )
     for text in TEXTS:
         assert tok.encode(text) == ref.encode(text, add_special_tokens=False).ids
 

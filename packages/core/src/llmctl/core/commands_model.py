@@ -23,7 +23,9 @@ def convert_group() -> None:
 
 
 @convert_group.command("hf-to-native")
-@click.option("--hf-dir", required=True, type=click.Path(file_okay=False), help="HF dir: config.json + weights.")
+@click.option(
+    "--hf-dir", required=True, type=click.Path(file_okay=False), help="HF dir: config.json + weights."
+)
 @click.option("--out-dir", required=True, type=click.Path(), help="Checkpoint dir to create (iteration 0).")
 @click.option("--force", is_flag=True, help="Replace --out-dir if it is not empty.")
 def hf_to_native_command(hf_dir: str, out_dir: str, force: bool) -> None:
@@ -45,9 +47,13 @@ def hf_to_native_command(hf_dir: str, out_dir: str, force: bool) -> None:
 @click.option("--ckpt-dir", required=True, type=click.Path(), help="Checkpoint root or an iter_N directory.")
 @click.option("--out-dir", required=True, type=click.Path(), help="HF directory to create.")
 @click.option("--iteration", type=int, default=None, help="Iteration to export (default: latest).")
-@click.option("--dtype", default=None, help="Store weights as fp32 / bf16 / fp16 (default: as in the checkpoint).")
+@click.option(
+    "--dtype", default=None, help="Store weights as fp32 / bf16 / fp16 (default: as in the checkpoint)."
+)
 @click.option("--force", is_flag=True, help="Replace --out-dir if it is not empty.")
-def native_to_hf_command(ckpt_dir: str, out_dir: str, iteration: int | None, dtype: str | None, force: bool) -> None:
+def native_to_hf_command(
+    ckpt_dir: str, out_dir: str, iteration: int | None, dtype: str | None, force: bool
+) -> None:
     """Export a llmctl checkpoint as config.json + model.safetensors + tokenizer files for transformers.
 
     \b
@@ -62,39 +68,74 @@ def native_to_hf_command(ckpt_dir: str, out_dir: str, iteration: int | None, dty
 
 
 @click.command("generate")
-@click.option("--ckpt-dir", type=click.Path(), default=None,
-              help="A llmctl checkpoint (root or iter_N) or an HF model directory.")
-@click.option("--preset", default=None, help="Instead of --ckpt-dir: a freshly initialised model preset (e.g. tiny).")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(), default=None,
-              help="Tokenizer dir (default: the one saved with the model; required with --preset).")
+@click.option(
+    "--ckpt-dir",
+    type=click.Path(),
+    default=None,
+    help="A llmctl checkpoint (root or iter_N) or an HF model directory.",
+)
+@click.option(
+    "--preset", default=None, help="Instead of --ckpt-dir: a freshly initialised model preset (e.g. tiny)."
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    type=click.Path(),
+    default=None,
+    help="Tokenizer dir (default: the one saved with the model; required with --preset).",
+)
 @click.option("--prompt", "prompts", multiple=True, required=True, help="Prompt text; repeat for a batch.")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="0 = off.")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="1 = off.")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="1 = off (HF semantics).")
+@click.option(
+    "--repetition-penalty", type=float, default=1.0, show_default=True, help="1 = off (HF semantics)."
+)
 @click.option("--seed", type=int, default=None, help="Makes sampling (and --preset init) reproducible.")
 @click.option("--device", default=None, help="cpu, cuda, npu, cuda:1 ... (default: best available).")
 @click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16.")
 @click.option("--iteration", type=int, default=None, help="Checkpoint iteration (default: latest).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt: prompt, completion, tokens.")
-def generate_command(ckpt_dir, preset, tokenizer_path, prompts, max_new_tokens, temperature, top_k, top_p,
-                     repetition_penalty, seed, device, dtype, iteration, as_json) -> None:
+def generate_command(
+    ckpt_dir,
+    preset,
+    tokenizer_path,
+    prompts,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    repetition_penalty,
+    seed,
+    device,
+    dtype,
+    iteration,
+    as_json,
+) -> None:
     """Continue each --prompt with a model from a native checkpoint or an HF directory (KV-cache decoding).
 
     \b
     Example:
       llmctl generate --ckpt-dir out/pretrain --prompt "Once upon a time" --max-new-tokens 50
-      llmctl generate --ckpt-dir hf/qwen --prompt "Hi" --prompt "Bonjour" --temperature 0.8 --top-p 0.9 --seed 1
+      llmctl generate --ckpt-dir hf/qwen --prompt "Hi" --prompt "Bonjour" --temperature 0.8 --seed 1
       llmctl generate --preset tiny --tokenizer tok/ --prompt "smoke test" --max-new-tokens 8
     """
     require_torch("llmctl generate")
     from .generate import generate_text
 
     loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration)
-    texts = generate_text(loaded, list(prompts), max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
-                          show_progress=True)
+    texts = generate_text(
+        loaded,
+        list(prompts),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        show_progress=True,
+    )
     for prompt, text in zip(prompts, texts):
         if as_json:
             click.echo(json.dumps({"prompt": prompt, "completion": text}, ensure_ascii=False))

@@ -45,12 +45,19 @@ def hf_to_native(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overw
         if tok_dir is not None and (hf_dir / "generation_config.json").is_file():
             # The HF model's stop ids (often several for instruct models) ride along with the tokenizer.
             (tmp / "iter_0000000" / "tokenizer" / "generation_config.json").write_bytes(
-                (hf_dir / "generation_config.json").read_bytes())
+                (hf_dir / "generation_config.json").read_bytes()
+            )
     return out_dir / "iter_0000000"
 
 
-def native_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, iteration: int | None = None, *,
-                 dtype: str | torch.dtype | None = None, overwrite: bool = False) -> Path:
+def native_to_hf(
+    ckpt_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    iteration: int | None = None,
+    *,
+    dtype: str | torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files, generation_config.json) loadable by
     `transformers.AutoModelForCausalLM` / `AutoTokenizer`. Tied embeddings are stored once, as HF does."""
     from safetensors.torch import save_file
@@ -64,7 +71,11 @@ def native_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, iterat
     missing = [n for n in names if n not in state]
     unexpected = [n for n in state if n not in names and not (n == "lm_head.weight" and cfg.tie_embeddings)]
     if missing or unexpected:
-        what = f"missing weights {', '.join(missing[:5])}" if missing else f"unexpected weights {', '.join(unexpected[:5])}"
+        what = (
+            f"missing weights {', '.join(missing[:5])}"
+            if missing
+            else f"unexpected weights {', '.join(unexpected[:5])}"
+        )
         raise UserError(f"{it_dir}: {what} for the model in config.yaml")
     out_dtype = parse_dtype(dtype) if dtype is not None else state["embed.weight"].dtype
     hf_state = {hf: state[native].detach().to(out_dtype).contiguous() for native, hf in names.items()}
@@ -73,12 +84,21 @@ def native_to_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, iterat
     tokenizer = load_tokenizer(tok_dir) if has_tokenizer(tok_dir) else None
     ids = {}
     if tokenizer is not None:
-        ids = {k: v for k, v in (("bos_token_id", tokenizer.bos_id), ("eos_token_id", tokenizer.eos_id),
-                                 ("pad_token_id", tokenizer.hf.pad_token_id)) if v is not None}
+        ids = {
+            k: v
+            for k, v in (
+                ("bos_token_id", tokenizer.bos_id),
+                ("eos_token_id", tokenizer.eos_id),
+                ("pad_token_id", tokenizer.hf.pad_token_id),
+            )
+            if v is not None
+        }
     with atomic_dir(out_dir) as tmp:
         save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        write_json_atomic(tmp / "config.json",
-                          adapter.config_to_hf(cfg, torch_dtype=str(out_dtype).removeprefix("torch."), **ids))
+        write_json_atomic(
+            tmp / "config.json",
+            adapter.config_to_hf(cfg, torch_dtype=str(out_dtype).removeprefix("torch."), **ids),
+        )
         if tokenizer is not None:
             tokenizer.save(tmp)
         if not (tmp / "generation_config.json").is_file():

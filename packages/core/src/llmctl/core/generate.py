@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """HF semantics: for tokens already seen, divide a positive logit by `penalty`, multiply a negative one."""
+    """HF semantics: for tokens already seen, divide a positive logit by `penalty`, multiply a negative."""
     if penalty == 1.0:
         return logits
     penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalised, logits)
 
 
-def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def warp_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
     """Temperature, then keep the top-k logits, then the smallest set whose probability reaches top_p
     (always at least one token); the rest become -inf."""
     if temperature != 1.0:
@@ -63,14 +65,26 @@ def _check_args(prompts, max_new_tokens, temperature, top_k, top_p, repetition_p
             raise UserError(f"prompt {i} is empty (no tokens)")
         bad = [t for t in p if not 0 <= t < vocab_size]
         if bad:
-            raise UserError(f"prompt {i}: token id {bad[0]} outside the model's vocabulary (0..{vocab_size - 1})")
+            raise UserError(
+                f"prompt {i}: token id {bad[0]} outside the model's vocabulary (0..{vocab_size - 1})"
+            )
 
 
 @torch.inference_mode()
-def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
-             stop_ids: Sequence[int] = (), pad_id: int = 0, seed: int | None = None,
-             show_progress: bool = False) -> list[list[int]]:
+def generate(
+    model: Transformer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    stop_ids: Sequence[int] = (),
+    pad_id: int = 0,
+    seed: int | None = None,
+    show_progress: bool = False,
+) -> list[list[int]]:
     """New tokens for each prompt (prompt and stop token excluded). temperature 0 = greedy; a `seed` makes
     sampling reproducible. Rows that hit a stop token stop; the batch ends when all have, or at the limit.
     `show_progress` draws a token bar on a terminal (the CLI's long runs)."""
@@ -88,8 +102,8 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_to
     seen = torch.zeros((B, cfg.vocab_size), dtype=torch.bool, device=device)
     for i, p in enumerate(prompts):
         row = torch.as_tensor(list(p), dtype=torch.long, device=device)
-        tokens[i, L - len(p):] = row
-        mask[i, L - len(p):L] = 1
+        tokens[i, L - len(p) :] = row
+        mask[i, L - len(p) : L] = 1
         seen[i, row] = True
     generator = None
     if seed is not None and temperature > 0:
@@ -118,7 +132,7 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_to
             break
         seen[torch.arange(B, device=device), nxt] = True
         mask[:, L + step] = 1
-        logits = model(nxt[:, None], cache=cache, attention_mask=mask[:, :L + step + 1])[:, -1].float()
+        logits = model(nxt[:, None], cache=cache, attention_mask=mask[:, : L + step + 1])[:, -1].float()
 
     if bar is not None:
         bar.close()
@@ -126,13 +140,19 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int]], *, max_new_to
     results = []
     for row in out.tolist()[:B]:
         cut = next((j for j, t in enumerate(row) if t in stop_set), None)
-        results.append(row[:cut] if cut is not None else row[:step + 1])
+        results.append(row[:cut] if cut is not None else row[: step + 1])
     return results
 
 
-def generate_text(loaded: "LoadedModel", prompt_texts: Sequence[str], *, max_new_tokens: int,
-                  add_bos: bool | None = None, stop_ids: Sequence[int] | None = None,
-                  **sampling) -> list[str]:
+def generate_text(
+    loaded: "LoadedModel",
+    prompt_texts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    add_bos: bool | None = None,
+    stop_ids: Sequence[int] | None = None,
+    **sampling,
+) -> list[str]:
     """Encode prompts with the model's tokenizer, generate, decode the new text. `add_bos=None` follows the
     tokenizer's own config; `stop_ids=None` stops on its eos (and generation_config.json's eos ids)."""
     tok = loaded.tokenizer
@@ -141,7 +161,12 @@ def generate_text(loaded: "LoadedModel", prompt_texts: Sequence[str], *, max_new
     if add_bos is None:
         add_bos = tok.adds_bos
     prompts = [tok.encode(t, add_bos=add_bos) for t in prompt_texts]
-    new = generate(loaded.model, prompts, max_new_tokens=max_new_tokens,
-                   stop_ids=tok.stop_ids if stop_ids is None else stop_ids,
-                   pad_id=tok.pad_id if tok.pad_id is not None else 0, **sampling)
+    new = generate(
+        loaded.model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        stop_ids=tok.stop_ids if stop_ids is None else stop_ids,
+        pad_id=tok.pad_id if tok.pad_id is not None else 0,
+        **sampling,
+    )
     return [tok.decode(ids) for ids in new]

@@ -28,9 +28,16 @@ _IGNORED_HF_SUFFIXES = ("rotary_emb.inv_freq",)
 #: Prefixes wrappers add to state-dict names (torch.compile, DDP).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
 
 
 @dataclasses.dataclass
@@ -56,8 +63,13 @@ def is_hf_dir(path: str | os.PathLike) -> bool:
     return (path / "config.json").is_file() and not (path / checkpoint.POINTER).is_file()
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
-               dtype: str | torch.dtype = torch.float32, iteration: int | None = None) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = torch.float32,
+    iteration: int | None = None,
+) -> LoadedModel:
     """A model in eval mode (plus its tokenizer, if the directory carries one) from a native checkpoint root,
     an `iter_N` directory, or an HF directory (config.json + *.safetensors / pytorch_model.bin)."""
     path = Path(path)
@@ -70,15 +82,23 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         cfg, state, it_dir = read_native_state(path, iteration)
         source, tok_dir = "native", find_tokenizer_dir(it_dir / "tokenizer")
     else:
-        raise UserError(f"{path}: neither a llmctl checkpoint ({checkpoint.POINTER}) nor an HF model dir (config.json)")
+        raise UserError(
+            f"{path}: neither a llmctl checkpoint ({checkpoint.POINTER}) nor an HF model dir (config.json)"
+        )
     dev = torch.device(device) if device is not None else pick_device()
     model = build_model(cfg, state, device=dev, dtype=parse_dtype(dtype), source=str(path))
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None else None
     return LoadedModel(model, tokenizer, cfg, source, path)
 
 
-def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32, source: str = "checkpoint") -> Transformer:
+def build_model(
+    cfg: ModelConfig,
+    state: dict[str, torch.Tensor],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    source: str = "checkpoint",
+) -> Transformer:
     """A Transformer holding `state` (native names), without first paying for a random init."""
     state = _strip_wrappers(state)
     if cfg.tie_embeddings:
@@ -110,8 +130,10 @@ def check_keys(expected: set[str], found: set[str], source: str) -> None:
         raise UserError(f"{source}: missing weights {', '.join(missing[:5])}{more}")
     if unexpected:
         more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
-        raise UserError(f"{source}: unexpected weights {', '.join(unexpected[:5])}{more} "
-                        "(config does not describe this checkpoint)")
+        raise UserError(
+            f"{source}: unexpected weights {', '.join(unexpected[:5])}{more} "
+            "(config does not describe this checkpoint)"
+        )
 
 
 def _strip_wrappers(state: dict[str, Any]) -> dict[str, Any]:
@@ -119,14 +141,15 @@ def _strip_wrappers(state: dict[str, Any]) -> dict[str, Any]:
     for k, v in state.items():
         for prefix in _WRAPPER_PREFIXES:
             while k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
 
 # ---- native ------------------------------------------------------------------------------------------------
-def read_native_state(path: str | os.PathLike, iteration: int | None = None
-                      ) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
+def read_native_state(
+    path: str | os.PathLike, iteration: int | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
     """(ModelConfig from config.yaml's `model` section, native model state dict, iteration dir)."""
     state, config, it_dir = checkpoint.load_checkpoint(path, iteration)
     if not isinstance(config.get("model"), dict):
@@ -150,7 +173,7 @@ def read_hf_config(hf_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_hf_state(hf_dir: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(ModelConfig, native-named state dict) from an HF llama/qwen2 directory, weights in their stored dtype."""
+    """(ModelConfig, native-named state dict) from an HF llama/qwen2 dir, weights in their stored dtype."""
     hf_dir = Path(hf_dir)
     hf_cfg = read_hf_config(hf_dir)
     adapter = adapter_for_hf_config(hf_cfg, source=str(hf_dir / "config.json"))
@@ -168,8 +191,10 @@ def read_hf_state(hf_dir: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
             unexpected.append(name)
     if unexpected:
         more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
-        raise UserError(f"{hf_dir}: unexpected weights {', '.join(sorted(unexpected)[:5])}{more} "
-                        f"(not part of a {adapter.architecture} with this config.json)")
+        raise UserError(
+            f"{hf_dir}: unexpected weights {', '.join(sorted(unexpected)[:5])}{more} "
+            f"(not part of a {adapter.architecture} with this config.json)"
+        )
     missing = [hf for native, hf in adapter.name_map(cfg).items() if native not in state]
     if missing:
         more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
@@ -193,8 +218,10 @@ def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
         return state
     files = _weight_files(hf_dir, "pytorch_model.bin.index.json", "pytorch_model*.bin")
     if not files:
-        raise UserError(f"{hf_dir}: no weights (expected model.safetensors, sharded *.safetensors with "
-                        "model.safetensors.index.json, or pytorch_model.bin)")
+        raise UserError(
+            f"{hf_dir}: no weights (expected model.safetensors, sharded *.safetensors with "
+            "model.safetensors.index.json, or pytorch_model.bin)"
+        )
     state = {}
     for f in files:
         try:

@@ -56,7 +56,7 @@ class Tokenizer:
     # ---- ids ---------------------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        """Number of ids the tokenizer can emit, added/special tokens included (the embedding needs this many)."""
+        """Ids the tokenizer can emit, added/special tokens included (the embedding needs as many)."""
         return len(self.hf)
 
     def __len__(self) -> int:
@@ -124,8 +124,10 @@ class Tokenizer:
         return out_dir
 
     def __repr__(self) -> str:
-        return (f"Tokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size}, bos={self.bos_id}, "
-                f"eos={self.eos_id}, pad={self.pad_id}, path={str(self.path) if self.path else None!r})")
+        return (
+            f"Tokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size}, bos={self.bos_id}, "
+            f"eos={self.eos_id}, pad={self.pad_id}, path={str(self.path) if self.path else None!r})"
+        )
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -135,21 +137,28 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise UserError(f"tokenizer path not found: {src}")
     tok_dir = find_tokenizer_dir(src)
     if tok_dir is None:
-        raise UserError(f"{src}: no tokenizer found (expected tokenizer.json, tokenizer_config.json, "
-                        "tokenizer.model or vocab.json + merges.txt, or a checkpoint with a tokenizer/ folder)")
+        raise UserError(
+            f"{src}: no tokenizer found (expected tokenizer.json, tokenizer_config.json, "
+            "tokenizer.model or vocab.json + merges.txt, or a checkpoint with a tokenizer/ folder)"
+        )
     import transformers
 
     bare_sentencepiece = (tok_dir / "tokenizer.model").is_file() and not any(
-        (tok_dir / m).is_file() for m in ("tokenizer.json", "tokenizer_config.json"))
+        (tok_dir / m).is_file() for m in ("tokenizer.json", "tokenizer_config.json")
+    )
     try:
         if bare_sentencepiece:
             # No config to name the class: a bare tokenizer.model is Llama-style sentencepiece (llama2.c),
             # which prepends BOS like sentencepiece's Llama recipe.
-            hf = transformers.LlamaTokenizer.from_pretrained(str(tok_dir), add_bos_token=True, trust_remote_code=False)
+            hf = transformers.LlamaTokenizer.from_pretrained(
+                str(tok_dir), add_bos_token=True, trust_remote_code=False
+            )
         else:
             hf = transformers.AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=False)
     except (OSError, ValueError, TypeError, KeyError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = " (sentencepiece models need `pip install sentencepiece protobuf`)" if bare_sentencepiece else ""
+        hint = (
+            " (sentencepiece models need `pip install sentencepiece protobuf`)" if bare_sentencepiece else ""
+        )
         raise UserError(f"{tok_dir}: cannot load tokenizer: {first[:200]}{hint}") from None
     return Tokenizer(hf, tok_dir)
