@@ -10,6 +10,7 @@ as scoring each full prompt on its own whatever the tokenizer does at the prefix
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from typing import TYPE_CHECKING, Hashable, Sequence
@@ -67,14 +68,15 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def auto_batch_size(cfg: "ModelConfig", new_tokens: int, total_tokens: int, device: "torch.device",
-                    dtype: "torch.dtype") -> int:
-    """Rows that fit the memory budget: per row the fp32 logits of `new_tokens` positions, rough activations,
-    attention scores against `total_tokens` keys and the KV cache. Budget: 60% of free accelerator memory, or
-    CPU_BUDGET_BYTES on CPU."""
+                    dtype: "torch.dtype", logit_positions: int | None = None) -> int:
+    """Rows that fit the memory budget: per row the fp32 logits of `logit_positions` (default: all new)
+    positions, rough activations of `new_tokens`, attention scores against `total_tokens` keys and the KV
+    cache. Budget: 60% of free accelerator memory, or CPU_BUDGET_BYTES on CPU."""
     import torch
 
     width = torch.finfo(dtype).bits // 8
-    per_row = (new_tokens * cfg.vocab_size * 4
+    logit_positions = new_tokens if logit_positions is None else logit_positions
+    per_row = (logit_positions * cfg.vocab_size * 4
                + new_tokens * (3 * cfg.ffn_hidden_size + 6 * cfg.hidden_size) * width
                + cfg.num_heads * new_tokens * total_tokens * 4
                + cfg.num_layers * 2 * cfg.kv_heads * cfg.head_dim * total_tokens * width)
@@ -89,6 +91,26 @@ def auto_batch_size(cfg: "ModelConfig", new_tokens: int, total_tokens: int, devi
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+@contextlib.contextmanager
+def _lm_head_rows(model: "Transformer", positions: "torch.Tensor | None"):
+    """Make the vocab projection run only on the hidden states we read: a pre-hook on `lm_head` keeps, for
+    each batch row, the position in `positions` (None: the last), so the model returns logits [B, 1, V]
+    instead of [B, T, V]. At a 6k-150k vocab that projection is a large share of a forward."""
+    import torch
+
+    def keep(_module, args):
+        (x,) = args
+        if positions is None:
+            return (x[:, -1:],)
+        return (x[torch.arange(x.shape[0], device=x.device), positions][:, None],)
+
+    handle = model.lm_head.register_forward_pre_hook(keep)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice_ids: Sequence[int], *,
@@ -121,11 +143,12 @@ def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice
             P = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)  # every suffix keeps >= 1 token
             order = sorted(range(len(members)), key=lambda j: -len(seqs[j]))  # longest first: OOM shows early
             longest = len(seqs[order[0]]) - P
-            rows = batch_size or auto_batch_size(cfg, longest, P + longest, device, dtype)
+            rows = batch_size or auto_batch_size(cfg, longest, P + longest, device, dtype, logit_positions=1)
             prefix_cache = None
             if P > 0:
                 prefix_cache = KVCache(cfg, 1, P + longest, dtype, device)
-                model(torch.as_tensor([list(seqs[0][:P])], device=device), cache=prefix_cache)
+                with _lm_head_rows(model, None):  # only the cache is wanted
+                    model(torch.as_tensor([list(seqs[0][:P])], device=device), cache=prefix_cache)
             for chunk in _batches(order, rows):
                 lens = [len(seqs[j]) - P for j in chunk]
                 tokens = torch.zeros((len(chunk), max(lens)), dtype=torch.long, device=device)
@@ -135,8 +158,8 @@ def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice
                 if prefix_cache is not None:
                     cache = copy.copy(prefix_cache)  # select() rebinds k/v on the copy; the prefix stays intact
                     cache.select(torch.zeros(len(chunk), dtype=torch.long, device=device))
-                logits = model(tokens, cache=cache)
-                last = logits[torch.arange(len(chunk), device=device), torch.as_tensor(lens, device=device) - 1]
+                with _lm_head_rows(model, torch.as_tensor(lens, device=device) - 1):
+                    last = model(tokens, cache=cache)[:, 0]
                 scores = last[:, choice_index].float().cpu().tolist()
                 for r, j in enumerate(chunk):
                     out[members[j]] = scores[r]
