@@ -1,0 +1,57 @@
+"""Tokenizers trained on the real fixture corpus load with transformers.AutoTokenizer and round-trip exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import MIXED_TEXT, fixture_texts, run_cli
+
+ROUND_TRIP = MIXED_TEXT + ["Ünïcödé façade — naïve café", "𠀀 rare CJK ext-B, ｆｕｌｌｗｉｄｔｈ", "a  b   c\n\n\td", "👩‍💻🚀✨"]
+
+
+def _check_dir(out, kind):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=False)
+    meta = json.loads((out / "llmctl_tokenizer.json").read_text())
+    assert meta["type"] == kind
+    assert meta["padded_vocab_size"] % 128 == 0 and meta["padded_vocab_size"] >= len(tok)
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        assert getattr(tok, name) is not None and getattr(tok, name + "_id") is not None
+    assert tok.eos_token_id == meta["eos_id"]
+    samples = ROUND_TRIP + fixture_texts()[::97]
+    for text in samples:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    assert all(i < len(tok) for t in samples for i in tok.encode(t, add_special_tokens=False))
+    return tok, samples
+
+
+def test_bytelevel_bpe_loads_with_autotokenizer(bytelevel_tok):
+    _check_dir(bytelevel_tok, "hf-bytelevel-bpe")
+
+
+@pytest.mark.parametrize("kind", ["spm-bpe", "spm-unigram"])
+def test_sentencepiece_matches_its_hf_conversion(tmp_path, fixture_corpus, kind):
+    import sentencepiece as spm
+
+    out = tmp_path / kind
+    res = run_cli(["data", "train-tokenizer", "--input", fixture_corpus, "--output-dir", out, "--vocab-size", "8000",
+                   "--type", kind, "--special-tokens", "<|im_start|>,<|im_end|>", "--max-sentences", "8000"])
+    assert res.exit_code == 0, res.output
+    tok, samples = _check_dir(out, kind)
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    for text in samples:  # the HF tokenizer.json gives sentencepiece's own ids
+        assert tok.encode(text, add_special_tokens=False) == sp.encode(text)
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert tok.encode("<|im_start|>user", add_special_tokens=False)[0] == start
+    assert "<|im_start|>" in tok.all_special_tokens
+
+
+def test_vocab_too_small_for_the_characters_is_a_user_error(tmp_path, fixture_corpus):
+    res = run_cli(["data", "train-tokenizer", "--input", fixture_corpus, "--output-dir", tmp_path / "t",
+                   "--vocab-size", "1000", "--type", "spm-bpe"])
+    assert res.exit_code == 2
+    assert "--vocab-size 1000" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
