@@ -4,6 +4,7 @@ torch's own cross-entropy, guards (injected NaN, rollback), checkpoint contents,
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,14 +78,14 @@ def test_channel_and_validation_loss_match_torch_cross_entropy(tiny_cfg, pattern
     model.eval()
 
     def losses(ds, n):
-        per_source = {name: [] for name in ds.source_names}
+        per_source = {Path(name).name: [] for name in ds.source_names}
         for i in range(n):
             s = ds[i]
             tokens = torch.from_numpy(s["tokens"])[None]
             with torch.no_grad():
                 logits = model(tokens[:, :-1])
             ce = F.cross_entropy(logits[0].double(), tokens[0, 1:], reduction="none")
-            per_source[ds.source_names[s["source"]]].append(ce)
+            per_source[Path(ds.source_names[s["source"]]).name].append(ce)
         allv = torch.cat([torch.cat(v) for v in per_source.values()])
         return allv.mean().item(), {k: torch.cat(v).mean().item() for k, v in per_source.items()}
 

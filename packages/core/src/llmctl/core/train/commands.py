@@ -37,15 +37,16 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
       llmctl pretrain -c run.yaml --resume auto --auto-restart 3
       llmctl pretrain -c tiny --set data.path='0.7 data/en 0.3 data/zh' --set train.train_tokens=2e6
     """
-    require_torch("llmctl pretrain")
     from . import load_train_config
 
+    if auto_restart:  # the supervisor only waits: no torch here, the child resolves and checks the model
+        cfg = load_train_config(config, overrides, resolve_model=False)
+        _supervised(cfg, config, list(overrides), resume, stop_at_step, auto_restart)
+        return
+    require_torch("llmctl pretrain")
     cfg = load_train_config(config, overrides)
     if print_config:
         click.echo(dump_yaml(cfg), nl=False)
-        return
-    if auto_restart:
-        _supervised(cfg, config, list(overrides), resume, stop_at_step, auto_restart)
         return
     from .loop import pretrain
 

@@ -199,14 +199,7 @@ class TrainConfig:
                             f"train.micro_batch_size {t.micro_batch_size} x data-parallel size {world_size}")
         if not self.data.path:
             raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
-                            "or a Megatron blend like '0.7 data/en 0.3 data/zh'")
-        if not blend_prefixes(self.data.path):
-            raise UserError(f"config key 'data.path': no dataset prefix in {self.data.path!r}")
-        for prefix in blend_prefixes(self.data.path):
-            p = Path(prefix)
-            if not p.parent.is_dir() or not any(p.parent.glob(f"{p.name}*.bin")):
-                raise UserError(f"data.path: no tokenized data at '{prefix}' (no {prefix}*.bin; "
-                                "make it with `llmctl data tokenize --output-prefix ...`)")
+                            "or a Megatron blend like '0.7 data/en 0.3 data/zh'")  # the dataset checks the files
         from ..plugins import lookup
 
         for sink in self.logging.sinks:
@@ -214,19 +207,6 @@ class TrainConfig:
         max_len = self.model.get("max_seq_len")
         if max_len is not None and self.data.seq_length > max_len:
             raise UserError(f"config: data.seq_length {self.data.seq_length} exceeds model.max_seq_len {max_len}")
-
-
-def blend_prefixes(spec: str | list) -> list[str]:
-    """The prefixes in a Megatron blend ("0.7 A 0.3 B"), a single prefix, or a list of either."""
-    items = spec if isinstance(spec, list) else str(spec).split()
-    out = []
-    for item in items:
-        for tok in str(item).split():
-            try:
-                float(tok)
-            except ValueError:
-                out.append(tok)
-    return out
 
 
 # ---- loading ---------------------------------------------------------------------------------------------

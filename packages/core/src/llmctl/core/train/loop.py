@@ -84,6 +84,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [fn] * len(optimizer.param_groups))
 
 
+def channel_names(source_names: list[str]) -> list[str]:
+    """Short names for the per-source losses: the prefix's file name ("data/zh_corpus" -> "zh_corpus"), or the
+    whole prefix where two sources share a file name."""
+    short = [Path(str(n)).name for n in source_names]
+    return short if len(set(short)) == len(short) else [str(n) for n in source_names]
+
+
 def dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -138,6 +145,13 @@ class Trainer:
         self.accum = cfg.grad_accum_steps(self.world)
         self.total = cfg.train_iters
 
+        build = lookup("datasets", cfg.data.dataset)  # first: a wrong data path fails before any model work
+        self.train_ds = build(cfg.data.path, seq_len=self.seq, num_samples=self.total * self.gbs,
+                              seed=t.seed, split="train")
+        self.val_ds = (build(cfg.data.path, seq_len=self.seq, num_samples=cfg.eval.iters * self.gbs,
+                             seed=t.seed, split="val") if cfg.eval.iters > 0 else None)
+        self.sources = channel_names(self.train_ds.source_names)
+
         seed_everything(t.seed)
         self.raw = build_model(cfg, self.device)
         self.model = wrap_model(self.raw) if wrap_model else self.raw
@@ -150,13 +164,6 @@ class Trainer:
         self.guard = Guard(cfg.guards) if cfg.guards.enabled else None
         self.state = TrainState()
         self._injected: set[int] = set()
-
-        build = lookup("datasets", cfg.data.dataset)
-        self.train_ds = build(cfg.data.path, seq_len=self.seq, num_samples=self.total * self.gbs,
-                              seed=t.seed, split="train")
-        self.val_ds = (build(cfg.data.path, seq_len=self.seq, num_samples=cfg.eval.iters * self.gbs,
-                             seed=t.seed, split="val") if cfg.eval.iters > 0 else None)
-        self.sources = list(self.train_ds.source_names)
 
         self.ckpt_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
         self.tokenizer_dir = None
@@ -288,7 +295,7 @@ class Trainer:
         """Mean token loss over the first eval.iters global batches of the _val split (the same batches every
         time, so validation losses along a run are comparable)."""
         self.model.eval()
-        names = list(self.val_ds.source_names)
+        names = channel_names(self.val_ds.source_names)
         src = torch.zeros(2, len(names), device=self.device)  # [loss sum, tokens] per source
         for batch in itertools.islice(self._loader(self.val_ds, 0), self.cfg.eval.iters * self.accum):
             tokens = batch["tokens"].to(self.device, non_blocking=True)
