@@ -120,6 +120,60 @@ def build_hf(setup: Setup):
 VARIANTS = {v.name: v for v in (Variant("llmctl", build_llmctl), Variant("hf", build_hf))}
 
 
+class _NoData:
+    """The trainer's dataset slot: the benchmark feeds batches itself, so nothing is ever read."""
+
+    source_names = ["bench"]
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __len__(self) -> int:
+        return 1
+
+
+def build_trainer(setup: Setup):
+    """llmctl's whole optimizer step as `llmctl pretrain` runs it (Trainer.train_step: weight-decay groups,
+    grad-norm clipping, the guard's per-step read of loss and grad norm, channel-loss bookkeeping, LR
+    schedule), fed the same batch as the bare "llmctl" step: the difference is the loop's overhead."""
+    import tempfile
+
+    from llmctl.core.config import to_dict
+    from llmctl.core.plugins import get_bus, hookimpl
+    from llmctl.core.train import Trainer, load_train_config
+
+    class _Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            register("bench-none", _NoData)
+
+    if not get_bus().pm.has_plugin("bench-none"):
+        get_bus().register_plugin(_Plugin(), "bench-none")
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[setup.dtype]
+    cfg = load_train_config({
+        "model": to_dict(setup.cfg),
+        "data": {"path": "unused", "dataset": "bench-none", "seq_length": setup.seq},
+        "train": {"train_iters": 10**6, "global_batch_size": setup.batch, "micro_batch_size": setup.batch,
+                  "lr": setup.lr, "schedule": "constant", "warmup_iters": 0, "dtype": dtype,
+                  "compile": setup.compile, "device": setup.device.type},
+        "eval": {"iters": 0},
+        "logging": {"dir": tempfile.mkdtemp(prefix="bench-trainer-"), "sinks": []},
+    })
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, echo=lambda line: None)
+    source = torch.zeros(setup.batch, dtype=torch.long, device=setup.device)
+    steps = iter(range(1, 10**9))
+
+    def step(batch: torch.Tensor) -> float:
+        trainer.train_step(next(steps), [{"tokens": batch, "source": source}])
+        return trainer.last_grad_norm
+
+    return trainer.raw, step
+
+
+VARIANTS["trainer"] = Variant("trainer", build_trainer)
+
+
 def measure(setup: Setup, names: list[str], warmup: int, steps: int, rounds: int) -> dict[str, list[float]]:
     """Seconds per step for each variant; rounds alternate between variants so drift hits all equally."""
     g = torch.Generator().manual_seed(0)
