@@ -3,7 +3,8 @@
 Regular enough that a tiny model learns it in minutes on a CPU: templated facts ("The capital of France is
 Paris." / "法国的首都是巴黎。"), arithmetic ("3 + 4 = 7"), and short templated stories. A few planted exact
 and near duplicates and dirty documents (too short, URL spam, an e-mail to mask) give clean and dedup something
-visible to do; their ids are listed in `_synth.json`. The multiple-choice set uses MMLU's CSV layout
+visible to do; `_synth.json` maps each planted id to its original (copies come after their originals, so
+dedup, which keeps the first document of a cluster, removes the copies). The multiple-choice set uses MMLU's CSV layout
 (header-less `question,A,B,C,D,answer`) in `mc/{dev,test}/toyfacts_{dev,test}.csv`.
 """
 
@@ -115,17 +116,25 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
     for i in range(docs):
         lang, gen = GENERATORS[i % len(GENERATORS)]
         records.append({"id": f"toy-{i:06d}", "text": gen(r), "lang": lang})
-    planted: dict[str, list[str]] = {"exact_duplicates": [], "near_duplicates": [], "dirty": []}
-    for k, src in enumerate(r.sample(records[: max(1, docs)], min(5, docs))):
-        records.append({"id": f"dup-exact-{k}", "text": src["text"], "lang": src["lang"]})
-        planted["exact_duplicates"].append(f"dup-exact-{k}")
-    for k, src in enumerate(r.sample([x for x in records[:docs] if x["lang"] == "en"], min(3, docs // 2))):
-        near = src["text"].replace(" is ", " is really ", 1) if " is " in src["text"] else src["text"] + " Yes."
-        records.append({"id": f"dup-near-{k}", "text": near, "lang": "en"})
-        planted["near_duplicates"].append(f"dup-near-{k}")
-    for k, src in enumerate(r.sample([x for x in records[:docs] if x["lang"] == "zh"], min(2, docs // 2))):
-        records.append({"id": f"dup-near-zh-{k}", "text": src["text"] + "好。", "lang": "zh"})
-        planted["near_duplicates"].append(f"dup-near-zh-{k}")
+    # order: regular documents as generated; each planted copy lands somewhere after its original (so dedup,
+    # which keeps the first of a cluster, removes the copy); dirty documents anywhere
+    keyed: list[tuple[float, dict[str, str]]] = [(float(i), rec) for i, rec in enumerate(records)]
+    planted: dict[str, dict[str, str]] = {"exact_duplicates": {}, "near_duplicates": {}, "dirty": {}}
+
+    def plant(kind: str, src: int, rec: dict[str, str]) -> None:
+        keyed.append((r.uniform(src + 0.01, docs), rec))
+        planted[kind][rec["id"]] = records[src]["id"]
+
+    for k, src in enumerate(r.sample(range(docs), min(5, docs))):
+        plant("exact_duplicates", src, {"id": f"dup-exact-{k}", "text": records[src]["text"],
+                                        "lang": records[src]["lang"]})
+    # near duplicates of the longer documents (arithmetic, stories): one extra word at the end, Jaccard > 0.95
+    en = [i for i in range(docs) if i % len(GENERATORS) in (2, 4)]
+    for k, src in enumerate(r.sample(en, min(3, len(en)))):
+        plant("near_duplicates", src, {"id": f"dup-near-{k}", "text": records[src]["text"] + " Really.", "lang": "en"})
+    zh = [i for i in range(docs) if i % len(GENERATORS) in (3, 5)]
+    for k, src in enumerate(r.sample(zh, min(2, len(zh)))):
+        plant("near_duplicates", src, {"id": f"dup-near-zh-{k}", "text": records[src]["text"] + "好。", "lang": "zh"})
     dirty = [
         ("dirty-short-en", "ok", "en"), ("dirty-short-zh", "哈哈", "zh"),
         ("dirty-url-spam", " ".join(f"Best deals http://spam.example.com/p{j}?ref=x" for j in range(8)), "en"),
@@ -133,9 +142,9 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
         ("dirty-phone-zh", "关于法国的首都是巴黎这个问题，请致电13812345678咨询。", "zh"),
     ]
     for id_, text, lang in dirty:
-        records.append({"id": id_, "text": text, "lang": lang})
-        planted["dirty"].append(id_)
-    r.shuffle(records)
+        keyed.append((r.uniform(0, docs), {"id": id_, "text": text, "lang": lang}))
+        planted["dirty"][id_] = "short" if "short" in id_ else id_.split("-", 1)[1]
+    records = [rec for _key, rec in sorted(keyed, key=lambda kv: kv[0])]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "corpus.jsonl") as f:
         for rec in records:
