@@ -208,3 +208,14 @@ def test_tensorboard_sink(tiny_cfg):
         records = _train_records(result.log_path)
         assert [e.step for e in scalars] == [r["step"] for r in records]
         assert [e.value for e in scalars] == pytest.approx([r["loss"] for r in records])  # stored as fp32
+
+
+def test_activation_checkpointing_and_data_workers_change_nothing(tiny_cfg):
+    """Recomputing activations in backward, or reading batches in worker processes, gives the same run."""
+    base = pretrain(tiny_cfg("train.train_iters=3", "eval.iters=0", name="base"))
+    ckpt = pretrain(tiny_cfg("train.train_iters=3", "eval.iters=0", "train.activation_checkpointing=true",
+                             name="recompute"))
+    workers = pretrain(tiny_cfg("train.train_iters=3", "eval.iters=0", "data.num_workers=2", name="workers"))
+    want = [r["loss"] for r in _train_records(base.log_path)]
+    assert [r["loss"] for r in _train_records(ckpt.log_path)] == pytest.approx(want, rel=1e-6)
+    assert [r["loss"] for r in _train_records(workers.log_path)] == want
