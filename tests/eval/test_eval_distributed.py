@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -21,10 +22,17 @@ def test_two_ranks_match_one_process(cli, tmp_path, hf_model_dir):
     code, _, err = cli(*args, "--out-dir", tmp_path / "one")
     assert code == 0, err
     env = {**os.environ, "LLMCTL_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--standalone", "-m", "llmctl.cli", *map(str, args), "--out-dir", tmp_path / "two"],
-                         capture_output=True, text=True, env=env, timeout=240)
-    assert res.returncode == 0, res.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                             "-m", "llmctl.cli", *map(str, args), "--out-dir", tmp_path / "two"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group: a hang kills the workers too
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["settings"]["world_size"] == 2
