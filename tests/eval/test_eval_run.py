@@ -53,7 +53,7 @@ def test_native_checkpoint_scores_like_its_hf_export(cli, tmp_path, hf_model_dir
         assert ra["pred"] == rb["pred"]
         torch.testing.assert_close(torch.tensor(ra["scores"]), torch.tensor(rb["scores"]), atol=1e-5, rtol=1e-5)
     b = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert b["model"]["source"] == "native" and len(b["model"]["weights_sha256"]) == 64
+    assert b["model"]["source"] == "native" and b["model"]["iteration"] == 3 and len(b["model"]["weights_sha256"]) == 64
 
 
 def test_results_log_and_compare(cli, tmp_path, hf_model_dir, hf_short_model_dir):
@@ -125,6 +125,8 @@ def test_bad_input_exits_2_with_file_and_line(cli, tmp_path, hf_model_dir):
     assert code == 2 and "LoRA comes with llmctl-finetune" in err
     code, _, err = run_mmlu(cli, hf_model_dir, tmp_path / "o", "--batch-size", "lots")
     assert code == 2 and "--batch-size" in err
+    code, _, err = run_mmlu(cli, hf_model_dir, tmp_path / "o", "--split", "dev", "--shots", 5)
+    assert code == 2 and "--split dev is where the few-shot examples come from" in err
 
 
 def test_empty_subject_is_skipped_and_reported(cli, tmp_path, hf_model_dir):

@@ -96,14 +96,14 @@ def files_sha256(paths: Iterable[str | Path]) -> str | None:
     return h.hexdigest()
 
 
-def weight_files(loaded: "LoadedModel") -> list[Path]:
+def weight_files(loaded: "LoadedModel", iteration: int | None = None) -> list[Path]:
     """The files holding the model's weights: an HF dir's safetensors/bin, a native checkpoint's rank files."""
     path = Path(loaded.path)
     if loaded.source == "hf":
         return sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
     from llmctl.core.checkpoint import STATE_FILE, resolve_iteration_dir
 
-    return sorted(resolve_iteration_dir(path).glob(f"mp_rank_*/{STATE_FILE}"))
+    return sorted(resolve_iteration_dir(path, iteration).glob(f"mp_rank_*/{STATE_FILE}"))
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
@@ -136,12 +136,15 @@ def task_table(result: TaskResult, header: str = "") -> str:
 
 
 def write_results(out_dir: str | Path, results: list[TaskResult], *, loaded: "LoadedModel",
-                  settings: dict[str, Any], started: _dt.datetime) -> Path:
+                  settings: dict[str, Any], started: _dt.datetime, iteration: int | None = None) -> Path:
     """results.json + logs/eval_<ts>/<task>.log + predictions/<task>.jsonl, each written atomically."""
     out_dir = Path(out_dir)
     stamp = started.strftime("%Y%m%d_%H%M%S")
-    model = {"path": str(loaded.path), "source": loaded.source,
-             "weights_sha256": files_sha256(weight_files(loaded)),
+    files = weight_files(loaded, iteration)
+    if loaded.source == "native" and files:  # record which iteration the pointer named
+        iteration = int(files[0].parent.parent.name.removeprefix("iter_"))
+    model = {"path": str(loaded.path), "source": loaded.source, "iteration": iteration,
+             "weights_sha256": files_sha256(files),
              "num_params": sum(p.numel() for p in loaded.model.parameters())}
     doc = {"llmctl_version": core_version, "timestamp": started.isoformat(timespec="seconds"),
            "model": model, "settings": settings, "tasks": {}}

@@ -50,6 +50,8 @@ class MultipleChoiceEvaluator:
             raise UserError(f"--max-new-tokens {ctx.max_new_tokens} leaves no room for a prompt in "
                             f"max_seq_len {ctx.loaded.config.max_seq_len}")
         if ctx.shots:
+            if split == bench.shots_split:
+                raise UserError(f"--split {split} is where the few-shot examples come from; score it with --shots 0")
             bench.split_dir(data_dir, bench.shots_split)  # a clear error if dev/ is missing altogether
         items, files, skipped = [], [], {}
         for s_index, subject in enumerate(progress(subjects, desc=f"{self.name} prompts", unit="subject")):
@@ -180,7 +182,8 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
                             world_size=dist.get_world_size() if dist.is_initialized() else 1,
                             options=settings.get("options", {}),
                             data_dirs={k or "*": str(v) for k, v in data_dirs.items()})
-            path = write_results(out_dir, results, loaded=loaded, settings=recorded, started=started)
+            path = write_results(out_dir, results, loaded=loaded, settings=recorded, started=started,
+                                 iteration=iteration)
         return results, path
     finally:
         if own_group:
