@@ -3,34 +3,10 @@ plugin bus (so the trainer reaches it exactly as it reaches llmctl-data's), one 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
+from train_helpers import PatternDataset
 
 from llmctl.core.plugins import get_bus, hookimpl
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class PatternDataset:
-    """Arithmetic token patterns, one stride per source: learnable in a few steps, fully deterministic.
-    Same interface as llmctl-data's build_gpt_dataset result."""
-
-    def __init__(self, spec, seq_len, num_samples, seed, split="train"):
-        prefixes = [tok for tok in spec.split() if not tok.replace(".", "", 1).isdigit()]  # "0.5 A 0.5 B"
-        self.source_names = [str(p) for p in prefixes]
-        self.seq, self.n, self.offset = seq_len, num_samples, 7_919 if split == "val" else 0
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        src = i % len(self.source_names)
-        start = (i * 37 + self.offset) % 50
-        tokens = (start + np.arange(self.seq + 1) * (src + 1)) % 50 + 3
-        return {"tokens": tokens.astype(np.int64), "source": src}
-
 
 class _Plugin:
     @hookimpl
@@ -74,12 +50,6 @@ def tiny_cfg(tmp_path, pattern_data):
         return load_train_config("tiny", [*base, *overrides])
 
     return make
-
-
-def read_jsonl(path):
-    import json
-
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture

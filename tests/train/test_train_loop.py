@@ -16,7 +16,7 @@ from llmctl.core.errors import UserError
 from llmctl.core.train import load_train_config, pretrain
 from llmctl.core.train.loop import build_model, build_optimizer
 
-from conftest import PatternDataset, read_jsonl
+from train_helpers import PatternDataset, read_jsonl
 
 
 def _train_records(path):

@@ -8,7 +8,7 @@ import pytest
 from llmctl.core.plot import read_log
 from llmctl.core.train import pretrain
 
-from conftest import read_jsonl
+from train_helpers import read_jsonl
 
 mpimg = pytest.importorskip("matplotlib.image")
 
