@@ -36,7 +36,7 @@ class MultipleChoiceEvaluator:
         self.name, self.description = benchmark.name, description
 
     def run(self, ctx: EvalContext) -> TaskResult:
-        bench, fmt = self.benchmark, self.fmt
+        bench = self.benchmark
         if ctx.mode not in MODES:
             raise UserError(f"unknown --mode '{ctx.mode}'; modes: {', '.join(MODES)}")
         data_dir = bench.resolve_dir(ctx.require_data_dir(self.name))
@@ -45,14 +45,35 @@ class MultipleChoiceEvaluator:
         if not subjects:
             raise UserError(f"{data_dir / split}: no {bench.name} subject files "
                             f"({bench.file_pattern.replace('{split}', split)})")
-        budget = ctx.loaded.config.max_seq_len - (ctx.max_new_tokens if ctx.mode == "generate" else 0)
-        if budget < 1:
-            raise UserError(f"--max-new-tokens {ctx.max_new_tokens} leaves no room for a prompt in "
-                            f"max_seq_len {ctx.loaded.config.max_seq_len}")
         if ctx.shots:
             if split == bench.shots_split:
                 raise UserError(f"--split {split} is where the few-shot examples come from; score it with --shots 0")
             bench.split_dir(data_dir, bench.shots_split)  # a clear error if dev/ is missing altogether
+        items, files, skipped = self._prompts(ctx, data_dir, split, subjects)
+        preds, extra, info = self._predict(ctx, [f.ids for _, _, f in items],
+                                           groups=[(q.subject, f.shots) for _, q, f in items])
+        records = [{"order": order, "subject": q.subject, "id": q.id, "answer": q.answer, "pred": pred,
+                    "correct": None if q.answer is None else pred == q.answer, "shots": f.shots,
+                    "truncated": f.truncated, **x}
+                   for (order, q, f), pred, x in zip(items, preds, extra)]
+        records = sorted(ctx.gather(records), key=lambda r: r["order"])  # every rank's, in file order
+        for r in records:
+            del r["order"]
+        info.update(split=split, mode=ctx.mode, shots=ctx.shots, truncated=sum(r["truncated"] for r in records),
+                    fewer_shots=sum(r["shots"] < ctx.shots for r in records), skipped_subjects=skipped)
+        result = accuracy_result(self.name, records, bench.categories, [str(f) for f in files], info,
+                                 bench.category_order)
+        if result.metrics["unlabeled"] and ctx.rank == 0:
+            result.info["submission"] = str(_write_submission(ctx.out_dir, self.name, records))
+        return result
+
+    def _prompts(self, ctx: EvalContext, data_dir: Path, split: str, subjects: list[str]):
+        """([((subject#, question#), Question, FittedPrompt)] for this rank, files read, skipped subjects)."""
+        bench, fmt = self.benchmark, self.fmt
+        budget = ctx.loaded.config.max_seq_len - (ctx.max_new_tokens if ctx.mode == "generate" else 0)
+        if budget < 1:
+            raise UserError(f"--max-new-tokens {ctx.max_new_tokens} leaves no room for a prompt in "
+                            f"max_seq_len {ctx.loaded.config.max_seq_len}")
         items, files, skipped = [], [], {}
         for s_index, subject in enumerate(progress(subjects, desc=f"{self.name} prompts", unit="subject")):
             test_path = bench.path(data_dir, split, subject)
@@ -76,35 +97,19 @@ class MultipleChoiceEvaluator:
             numbered = list(enumerate(questions[:ctx.limit] if ctx.limit else questions))
             for n, q in ctx.shard(numbered):
                 items.append(((s_index, n), q, fit_prompt(ctx.encode, fmt, name, shots, q, budget)))
+        return items, files, skipped
 
-        prompts = [fitted.ids for _, _, fitted in items]
-        if ctx.mode == "logits":
-            letter_ids = ctx.choice_ids(fmt.answer_prefix, [fmt.answer_sep + letter for letter in LETTERS])
-            scores = ctx.score_choices(prompts, letter_ids, groups=[(q.subject, f.shots) for _, q, f in items],
-                                       desc=self.name)
-            preds = [LETTERS[max(range(len(LETTERS)), key=s.__getitem__)] for s in scores]
-            extra = [{"scores": s} for s in scores]
-        else:
+    def _predict(self, ctx: EvalContext, prompts: list[list[int]], groups: list[tuple[str, int]]):
+        """(letter or None per prompt, extra record fields, info) in logits or generate mode. `groups`:
+        prompts with the same subject and shot count share their few-shot prefix."""
+        if ctx.mode == "generate":
             texts = ctx.generate(prompts, desc=self.name)
-            preds = [extract_letter(t) for t in texts]
-            extra = [{"output": t} for t in texts]
-        records = [{"order": order, "subject": q.subject, "id": q.id, "answer": q.answer, "pred": pred,
-                    "correct": None if q.answer is None else pred == q.answer, "shots": f.shots,
-                    "truncated": f.truncated, **x}
-                   for (order, q, f), pred, x in zip(items, preds, extra)]
-        records = sorted(ctx.gather(records), key=lambda r: r["order"])
-        for r in records:
-            del r["order"]
-        info = {"split": split, "mode": ctx.mode, "shots": ctx.shots,
-                "truncated": sum(r["truncated"] for r in records),
-                "fewer_shots": sum(r["shots"] < ctx.shots for r in records), "skipped_subjects": skipped}
-        if ctx.mode == "logits":
-            info["choice_token_ids"] = dict(zip(LETTERS, letter_ids))
-        result = accuracy_result(self.name, records, bench.categories, [str(f) for f in files], info,
-                                 bench.category_order)
-        if result.metrics["unlabeled"] and ctx.rank == 0:
-            result.info["submission"] = str(_write_submission(ctx.out_dir, self.name, records))
-        return result
+            return [extract_letter(t) for t in texts], [{"output": t} for t in texts], {}
+        fmt = self.fmt
+        letter_ids = ctx.choice_ids(fmt.answer_prefix, [fmt.answer_sep + letter for letter in LETTERS])
+        scores = ctx.score_choices(prompts, letter_ids, groups=groups, desc=self.name)
+        preds = [LETTERS[max(range(len(LETTERS)), key=s.__getitem__)] for s in scores]
+        return preds, [{"scores": s} for s in scores], {"choice_token_ids": dict(zip(LETTERS, letter_ids))}
 
 
 def _write_submission(out_dir: Path, task: str, records: list[dict[str, Any]]) -> Path:
