@@ -274,7 +274,7 @@ class Trainer:
             "step": step, "consumed_samples": self.state.consumed_samples,
             "consumed_tokens": self.state.consumed_samples * self.seq,
             "tokens": self.state.consumed_samples * self.seq, "loss": loss}
-        for i, name in enumerate(self.sources):
+        for i, name in enumerate(self.sources if n_src > 1 else []):  # channel losses for a blend only
             tok = values[4 + n_src + i]
             rec[f"loss/{name}"] = values[4 + i] / tok if tok else None
         rec.update({
@@ -309,7 +309,7 @@ class Trainer:
         rec: dict[str, Any] = {"step": step, "consumed_tokens": self.state.consumed_samples * self.seq,
                                "val_loss": val_loss, "val_ppl": math.exp(min(20.0, val_loss))}
         for name, loss_sum, tok in zip(names, loss_sums, tokens):
-            if tok:
+            if tok and len(names) > 1:
                 rec[f"val_loss/{name}"] = loss_sum / tok
         self.log.validation(rec)
         self.model.train()

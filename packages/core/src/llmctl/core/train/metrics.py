@@ -70,7 +70,9 @@ class JsonlSink:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        # NaN/inf are not JSON (jq, JavaScript and pandas' strict readers reject them): write null instead
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self._f.write(json.dumps(clean, ensure_ascii=False, allow_nan=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:
