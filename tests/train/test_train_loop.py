@@ -219,3 +219,17 @@ def test_activation_checkpointing_and_data_workers_change_nothing(tiny_cfg):
     want = [r["loss"] for r in _train_records(base.log_path)]
     assert [r["loss"] for r in _train_records(ckpt.log_path)] == pytest.approx(want, rel=1e-6)
     assert [r["loss"] for r in _train_records(workers.log_path)] == want
+
+
+def test_resume_from_a_named_checkpoint_and_mismatches(tiny_cfg, tmp_path):
+    first = pretrain(tiny_cfg("checkpoint.interval=2", "train.train_iters=4", "eval.iters=0", name="a"))
+    iter2 = first.checkpoint_dir / "iter_0000002"
+    # continue from iteration 2 of run "a" into a new directory "b": same steps 3-4 as run "a"
+    second = pretrain(tiny_cfg("train.train_iters=4", "eval.iters=0", name="b"), resume=str(iter2))
+    want = {r["step"]: r["loss"] for r in _train_records(first.log_path)}
+    got = {r["step"]: r["loss"] for r in _train_records(second.log_path)}
+    assert sorted(got) == [3, 4] and got[3] == want[3] and got[4] == want[4]
+    with pytest.raises(UserError, match="checkpoint has model.hidden_size=64 but the config has 128"):
+        pretrain(tiny_cfg("model.hidden_size=128", name="c"), resume=str(iter2))
+    with pytest.raises(UserError, match="checkpoint directory not found"):
+        pretrain(tiny_cfg(name="d"), resume=str(tmp_path / "nothing"))
