@@ -1,8 +1,9 @@
 """Tokenize a corpus into Megatron MMIDIDX `PREFIX_train` / `PREFIX_val` datasets, streaming and in parallel.
 
-The parent reads documents in chunks and hands them to worker processes running the fast `tokenizers` backend's
-`encode_batch`; at most a few chunks are in flight, so memory stays flat whatever the corpus size. Results come
-back in order and are streamed to two builders; a document goes to val when a hash of (file, row, seed) falls
+The parent frames raw records into chunks (`chunks.py`: jsonl lines are parsed by the workers, not here) and
+hands them to worker processes running the fast `tokenizers` backend's `encode_batch`; at most a few chunks
+are in flight, so memory stays flat whatever the corpus size. Results come back in order and are streamed to
+two builders; a document goes to val when a hash of (file, row, seed) falls
 under --val-ratio, so the split is reproducible and does not depend on workers or shards.
 """
 
@@ -27,7 +28,8 @@ from .hashing import uniform01, row_keys, stable_hash64
 from .hf_tokenizer import TokenizerInfo, load_tokenizer_info
 from .indexed import IndexedDatasetBuilder, dtype_for_vocab
 from .pipeline import StageStats, check_shard, make_bar, mp_context, plan_shard, report_progress, shard_tag
-from .readers import expand_inputs, iter_documents
+from .chunks import Chunk, decode_chunk, iter_chunks
+from .readers import expand_inputs
 
 CHUNK_DOCS = 1024
 CHUNK_CHARS = 2 << 20
@@ -79,36 +81,21 @@ def encode_chunk(texts: list[str], eod: int | None, tok=None) -> tuple[np.ndarra
     return flat, lengths + 1
 
 
-def _encode_in_worker(texts: list[str], eod: int | None) -> tuple[np.ndarray, np.ndarray]:
-    return encode_chunk(texts, eod)
+def encode_raw_chunk(chunk: Chunk, eod: int | None, tok=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse a raw chunk and encode its non-empty documents: (tokens, lengths, kept mask over the chunk)."""
+    texts, kept = decode_chunk(chunk)
+    flat, lengths = encode_chunk(texts, eod, tok) if texts else (np.zeros(0, np.int32), np.zeros(0, np.int64))
+    return flat, lengths, kept
 
 
 # ---- parent side -------------------------------------------------------------------------------------------
 
 
-def _chunks(docs, source_hash: dict[str, int], val_ratio: float, seed: int):
-    """Yield (texts, is_val) chunks of about CHUNK_DOCS documents / CHUNK_CHARS characters."""
-    texts: list[str] = []
-    srcs: list[int] = []
-    rows: list[int] = []
-    chars = 0
-    for doc in docs:
-        texts.append(doc.text)
-        srcs.append(source_hash[doc.source])
-        rows.append(doc.index)
-        chars += len(doc.text)
-        if len(texts) >= CHUNK_DOCS or chars >= CHUNK_CHARS:
-            yield texts, _is_val(srcs, rows, val_ratio, seed)
-            texts, srcs, rows, chars = [], [], [], 0
-    if texts:
-        yield texts, _is_val(srcs, rows, val_ratio, seed)
-
-
-def _is_val(srcs: list[int], rows: list[int], ratio: float, seed: int) -> np.ndarray:
+def _is_val(src: int, rows: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     """Val membership from a hash of (file, row, seed): independent of chunking, workers and shards."""
     if ratio <= 0:
         return np.zeros(len(rows), dtype=bool)
-    keys = row_keys(0, np.asarray(rows), seed) ^ np.asarray(srcs, dtype=np.uint64)
+    keys = row_keys(0, np.asarray(rows), seed) ^ np.uint64(src)
     return uniform01(keys) < ratio
 
 
@@ -165,17 +152,21 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
     pool = None
     bar = make_bar(quiet, desc="tokenize", unit="docs")
     try:
-        chunks = _chunks(iter_documents(plan, text_key, stats), source_hash, val_ratio, seed)
+        chunks = iter_chunks(plan, text_key, CHUNK_DOCS, CHUNK_CHARS)
         docs_done = 0
         next_log = log_interval or 0
 
-        def consume(result, is_val):
+        def consume(chunk: Chunk, result) -> None:
             nonlocal docs_done, next_log
-            flat, lengths = result
+            flat, lengths, kept = result
+            skipped = int((~kept).sum())
+            for _ in range(skipped):
+                stats.drop("empty", 0)
+            is_val = _is_val(source_hash[chunk.source], chunk.rows[kept], val_ratio, seed)
             _split_write(builders, flat, lengths, is_val, counts)
-            docs_done += len(lengths)
-            bar.update(len(lengths))
-            report_progress(len(lengths))
+            docs_done += len(kept)
+            bar.update(len(kept))
+            report_progress(len(kept))
             if log_interval and docs_done >= next_log:
                 dt = time.perf_counter() - t0
                 print(f"processed {docs_done} documents ({docs_done / dt:.1f} docs/s, "
@@ -184,20 +175,20 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
 
         if workers <= 1:
             tok = info.load()
-            for texts, is_val in chunks:
-                consume(encode_chunk(texts, eod, tok), is_val)
+            for chunk in chunks:
+                consume(chunk, encode_raw_chunk(chunk, eod, tok))
         else:
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=_worker_init,
                                        initargs=(info.json,))
             inflight: deque = deque()
-            for texts, is_val in chunks:
-                inflight.append((pool.submit(_encode_in_worker, texts, eod), is_val))
+            for chunk in chunks:
+                inflight.append((chunk, pool.submit(encode_raw_chunk, chunk, eod)))
                 while len(inflight) > 2 * workers:
-                    fut, v = inflight.popleft()
-                    consume(fut.result(), v)
+                    c, fut = inflight.popleft()
+                    consume(c, fut.result())
             while inflight:
-                fut, v = inflight.popleft()
-                consume(fut.result(), v)
+                c, fut = inflight.popleft()
+                consume(c, fut.result())
         for b in builders.values():
             b.finalize()
     except BaseException:
