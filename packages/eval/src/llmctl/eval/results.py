@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -106,6 +107,13 @@ def weight_files(loaded: "LoadedModel", iteration: int | None = None) -> list[Pa
     return sorted(resolve_iteration_dir(path, iteration).glob(f"mp_rank_*/{STATE_FILE}"))
 
 
+def _eval_version() -> str:
+    try:
+        return importlib.metadata.version("llmctl-eval")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 # ---- writing -----------------------------------------------------------------------------------------------
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -146,7 +154,8 @@ def write_results(out_dir: str | Path, results: list[TaskResult], *, loaded: "Lo
     model = {"path": str(loaded.path), "source": loaded.source, "iteration": iteration,
              "weights_sha256": files_sha256(files),
              "num_params": sum(p.numel() for p in loaded.model.parameters())}
-    doc = {"llmctl_version": core_version, "timestamp": started.isoformat(timespec="seconds"),
+    doc = {"llmctl_version": core_version, "llmctl_eval_version": _eval_version(),
+           "timestamp": started.isoformat(timespec="seconds"),
            "model": model, "settings": settings, "tasks": {}}
     for r in results:
         doc["tasks"][r.task] = {"metrics": r.metrics, "categories": r.categories, "subjects": r.subjects,
