@@ -138,3 +138,20 @@ def test_empty_subject_is_skipped_and_reported(cli, tmp_path, hf_model_dir):
     assert list(task["subjects"]) == ["math"] and task["metrics"]["total"] == 1
     assert task["categories"] == {"unmapped": task["categories"]["unmapped"]}  # not an official subject
     assert "skipped_subjects: {'empty': 'no questions'}" in next((tmp_path / "o" / "logs").glob("*/mmlu.log")).read_text()
+
+
+def test_list_and_help_work_without_torch(tmp_path):
+    """`import torch` made to fail: listing and help still work, a run says how to install torch (exit 2)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['torch'] = None\n"
+              "from llmctl.cli.main import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    sys.exit(e.code)\n")
+    run = lambda *args: subprocess.run([sys.executable, "-c", script, *map(str, args)],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    assert run("eval", "list").returncode == 0
+    res = run("eval", "run", "--help")
+    assert res.returncode == 0 and "--ppl-window" in res.stdout
+    res = run("eval", "run", "--task", "mmlu", "--ckpt-dir", tmp_path, "--out-dir", tmp_path)
+    assert res.returncode == 2 and "needs PyTorch" in res.stderr
