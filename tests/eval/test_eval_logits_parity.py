@@ -121,3 +121,23 @@ def test_cmmlu_and_ceval_logits_match_transformers(cli, tmp_path, hf_model_dir, 
 
     ids = [hf_tok.encode(letter, add_special_tokens=False)[0] for letter in "ABCD"]
     check_records(predictions(tmp_path / "ceval", "ceval"), hf_model, hf_tok, ids, ceval_prompt)
+
+
+def test_score_choices_edge_groups_match_transformers(hf_model_dir, hf_pair):
+    """No shared prefix (no cache path), one prompt a prefix of another, a group of one, batch of 1 and 3."""
+    from llmctl.core.loading import load_model
+    from llmctl.eval.scoring import score_choices
+
+    hf_model, hf_tok = hf_pair
+    model = load_model(hf_model_dir, device="cpu").model
+    texts = ["Paris is the capital of", "Berlin is a city in", "Paris is the capital of France, and Rome",
+             "一二三四五六七八九十", "Q"]
+    prompts = [hf_tok(t).input_ids for t in texts]
+    choice_ids = [5, 17, 300, 6000]
+    with torch.no_grad():
+        ref = [hf_model(torch.tensor([p])).logits[0, -1, choice_ids] for p in prompts]
+    for groups in (None, [0, 1, 0, 2, 3], [0, 0, 0, 0, 0]):
+        for batch in (1, 3):
+            got = score_choices(model, prompts, choice_ids, groups=groups, batch_size=batch)
+            for g, r in zip(got, ref):
+                torch.testing.assert_close(torch.tensor(g), r, atol=1e-4, rtol=1e-4)
