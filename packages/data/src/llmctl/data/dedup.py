@@ -29,9 +29,11 @@ from llmctl.core.errors import UserError
 from llmctl.core.io import atomic_file, atomic_path, write_json_atomic
 
 from .hashing import stable_hash64
+from .text import detect_langs
 from .minhash import MinHasher, band_hashes, optimal_bands
-from .pipeline import StageStats, check_shard, make_bar, plan_shard, report_progress, run_shards, shard_tag
-from .readers import expand_inputs, iter_documents
+from .pipeline import (Count, StageStats, check_shard, make_bar, nbytes, plan_shard, report_progress, run_shards,
+                       shard_tag)
+from .readers import _open_text, expand_inputs, iter_documents, pick_text_key, read_jsonl, reader_for
 from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
 
 BATCH_DOCS = 512
@@ -72,10 +74,14 @@ def normalized_hash(text: str) -> int:
     return stable_hash64(_NON_WORD.sub("", unicodedata.normalize("NFKC", text).lower()))
 
 
+LANG_CODES = {"other": 0, "zh": 1, "en": 2}
+LANG_NAMES = {v: k for k, v in LANG_CODES.items()}
+
+
 def _paths(work: Path, tag: str) -> dict[str, Path]:
     return {k: work / f"{k}-{tag}.{ext}" for k, ext in
-            (("sig", "u32"), ("bands", "u64"), ("exact", "u64"), ("loc", "i64"), ("meta", "json"),
-             ("removed", "npy"))}
+            (("sig", "u32"), ("bands", "u64"), ("exact", "u64"), ("loc", "i64"), ("lang", "u8"), ("size", "i64"),
+             ("meta", "json"), ("removed", "npy"))}
 
 
 # ---- phase 1 ------------------------------------------------------------------------------------------------
@@ -98,7 +104,7 @@ def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params:
     stats = StageStats("dedup-signatures")
     bar = make_bar(quiet, desc=f"dedup signatures {shard_index}/{num_shards}", unit="docs")
     n = 0
-    outs = {k: open(str(paths[k]) + ".tmp", "wb") for k in ("sig", "bands", "exact", "loc")}
+    outs = {k: open(str(paths[k]) + ".tmp", "wb") for k in ("sig", "bands", "exact", "loc", "lang", "size")}
     try:
         batch: list = []
 
@@ -113,6 +119,9 @@ def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params:
                 outs["exact"].write(np.fromiter((normalized_hash(t) for t in texts), np.uint64, len(texts)).tobytes())
             loc = np.array([[file_ids[d.source], d.index] for d in batch], dtype=np.int64).reshape(-1, 2)
             outs["loc"].write(loc.tobytes())
+            langs = [d.lang or guess for d, guess in zip(batch, detect_langs(texts))]
+            outs["lang"].write(np.array([LANG_CODES.get(x, 0) for x in langs], np.uint8).tobytes())
+            outs["size"].write(np.array([nbytes(t) for t in texts], np.int64).tobytes())
             n += len(batch)
             bar.update(len(batch))
             report_progress(len(batch))
@@ -234,20 +243,19 @@ def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | o
     def shard_of(g: np.ndarray) -> np.ndarray:
         return np.searchsorted(offsets, g, side="right") - 1
 
-    def sig_of(g: int) -> np.ndarray:
-        s = int(shard_of(np.array([g]))[0])
-        return np.asarray(sig_parts[s][g - offsets[s]])
-
     locs = load("loc", np.int64, 2)
     method = np.ones(len(removed), dtype=np.int64)
     if exact_all is not None and len(removed):
         method[exact_all[removed] == exact_all[kept]] = 0
+    sims = np.ones(len(removed))
+    if params.minhash and len(removed):
+        sims = (_gather(sig_parts, offsets, removed) == _gather(sig_parts, offsets, kept)).mean(axis=1)
+        sims[method == 0] = 1.0
+    names_removed, names_kept = _locators(metas, locs, offsets, removed), _locators(metas, locs, offsets, kept)
     with atomic_file(pairs_path) as f:
-        for g, k, m in zip(removed.tolist(), kept.tolist(), method.tolist()):
-            sim = 1.0 if m == 0 or not params.minhash else float((sig_of(g) == sig_of(k)).mean())
-            row = {"removed": _locator(metas, locs, offsets, g), "kept": _locator(metas, locs, offsets, k),
-                   "method": METHODS[m], "similarity": round(sim, 4)}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for r, k, m, sim in zip(names_removed, names_kept, method.tolist(), sims.tolist()):
+            f.write(json.dumps({"removed": r, "kept": k, "method": METHODS[m], "similarity": round(sim, 4)},
+                               ensure_ascii=False) + "\n")
     rshard = shard_of(removed)
     for i, tag in enumerate(tags):
         sel = rshard == i
@@ -262,10 +270,24 @@ def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | o
     return summary
 
 
-def _locator(metas, locs, offsets, g: int) -> str:
-    s = int(np.searchsorted(offsets, g, side="right") - 1)
-    file_idx, row = (int(x) for x in locs[s][g - offsets[s]])
-    return f"{metas[s]['files'][file_idx]}:{row}"
+def _gather(parts: list[np.ndarray], offsets: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Rows `g` (global document numbers) of per-shard memory-mapped arrays, reading only those rows."""
+    shard = np.searchsorted(offsets, g, side="right") - 1
+    out = np.empty((len(g), parts[0].shape[1]), dtype=parts[0].dtype)
+    for s in np.unique(shard):
+        sel = shard == s
+        out[sel] = parts[s][g[sel] - offsets[s]]
+    return out
+
+
+def _locators(metas, locs, offsets, g: np.ndarray) -> list[str]:
+    """'file:row' for global document numbers `g`."""
+    shard = np.searchsorted(offsets, g, side="right") - 1
+    out = []
+    for s, local in zip(shard.tolist(), (g - offsets[shard]).tolist()):
+        file_idx, row = (int(x) for x in locs[s][local])
+        out.append(f"{metas[s]['files'][file_idx]}:{row}")
+    return out
 
 
 # ---- phase 3 ------------------------------------------------------------------------------------------------
@@ -282,39 +304,73 @@ def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str 
         raise UserError(f"{paths['removed']}: no removal list for shard {shard_index}; run the join phase first")
     meta = json.loads(paths["meta"].read_text())
     removed = np.load(paths["removed"])
-    drop_method = dict(zip(removed[:, 0].tolist(), removed[:, 1].tolist()))
+    n_docs = int(meta["docs"])
+    method = np.full(n_docs, -1, dtype=np.int8)  # -1 keep, else the METHODS code that removed it
+    method[removed[:, 0]] = removed[:, 1]
     files = expand_inputs(inputs)
     plan = plan_shard(files, shard_index, num_shards)
     if list(plan.files) != meta["files"]:
         raise UserError(f"dedup apply: shard {shard_index}'s input files differ from the signatures phase")
     fmt = out_format or ("parquet" if all(f.endswith((".parquet", ".pq")) for f in plan.files) else "jsonl")
-    stats = StageStats("dedup")
+    stats = _apply_stats(paths, method)
     bar = make_bar(quiet, desc=f"dedup apply {shard_index}/{num_shards}", unit="docs")
-    key = None
-    n = 0
     with make_writer(fmt, output, f"part-{shard_index:05d}", max_file_mb << 20) as writer:
-        for doc in iter_documents(plan, text_key, stats):
-            if key is None:
-                from .readers import pick_text_key
-
-                key = pick_text_key(doc.row, text_key, doc.source)
-            method = drop_method.get(n)
-            size = len(doc.text.encode("utf-8", "surrogatepass"))
-            if method is None:
-                writer.write(doc.to_row(key), size)
-                stats.keep(size, doc.language())
-            else:
-                stats.drop(f"duplicate-{METHODS[method]}", size, doc.language())
-            n += 1
-            bar.update(1)
-            report_progress(1)
+        if fmt == "jsonl" and all(reader_for(f) is read_jsonl for f in plan.files):
+            _copy_kept_lines(plan.files, np.fromfile(paths["loc"], np.int64).reshape(-1, 2), method, writer, bar)
+        else:
+            key, n = None, 0
+            for doc in iter_documents(plan, text_key):
+                key = key or pick_text_key(doc.row, text_key, doc.source)
+                if n < n_docs and method[n] < 0:
+                    writer.write(doc.to_row(key), nbytes(doc.text))
+                n += 1
+                bar.update(1)
+                report_progress(1)
+            if n != n_docs:
+                raise UserError(f"dedup apply: shard {shard_index} has {n} documents now but {n_docs} when hashed; "
+                                "the input changed — rerun all phases")
     bar.close()
-    if n != meta["docs"]:
-        raise UserError(f"dedup apply: shard {shard_index} has {n} documents now but {meta['docs']} when hashed; "
-                        "the input changed — rerun all phases")
     report = {"shard": [shard_index, num_shards], "stats": stats.to_dict(), "files": writer.files}
     write_json_atomic(Path(output) / f"_report-{tag}.json", report)
     return report
+
+
+def _apply_stats(paths: dict[str, Path], method: np.ndarray) -> StageStats:
+    """Kept/dropped docs and bytes per language, from the arrays the signatures phase stored."""
+    stats = StageStats("dedup")
+    n = len(method)
+    langs = np.fromfile(paths["lang"], np.uint8) if n else np.zeros(0, np.uint8)
+    sizes = np.fromfile(paths["size"], np.int64) if n else np.zeros(0, np.int64)
+    for code in np.unique(method):
+        sel = method == code
+        for lang_code in np.unique(langs[sel]):
+            both = sel & (langs == lang_code)
+            lang, docs, size = LANG_NAMES[int(lang_code)], int(both.sum()), int(sizes[both].sum())
+            if code < 0:
+                stats.kept.add(size, lang, docs=docs)
+            else:
+                stats.dropped.setdefault(f"duplicate-{METHODS[int(code)]}", Count()).add(size, lang, docs=docs)
+    return stats
+
+
+def _copy_kept_lines(files: Sequence[str], locs: np.ndarray, method: np.ndarray, writer, bar) -> None:
+    """jsonl to jsonl: copy the kept documents' lines byte for byte (no JSON parsing or re-encoding)."""
+    for file_idx, path in enumerate(files):
+        mine = locs[:, 0] == file_idx
+        rows = locs[mine, 1]
+        keep = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=bool)
+        keep[rows[method[mine] < 0]] = True
+        row = -1
+        with _open_text(path, binary=True) as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                row += 1
+                if row < len(keep) and keep[row]:
+                    writer.write_raw(raw if raw.endswith(b"\n") else raw + b"\n")
+        done = int(mine.sum())
+        bar.update(done)
+        report_progress(done)
 
 
 def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupParams, text_key: str | None = None,

@@ -66,13 +66,18 @@ class JsonlWriter(_RollingWriter):
         self._f = None
 
     def write(self, row: dict[str, Any], size: int | None = None) -> None:
+        self.write_raw((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass"))
+
+    def write_raw(self, line: bytes) -> None:
+        """Append one already-encoded JSON line (ending in a newline)."""
         if self._f is None:
             self._tmp, self._final = self._next_paths()
-            self._f = open(self._tmp, "w", encoding="utf-8")
-        self._f.write(json.dumps(row, ensure_ascii=False, default=str))
-        self._f.write("\n")
+            self._f = open(self._tmp, "wb")
+            self._size = 0
+        self._f.write(line)
+        self._size += len(line)
         self._rows += 1
-        if self.max_bytes and self._f.tell() >= self.max_bytes:
+        if self.max_bytes and self._size >= self.max_bytes:
             self._close_file()
 
     def _close_file(self) -> None:
@@ -80,7 +85,7 @@ class JsonlWriter(_RollingWriter):
             return
         self._f.flush()
         os.fsync(self._f.fileno())
-        size = self._f.tell()
+        size = self._size
         self._f.close()
         self._f = None
         self._commit(size)

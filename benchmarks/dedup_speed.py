@@ -1,0 +1,120 @@
+"""Near-duplicate detection speed: llmctl's numpy MinHash-LSH against datasketch's MinHash + MinHashLSH on the
+same documents and parameters (threshold 0.8, 128 permutations, 5-gram shingles), measured in one run.
+
+    python benchmarks/dedup_speed.py                 # 20k documents (English + Chinese, with planted near dups)
+    python benchmarks/dedup_speed.py --docs 100000
+
+The documents are windows of the fixture texts (tinyshakespeare, chinese-poetry), so overlapping windows are
+real near duplicates. datasketch gets its fastest path (`update_batch`, default scheme) and the usual
+query-then-insert loop (a document is a duplicate if an earlier one shares a band); llmctl runs the whole
+`llmctl data dedup --minhash` stage in-process (read jsonl, signatures, global band join, write the kept
+documents). Both shingle with the same tokens (lower-cased words, single CJK characters), so the sets of removed
+documents should nearly agree; their overlap is printed. This is a benchmark, not a test: nothing asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "data"))
+_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+
+
+def make_docs(n: int, seed: int = 0) -> list[str]:
+    """Windows of the fixture texts: 70% English (40-300 words), 30% Chinese (60-400 characters)."""
+    from conftest import TEXT_CORPUS, fixture_texts
+
+    words = (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split()
+    zh = "".join(t for t in fixture_texts(max_chinese_lines=100_000) if re.match(r"[\u4e00-\u9fff]", t))
+    r = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        if r.random() < 0.7:
+            i, k = r.randrange(len(words) - 400), r.randint(40, 300)
+            docs.append(" ".join(words[i:i + k]))
+        else:
+            i, k = r.randrange(len(zh) - 500), r.randint(60, 400)
+            docs.append(zh[i:i + k])
+    return docs
+
+
+def shingles(text: str, n: int = 5) -> set[bytes]:
+    toks = _TOKEN.findall(text.lower())
+    return {" ".join(toks[i:i + n]).encode() for i in range(max(1, len(toks) - n + 1))}
+
+
+def run_datasketch(docs: list[str], threshold: float, num_perm: int) -> tuple[float, set[int]]:
+    from datasketch import MinHash, MinHashLSH
+
+    t0 = time.perf_counter()
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    removed = set()
+    for i, doc in enumerate(docs):
+        m = MinHash(num_perm=num_perm)
+        m.update_batch(list(shingles(doc)))
+        if lsh.query(m):
+            removed.add(i)
+        else:
+            lsh.insert(i, m)
+    return time.perf_counter() - t0, removed
+
+
+def run_llmctl(docs: list[str], threshold: float, num_perm: int, work: Path) -> tuple[float, set[int]]:
+    from llmctl.data.dedup import DedupParams, run_dedup
+
+    corpus = work / "in.jsonl"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": i, "text": d}, ensure_ascii=False) + "\n")
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    run_dedup([str(corpus)], out, DedupParams(exact=False, minhash=True, threshold=threshold, num_perm=num_perm),
+              workers=1, quiet=True)
+    elapsed = time.perf_counter() - t0
+    kept = {json.loads(line)["id"] for p in out.glob("part-*.jsonl") for line in open(p, encoding="utf-8")}
+    return elapsed, set(range(len(docs))) - kept
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=20_000)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2, help="Interleaved repeats; the best time of each is kept.")
+    args = ap.parse_args()
+    os.environ.setdefault("LLMCTL_PROGRESS", "0")
+    docs = make_docs(args.docs)
+    work = Path(tempfile.mkdtemp(prefix="llmctl_dedupbench_"))
+    print(f"{len(docs):,} documents ({sum(len(d) for d in docs) / 2**20:.1f} M chars), threshold {args.threshold}, "
+          f"{args.num_perm} permutations, 5-gram shingles; cores: {os.cpu_count()}")
+    best = {"datasketch": float("inf"), "llmctl": float("inf")}
+    for r in range(args.repeats):  # interleaved so machine noise hits both alike
+        t_ds, removed_ds = run_datasketch(docs, args.threshold, args.num_perm)
+        t_ll, removed_ll = run_llmctl(docs, args.threshold, args.num_perm, work)
+        best["datasketch"] = min(best["datasketch"], t_ds)
+        best["llmctl"] = min(best["llmctl"], t_ll)
+        print(f"  run {r}: datasketch {t_ds:.2f} s ({len(removed_ds)} removed), llmctl {t_ll:.2f} s "
+              f"({len(removed_ll)} removed)")
+    both = len(removed_ds & removed_ll)
+    union = len(removed_ds | removed_ll) or 1
+    print(f"datasketch MinHash+MinHashLSH: {len(docs) / best['datasketch']:>10,.0f} docs/s")
+    print(f"llmctl data dedup --minhash:   {len(docs) / best['llmctl']:>10,.0f} docs/s (incl. reading and writing jsonl)")
+    print(f"speed-up llmctl / datasketch:  {best['datasketch'] / best['llmctl']:.1f}x (target >= 5x)")
+    print(f"removed-set agreement (Jaccard of the two removed sets): {both / union:.3f} "
+          f"({both} common, {len(removed_ds - removed_ll)} only datasketch, {len(removed_ll - removed_ds)} only llmctl)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
