@@ -60,26 +60,54 @@ def baseline(corpus: Path, tokenizer_dir: Path, chunk: int = 1024) -> dict:
     tokens = 0
     t_ids = 0.0
     for i in range(0, len(texts), chunk):
-        enc = tok.encode_batch(texts[i:i + chunk], add_special_tokens=False)
+        enc = tok.encode_batch(texts[i : i + chunk], add_special_tokens=False)
         t1 = time.perf_counter()
         tokens += sum(len(e.ids) for e in enc)  # the ids are what anyone writing a dataset needs
         t_ids += time.perf_counter() - t1
     total = time.perf_counter() - t0
-    return {"tokens": tokens, "seconds": total, "tokens_per_s": tokens / total,
-            "encode_only_tokens_per_s": tokens / (total - t_ids)}
+    return {
+        "tokens": tokens,
+        "seconds": total,
+        "tokens_per_s": tokens / total,
+        "encode_only_tokens_per_s": tokens / (total - t_ids),
+    }
 
 
 # runs the command and prints the peak RSS of its process tree (the largest single process), from a fresh parent
-_PEAK = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+_PEAK = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
 
 
 def run_llmctl(corpus: Path, tokenizer_dir: Path, prefix: Path, workers: int) -> dict:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", _PEAK, sys.executable, "-m", "llmctl.cli", "data", "tokenize",
-                          "--input", str(corpus), "--tokenizer", str(tokenizer_dir), "--output-prefix", str(prefix),
-                          "--workers", str(workers), "--val-ratio", "0.01", "--no-append-eod"],
-                         capture_output=True, text=True, env={**os.environ, "LLMCTL_PROGRESS": "0"})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEAK,
+            sys.executable,
+            "-m",
+            "llmctl.cli",
+            "data",
+            "tokenize",
+            "--input",
+            str(corpus),
+            "--tokenizer",
+            str(tokenizer_dir),
+            "--output-prefix",
+            str(prefix),
+            "--workers",
+            str(workers),
+            "--val-ratio",
+            "0.01",
+            "--no-append-eod",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LLMCTL_PROGRESS": "0"},
+    )
     wall = time.perf_counter() - t0
     if res.returncode:
         raise SystemExit(res.stderr)
@@ -94,8 +122,12 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=30, help="Corpus size for the speed comparison.")
     ap.add_argument("--big-mb", type=float, default=150, help="Larger corpus for the memory check (0: skip).")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--tokenizer", default=None, help="Tokenizer dir (default: train a 32k spm-bpe on the fixtures).")
-    ap.add_argument("--repeats", type=int, default=2, help="Interleaved repeats; the best of each is reported.")
+    ap.add_argument(
+        "--tokenizer", default=None, help="Tokenizer dir (default: train a 32k spm-bpe on the fixtures)."
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="Interleaved repeats; the best of each is reported."
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmctl_tokbench_"))
     if args.tokenizer:
@@ -117,25 +149,35 @@ def main() -> None:
         assert o["tokens"] == b["tokens"], (o["tokens"], b["tokens"])
         best_base = b if best_base is None or b["tokens_per_s"] > best_base["tokens_per_s"] else best_base
         best_ours = o if best_ours is None or o["tokens_per_s"] > best_ours["tokens_per_s"] else best_ours
-        print(f"  run {r}: encode_batch {b['tokens_per_s']:,.0f} tok/s (encode only {b['encode_only_tokens_per_s']:,.0f}),"
-              f" llmctl --workers {args.workers} {o['tokens_per_s']:,.0f} tok/s ({o['seconds']:.1f} s)")
+        print(
+            f"  run {r}: encode_batch {b['tokens_per_s']:,.0f} tok/s (encode only {b['encode_only_tokens_per_s']:,.0f}),"
+            f" llmctl --workers {args.workers} {o['tokens_per_s']:,.0f} tok/s ({o['seconds']:.1f} s)"
+        )
     print(f"tokens: {best_base['tokens']:,}")
     print(f"encode_batch (+ids):        {best_base['tokens_per_s']:>12,.0f} tokens/s")
     print(f"encode_batch (encode only): {best_base['encode_only_tokens_per_s']:>12,.0f} tokens/s")
-    print(f"llmctl data tokenize:       {best_ours['tokens_per_s']:>12,.0f} tokens/s "
-          f"(end to end: start, read, split, write)")
-    print(f"ratio llmctl / encode_batch(+ids):        {best_ours['tokens_per_s'] / best_base['tokens_per_s']:.2f}x "
-          f"(target >= 0.9)")
-    print(f"ratio llmctl / encode_batch(encode only): "
-          f"{best_ours['tokens_per_s'] / best_base['encode_only_tokens_per_s']:.2f}x")
+    print(
+        f"llmctl data tokenize:       {best_ours['tokens_per_s']:>12,.0f} tokens/s "
+        f"(end to end: start, read, split, write)"
+    )
+    print(
+        f"ratio llmctl / encode_batch(+ids):        {best_ours['tokens_per_s'] / best_base['tokens_per_s']:.2f}x "
+        f"(target >= 0.9)"
+    )
+    print(
+        f"ratio llmctl / encode_batch(encode only): "
+        f"{best_ours['tokens_per_s'] / best_base['encode_only_tokens_per_s']:.2f}x"
+    )
     print(f"peak RSS ({args.mb:.0f} MB corpus): {best_ours['peak_rss_mb']:.0f} MB")
     if args.big_mb:
         big = work / "big.jsonl"
         build_corpus(big, args.big_mb, seed=2)
         corpus.unlink()
         o = run_llmctl(big, tok_dir, work / "big" / "c", args.workers)
-        print(f"peak RSS ({args.big_mb:.0f} MB corpus): {o['peak_rss_mb']:.0f} MB at {o['tokens_per_s']:,.0f} tokens/s "
-              f"(target: flat, < 1024 MB)")
+        print(
+            f"peak RSS ({args.big_mb:.0f} MB corpus): {o['peak_rss_mb']:.0f} MB at {o['tokens_per_s']:,.0f} tokens/s "
+            f"(target: flat, < 1024 MB)"
+        )
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

@@ -43,7 +43,11 @@ def run_cli(args: list[str]):
 
 def fixture_texts(max_chinese_lines: int = 3000) -> list[str]:
     """English (tinyshakespeare paragraphs, tatoeba) and Chinese (tatoeba, classical poetry) documents."""
-    docs = [p for p in (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n") if p]
+    docs = [
+        p
+        for p in (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n")
+        if p
+    ]
     for name in ("tatoeba.cmn-eng.eng", "tatoeba.cmn-eng.cmn"):
         docs += [ln for ln in (TEXT_CORPUS / "tatoeba" / name).read_text(encoding="utf-8").splitlines() if ln]
     lines: list[str] = []

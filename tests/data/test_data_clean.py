@@ -31,17 +31,42 @@ PII_CASES = [
     ("id " + cn_id("44030419900307123").lower() + " on file", "id <ID_NUMBER> on file", "id_number"),
     ("server 192.168.1.20 is down", "server <IP> is down", "ip"),
     ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 and fe80::1", "v6 <IP> and <IP>", "ip"),
-    ("GET https://api.example.com/v1?user=bob&access_token=abc123XYZ&page=2",
-     "GET https://api.example.com/v1?user=bob&access_token=<SECRET>&page=2", "secret"),
+    (
+        "GET https://api.example.com/v1?user=bob&access_token=abc123XYZ&page=2",
+        "GET https://api.example.com/v1?user=bob&access_token=<SECRET>&page=2",
+        "secret",
+    ),
     ("https://x.cn/a?api_key=sk-9f8e7d&lang=zh", "https://x.cn/a?api_key=<SECRET>&lang=zh", "secret"),
 ]
 
 NOT_PII = [
-    "会议于2023-10-01召开", "2023年10月1日上午", "at 12:30:45 today", "售价¥1,299.00元", "pi is 3.1415926",
-    "born in 1999", "ISBN 978-7-111-54742-6", "订单号 20231001123456789", "population 1400000000 people",
-    "Python 3.11.7", "version 1.2.3", "room 1203", "+5 points", "10.5% growth", "score 98.5 of 100",
-    "std::vector<int>", "ratio 3:2", "手机号码长度为11位", "2024-01-15 08:30", "39.9042, 116.4074", "3 + 4 = 7",
-    "call ext. 1234", "1,234,567 visitors", "10:30-11:45", "v2.0.1", "2001:2002 season", "第12345678号文件",
+    "会议于2023-10-01召开",
+    "2023年10月1日上午",
+    "at 12:30:45 today",
+    "售价¥1,299.00元",
+    "pi is 3.1415926",
+    "born in 1999",
+    "ISBN 978-7-111-54742-6",
+    "订单号 20231001123456789",
+    "population 1400000000 people",
+    "Python 3.11.7",
+    "version 1.2.3",
+    "room 1203",
+    "+5 points",
+    "10.5% growth",
+    "score 98.5 of 100",
+    "std::vector<int>",
+    "ratio 3:2",
+    "手机号码长度为11位",
+    "2024-01-15 08:30",
+    "39.9042, 116.4074",
+    "3 + 4 = 7",
+    "call ext. 1234",
+    "1,234,567 visitors",
+    "10:30-11:45",
+    "v2.0.1",
+    "2001:2002 season",
+    "第12345678号文件",
     "see https://example.com/page?id=42&sort=asc",
 ]
 
@@ -62,8 +87,10 @@ def test_clean_reports_each_rule_by_language_and_masks_pii(tmp_path):
     ok_en = "The capital of France is Paris. It sits on the river Seine and has many museums."
     ok_zh = "法国的首都是巴黎。巴黎位于塞纳河畔，有很多博物馆，每年吸引大量游客前来参观。"
     rows = [
-        {"id": "en", "text": ok_en}, {"id": "zh", "text": ok_zh},
-        {"id": "short", "text": "ok"}, {"id": "empty", "text": "   "},
+        {"id": "en", "text": ok_en},
+        {"id": "zh", "text": ok_zh},
+        {"id": "short", "text": "ok"},
+        {"id": "empty", "text": "   "},
         {"id": "spam", "text": " ".join(f"buy http://spam.example.com/{i}" for i in range(10))},
         {"id": "digits", "text": "1234 5678 9012 3456 7890 1234 5678 9012 3456 7890"},
         {"id": "replines", "text": "\n".join(["same line again"] * 6 + ["a different one"])},
@@ -82,7 +109,13 @@ def test_clean_reports_each_rule_by_language_and_masks_pii(tmp_path):
     report = json.loads((tmp_path / "out" / "_report.json").read_text())
     dropped = report["stats"]["dropped"]
     assert {k: v["docs"] for k, v in dropped.items()} == {
-        "empty": 1, "min_length": 1, "url_density": 1, "char_ratios": 1, "repeated_lines": 1, "keyword_blocklist": 1}
+        "empty": 1,
+        "min_length": 1,
+        "url_density": 1,
+        "char_ratios": 1,
+        "repeated_lines": 1,
+        "keyword_blocklist": 1,
+    }
     assert dropped["min_length"]["bytes"] == 2 and set(dropped["min_length"]["by_lang"]) == {"en"}
     modified = report["stats"]["modified"]
     assert modified["boilerplate_lines"]["docs"] == 2
@@ -92,14 +125,31 @@ def test_clean_reports_each_rule_by_language_and_masks_pii(tmp_path):
 
 
 def test_pii_drop_mode_and_custom_rules_file(tmp_path):
-    rows = [{"text": "新冠疫情期间的一则新闻，内容关于疫情防控措施和新冠疫苗接种的安排。"},
-            {"text": "A perfectly normal English sentence about the weather today."},
-            {"text": "Reach me on 13812345678 for the details of the weather report."}]
+    rows = [
+        {"text": "新冠疫情期间的一则新闻，内容关于疫情防控措施和新冠疫苗接种的安排。"},
+        {"text": "A perfectly normal English sentence about the weather today."},
+        {"text": "Reach me on 13812345678 for the details of the weather report."},
+    ]
     write_jsonl(tmp_path / "in.jsonl", rows)
-    (tmp_path / "rules.yaml").write_text("rules:\n  - min_length: {min_chars: 10}\n"
-                                         "  - keyword_blocklist: {words: [新冠, 疫情], max_hits: 2}\n", encoding="utf-8")
-    res = run_cli(["data", "clean", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "out.jsonl",
-                   "--rules", tmp_path / "rules.yaml", "--pii", "drop"])
+    (tmp_path / "rules.yaml").write_text(
+        "rules:\n  - min_length: {min_chars: 10}\n"
+        "  - keyword_blocklist: {words: [新冠, 疫情], max_hits: 2}\n",
+        encoding="utf-8",
+    )
+    res = run_cli(
+        [
+            "data",
+            "clean",
+            "--input",
+            tmp_path / "in.jsonl",
+            "--output",
+            tmp_path / "out.jsonl",
+            "--rules",
+            tmp_path / "rules.yaml",
+            "--pii",
+            "drop",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert [r["text"] for r in read_jsonl(tmp_path / "out.jsonl")] == [rows[1]["text"]]
     report = json.loads((tmp_path / "_out.jsonl.report.json").read_text())
@@ -110,9 +160,23 @@ def test_pii_drop_mode_and_custom_rules_file(tmp_path):
 def test_bad_rules_file_is_a_one_line_error(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"text": "hello there, a fine document"}])
     (tmp_path / "rules.yaml").write_text("rules:\n  - min_lenght: {min_chars: 10}\n")
-    res = run_cli(["data", "clean", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "o",
-                   "--rules", tmp_path / "rules.yaml"])
-    assert res.exit_code == 2 and "unknown rule 'min_lenght'" in res.output and str(tmp_path / "rules.yaml") in res.output
+    res = run_cli(
+        [
+            "data",
+            "clean",
+            "--input",
+            tmp_path / "in.jsonl",
+            "--output",
+            tmp_path / "o",
+            "--rules",
+            tmp_path / "rules.yaml",
+        ]
+    )
+    assert (
+        res.exit_code == 2
+        and "unknown rule 'min_lenght'" in res.output
+        and str(tmp_path / "rules.yaml") in res.output
+    )
     with pytest.raises(Exception, match="unexpected keyword"):
         build_rules([{"min_length": {"min_charz": 3}}])
 
@@ -121,6 +185,13 @@ def test_filters_are_registered_through_the_plugin_bus():
     from llmctl.core.plugins import get_bus
 
     names = set(get_bus().registry("filters"))
-    assert {"min_length", "char_ratios", "repeated_lines", "repeated_ngrams", "url_density", "keyword_blocklist",
-            "boilerplate_lines"} <= names
+    assert {
+        "min_length",
+        "char_ratios",
+        "repeated_lines",
+        "repeated_ngrams",
+        "url_density",
+        "keyword_blocklist",
+        "boilerplate_lines",
+    } <= names
     assert get_bus().registry("filters")["min_length"].plugin == "data"

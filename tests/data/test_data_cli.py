@@ -39,8 +39,20 @@ def test_every_reader_format_tokenizes_to_the_same_documents(tmp_path, bytelevel
     (tmp_path / "in").mkdir()
     _all_formats(tmp_path / "in")
     (tmp_path / "in" / "_report.json").write_text("{}")  # stage reports in a directory are not corpus files
-    res = run_cli(["data", "tokenize", "--input", tmp_path / "in", "--tokenizer", bytelevel_tok, "--output-prefix",
-                   tmp_path / "out" / "all", "--val-ratio", "0"])
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            tmp_path / "in",
+            "--tokenizer",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "out" / "all",
+            "--val-ratio",
+            "0",
+        ]
+    )
     assert res.exit_code == 0, res.output
     ds = IndexedDataset(tmp_path / "out" / "all_train")
     tok = load_tokenizer_info(bytelevel_tok).load()
@@ -51,9 +63,24 @@ def test_every_reader_format_tokenizes_to_the_same_documents(tmp_path, bytelevel
 
 
 def test_empty_documents_are_counted_and_skipped(tmp_path, bytelevel_tok):
-    write_jsonl(tmp_path / "in.jsonl", [{"text": "one"}, {"text": ""}, {"text": "  \n "}, {"text": None}, {"text": "two"}])
-    res = run_cli(["data", "tokenize", "--input", tmp_path / "in.jsonl", "--tokenizer", bytelevel_tok,
-                   "--output-prefix", tmp_path / "o", "--val-ratio", "0"])
+    write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"text": "one"}, {"text": ""}, {"text": "  \n "}, {"text": None}, {"text": "two"}],
+    )
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            tmp_path / "in.jsonl",
+            "--tokenizer",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "o",
+            "--val-ratio",
+            "0",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "skipped 3 empty documents" in res.output
     assert IndexedDataset(tmp_path / "o_train").num_documents == 2
@@ -81,8 +108,20 @@ def test_non_utf8_and_invalid_json_lines_name_file_and_line(tmp_path, bytelevel_
 
 def test_missing_text_column_names_file_and_columns(tmp_path, bytelevel_tok):
     write_jsonl(tmp_path / "in.jsonl", [{"body": "x", "id": 1}])
-    res = run_cli(["data", "tokenize", "--input", tmp_path / "in.jsonl", "--tokenizer", bytelevel_tok,
-                   "--output-prefix", tmp_path / "o", "--json-keys", "text"])
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            tmp_path / "in.jsonl",
+            "--tokenizer",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "o",
+            "--json-keys",
+            "text",
+        ]
+    )
     _one_line_error(res, tmp_path / "in.jsonl", "no text column 'text'", "body")
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
     res = run_cli(["data", "dedup", "--input", tmp_path / "p.parquet", "--output", tmp_path / "d"])
@@ -93,7 +132,9 @@ def test_corrupt_parquet_names_the_file(tmp_path, bytelevel_tok):
     bad = tmp_path / "broken.parquet"
     pq.write_table(pa.table({"text": DOCS * 50}), bad)
     bad.write_bytes(bad.read_bytes()[:200] + b"\x00" * 64 + bad.read_bytes()[264:])
-    res = run_cli(["data", "tokenize", "--input", bad, "--tokenizer", bytelevel_tok, "--output-prefix", tmp_path / "o"])
+    res = run_cli(
+        ["data", "tokenize", "--input", bad, "--tokenizer", bytelevel_tok, "--output-prefix", tmp_path / "o"]
+    )
     _one_line_error(res, bad, "parquet")
     bad.write_bytes(b"garbage")
     _one_line_error(run_cli(["data", "clean", "--input", bad, "--output", tmp_path / "c"]), bad, "parquet")
@@ -110,8 +151,18 @@ def test_uint16_with_a_vocab_over_65535_is_refused(tmp_path):
     tok.save(str(tmp_path / "big" / "tokenizer.json"))
     (tmp_path / "big" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
     write_jsonl(tmp_path / "in.jsonl", [{"text": "w1 w69999 w5"}])
-    args = ["data", "tokenize", "--input", tmp_path / "in.jsonl", "--tokenizer", tmp_path / "big",
-            "--output-prefix", tmp_path / "o", "--val-ratio", "0"]
+    args = [
+        "data",
+        "tokenize",
+        "--input",
+        tmp_path / "in.jsonl",
+        "--tokenizer",
+        tmp_path / "big",
+        "--output-prefix",
+        tmp_path / "o",
+        "--val-ratio",
+        "0",
+    ]
     _one_line_error(run_cli(args + ["--dtype", "uint16"]), "uint16", "70002")
     assert run_cli(args).exit_code == 0  # auto picks int32
     ds = IndexedDataset(tmp_path / "o_train")
@@ -119,37 +170,90 @@ def test_uint16_with_a_vocab_over_65535_is_refused(tmp_path):
 
 
 def test_missing_input_and_bad_shard_flags(tmp_path):
-    _one_line_error(run_cli(["data", "clean", "--input", tmp_path / "nope.jsonl", "--output", tmp_path / "o"]),
-                    "nope.jsonl")
+    _one_line_error(
+        run_cli(["data", "clean", "--input", tmp_path / "nope.jsonl", "--output", tmp_path / "o"]),
+        "nope.jsonl",
+    )
     write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world, a document"}])
-    _one_line_error(run_cli(["data", "clean", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "o",
-                             "--shard-index", "3", "--num-shards", "2"]), "--shard-index")
+    _one_line_error(
+        run_cli(
+            [
+                "data",
+                "clean",
+                "--input",
+                tmp_path / "in.jsonl",
+                "--output",
+                tmp_path / "o",
+                "--shard-index",
+                "3",
+                "--num-shards",
+                "2",
+            ]
+        ),
+        "--shard-index",
+    )
 
 
 def test_inspect_shows_counts_histogram_and_a_decoded_sample(tmp_path, bytelevel_tok):
     write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in DOCS])
-    assert run_cli(["data", "tokenize", "--input", tmp_path / "in.jsonl", "--tokenizer", bytelevel_tok,
-                    "--output-prefix", tmp_path / "o", "--val-ratio", "0"]).exit_code == 0
+    assert (
+        run_cli(
+            [
+                "data",
+                "tokenize",
+                "--input",
+                tmp_path / "in.jsonl",
+                "--tokenizer",
+                bytelevel_tok,
+                "--output-prefix",
+                tmp_path / "o",
+                "--val-ratio",
+                "0",
+            ]
+        ).exit_code
+        == 0
+    )
     res = run_cli(["data", "inspect", tmp_path / "o", "--tokenizer", bytelevel_tok, "--samples", "4"])
     assert res.exit_code == 0, res.output
     assert "4 documents" in res.output and "dtype uint16" in res.output and "histogram" in res.output
     assert all(repr(t + "</s>") in res.output for t in DOCS)
     info = json.loads(run_cli(["data", "inspect", f"{tmp_path}/o_train", "--json"]).output)
-    assert info["documents"] == 4 and info["tokens"] == sum(h["count"] for h in info["histogram"]) * 0 + info["tokens"]
+    assert (
+        info["documents"] == 4
+        and info["tokens"] == sum(h["count"] for h in info["histogram"]) * 0 + info["tokens"]
+    )
 
 
 def test_synth_is_deterministic_and_planted_items_are_cleaned(tmp_path):
     for name in ("a", "b"):
-        assert run_cli(["data", "synth", "--out-dir", tmp_path / name, "--docs", "300", "--seed", "4"]).exit_code == 0
+        assert (
+            run_cli(["data", "synth", "--out-dir", tmp_path / name, "--docs", "300", "--seed", "4"]).exit_code
+            == 0
+        )
     assert (tmp_path / "a" / "corpus.jsonl").read_bytes() == (tmp_path / "b" / "corpus.jsonl").read_bytes()
     mc = list(csv.reader(open(tmp_path / "a" / "mc" / "test" / "toyfacts_test.csv", encoding="utf-8")))
     assert len(mc) == 60 and all(len(r) == 6 and r[5] in "ABCD" for r in mc)
     assert (tmp_path / "a" / "mc" / "dev" / "toyfacts_dev.csv").is_file()
     planted = json.loads((tmp_path / "a" / "_synth.json").read_text())["planted"]
-    assert run_cli(["data", "clean", "--input", tmp_path / "a" / "corpus.jsonl", "--output",
-                    tmp_path / "clean.jsonl"]).exit_code == 0
-    assert run_cli(["data", "dedup", "--input", tmp_path / "clean.jsonl", "--output", tmp_path / "dedup.jsonl"]
-                   ).exit_code == 0
+    assert (
+        run_cli(
+            [
+                "data",
+                "clean",
+                "--input",
+                tmp_path / "a" / "corpus.jsonl",
+                "--output",
+                tmp_path / "clean.jsonl",
+            ]
+        ).exit_code
+        == 0
+    )
+    assert (
+        run_cli(
+            ["data", "dedup", "--input", tmp_path / "clean.jsonl", "--output", tmp_path / "dedup.jsonl"]
+        ).exit_code
+        == 0
+    )
     cleaned = [json.loads(x) for x in open(tmp_path / "clean.jsonl", encoding="utf-8")]
     ids = {r["id"] for r in cleaned}
     assert not {"dirty-short-en", "dirty-short-zh", "dirty-url-spam"} & ids

@@ -12,14 +12,16 @@ from conftest import read_jsonl, run_cli, write_jsonl
 
 from llmctl.data.minhash import MinHasher, jaccard_estimate, optimal_bands
 
-datasketch = pytest.importorskip("datasketch", reason="datasketch (requirements-test.txt) is the MinHash reference")
+datasketch = pytest.importorskip(
+    "datasketch", reason="datasketch (requirements-test.txt) is the MinHash reference"
+)
 ZH = "".join(chr(0x4E00 + i) for i in range(2500))
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:
     """The same shingles llmctl hashes: n-grams of lower-cased words, or of single CJK characters."""
     toks = re.findall(r"[\u4e00-\u9fff]|[^\W_]+", text.lower())
-    return {" ".join(toks[i:i + n]) for i in range(max(1, len(toks) - n + 1))}
+    return {" ".join(toks[i : i + n]) for i in range(max(1, len(toks) - n + 1))}
 
 
 def _pair(r: random.Random, words: list[str], zh: bool) -> tuple[str, str]:
@@ -89,7 +91,9 @@ def _kept_ids(out):
 
 def test_planted_duplicates_removed_across_shards_distinct_kept(tmp_path):
     planted = _planted_corpus(tmp_path / "in")
-    res = run_cli(["data", "dedup", "--input", tmp_path / "in", "--output", tmp_path / "out", "--num-shards", "3"])
+    res = run_cli(
+        ["data", "dedup", "--input", tmp_path / "in", "--output", tmp_path / "out", "--num-shards", "3"]
+    )
     assert res.exit_code == 0, res.output
     kept = _kept_ids(tmp_path / "out")
     assert len(kept) == 300 and not kept & planted  # every original kept, every planted copy removed
@@ -114,17 +118,42 @@ def test_cluster_phases_match_the_local_run(tmp_path):
     for i in range(3):
         assert run_cli(base + ["--phase", "apply", "--shard-index", str(i)]).exit_code == 0
     local = tmp_path / "local"
-    assert run_cli(["data", "dedup", "--input", tmp_path / "in", "--output", local, "--num-shards", "3"]).exit_code == 0
+    assert (
+        run_cli(
+            ["data", "dedup", "--input", tmp_path / "in", "--output", local, "--num-shards", "3"]
+        ).exit_code
+        == 0
+    )
     assert _kept_ids(tmp_path / "out") == _kept_ids(local)
 
 
 def test_exact_only_and_single_file_output(tmp_path):
-    rows = [{"text": "Hello, World!"}, {"text": "hello world"}, {"text": "HELLO   world!!!"}, {"text": "你好，世界"},
-            {"text": "你好 世界"}, {"text": "something else entirely"}]
+    rows = [
+        {"text": "Hello, World!"},
+        {"text": "hello world"},
+        {"text": "HELLO   world!!!"},
+        {"text": "你好，世界"},
+        {"text": "你好 世界"},
+        {"text": "something else entirely"},
+    ]
     write_jsonl(tmp_path / "in.jsonl", rows)
-    res = run_cli(["data", "dedup", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "o" / "dedup.jsonl",
-                   "--exact", "--workers", "1"])
+    res = run_cli(
+        [
+            "data",
+            "dedup",
+            "--input",
+            tmp_path / "in.jsonl",
+            "--output",
+            tmp_path / "o" / "dedup.jsonl",
+            "--exact",
+            "--workers",
+            "1",
+        ]
+    )
     assert res.exit_code == 0, res.output
-    assert [r["text"] for r in read_jsonl(tmp_path / "o" / "dedup.jsonl")] == \
-        ["Hello, World!", "你好，世界", "something else entirely"]
+    assert [r["text"] for r in read_jsonl(tmp_path / "o" / "dedup.jsonl")] == [
+        "Hello, World!",
+        "你好，世界",
+        "something else entirely",
+    ]
     assert (tmp_path / "o" / "_dedup.jsonl.pairs.jsonl").is_file()

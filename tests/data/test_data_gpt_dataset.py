@@ -71,7 +71,7 @@ def test_samples_pack_the_shuffled_token_stream_over_several_epochs(tmp_path):
     by_position = np.empty(n, dtype=np.int64)
     by_position[np.asarray(inner.shuffle_idx)] = np.arange(n)  # sample index -> stream position
     for j in range(n):
-        assert np.array_equal(ds[int(by_position[j])]["tokens"], stream[j * SEQ: j * SEQ + SEQ + 1])
+        assert np.array_equal(ds[int(by_position[j])]["tokens"], stream[j * SEQ : j * SEQ + SEQ + 1])
 
 
 def test_indices_are_cached_next_to_the_data_and_reused(tmp_path):
@@ -101,7 +101,9 @@ def test_train_and_val_prefix_resolution(sources, tmp_path):
         resolve_prefix(str(tmp_path / "only") + "_train", "val")
     with pytest.raises(UserError, match="neither"):
         resolve_prefix(str(tmp_path / "missing"), "train")
-    val = build_gpt_dataset(f"0.5 {sources}/zh_train 0.5 {sources}/en", seq_len=SEQ, num_samples=100, split="val")
+    val = build_gpt_dataset(
+        f"0.5 {sources}/zh_train 0.5 {sources}/en", seq_len=SEQ, num_samples=100, split="val"
+    )
     assert val.datasets[0].prefix.endswith("zh_val") and val.datasets[1].prefix.endswith("en_val")
 
 
@@ -112,7 +114,9 @@ def test_blend_spec_forms(tmp_path, sources):
     assert parse_blend([(a, 0.7), (b, 0.3)]) == [(a, 0.7), (b, 0.3)]
     assert parse_blend({a: 0.7, b: 0.3}) == [(a, 0.7), (b, 0.3)]
     assert parse_blend(f"{a},{b}") == [(a, None), (b, None)]
-    (tmp_path / "blend.yaml").write_text(f"blend:\n  - {{prefix: {a}, weight: 0.7}}\n  - {{prefix: {b}, weight: 0.3}}\n")
+    (tmp_path / "blend.yaml").write_text(
+        f"blend:\n  - {{prefix: {a}, weight: 0.7}}\n  - {{prefix: {b}, weight: 0.3}}\n"
+    )
     assert parse_blend(str(tmp_path / "blend.yaml")) == [(a, 0.7), (b, 0.3)]
     with pytest.raises(UserError, match="alternates weight and prefix"):
         parse_blend(f"0.7 {a} {b}")

@@ -11,8 +11,10 @@ from conftest import MIXED_TEXT, fixture_texts, run_cli, write_jsonl
 
 from llmctl.data.indexed import IndexedDataset, IndexedDatasetBuilder
 
-megatron_ds = pytest.importorskip("megatron.core.datasets.indexed_dataset",
-                                  reason="megatron-core (requirements-test.txt) is needed for the parity tests")
+megatron_ds = pytest.importorskip(
+    "megatron.core.datasets.indexed_dataset",
+    reason="megatron-core (requirements-test.txt) is needed for the parity tests",
+)
 
 
 def _docs(seed: int = 0, n: int = 300, vocab: int = 60000) -> list[np.ndarray]:
@@ -67,8 +69,21 @@ def test_tokenize_output_is_read_by_megatron(tmp_path, bytelevel_tok):
 
     texts = MIXED_TEXT + fixture_texts()[:300]
     corpus = write_jsonl(tmp_path / "in.jsonl", [{"text": t, "id": i} for i, t in enumerate(texts)])
-    res = run_cli(["data", "tokenize", "--input", corpus, "--tokenizer-name-or-path", bytelevel_tok,
-                   "--output-prefix", tmp_path / "out" / "c", "--val-ratio", "0.2", "--append-eod"])
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            corpus,
+            "--tokenizer-name-or-path",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "out" / "c",
+            "--val-ratio",
+            "0.2",
+            "--append-eod",
+        ]
+    )
     assert res.exit_code == 0, res.output
     tok = Tokenizer.from_file(str(bytelevel_tok / "tokenizer.json"))
     eos = tok.token_to_id("</s>")
@@ -85,8 +100,22 @@ def test_tokenize_output_is_read_by_megatron(tmp_path, bytelevel_tok):
         wanted = set(got[split])
         assert got[split] == [e for e in expected if e in wanted]
     # the in-process run and two worker processes write identical files
-    res = run_cli(["data", "tokenize", "--input", corpus, "--tokenizer", bytelevel_tok, "--output-prefix",
-                   tmp_path / "w2" / "c", "--val-ratio", "0.2", "--workers", "2"])
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            corpus,
+            "--tokenizer",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "w2" / "c",
+            "--val-ratio",
+            "0.2",
+            "--workers",
+            "2",
+        ]
+    )
     assert res.exit_code == 0, res.output
     for name in ("c_train.bin", "c_train.idx", "c_val.bin", "c_val.idx"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
@@ -111,8 +140,18 @@ def test_tokenize_failing_midway_leaves_no_dataset(tmp_path, bytelevel_tok):
     write_jsonl(corpus, [{"text": f"document number {i}"} for i in range(3000)])
     with open(corpus, "ab") as f:
         f.write(b'{"text": "bad \xff byte"}\n')
-    res = run_cli(["data", "tokenize", "--input", corpus, "--tokenizer", bytelevel_tok,
-                   "--output-prefix", tmp_path / "out" / "c"])
+    res = run_cli(
+        [
+            "data",
+            "tokenize",
+            "--input",
+            corpus,
+            "--tokenizer",
+            bytelevel_tok,
+            "--output-prefix",
+            tmp_path / "out" / "c",
+        ]
+    )
     assert res.exit_code == 2
     assert f"{corpus}:3001" in res.output
     out = tmp_path / "out"

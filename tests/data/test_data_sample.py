@@ -25,8 +25,10 @@ def make_corpus(root, files_per_lang=3, rows=2500, seed=0, text_col="content"):
             else:
                 words = ["".join(r.choices("etaoinshr", k=r.randint(2, 8))) for _ in range(2000)]
                 texts = [" ".join(r.choices(words, k=r.randint(10, 200))) for _ in range(rows)]
-            pq.write_table(pa.table({text_col: texts, "score": [r.random() for _ in texts],
-                                     "source": ["web"] * rows}), root / lang / f"part-{f}.parquet")
+            pq.write_table(
+                pa.table({text_col: texts, "score": [r.random() for _ in texts], "source": ["web"] * rows}),
+                root / lang / f"part-{f}.parquet",
+            )
     return root
 
 
@@ -36,9 +38,29 @@ def corpus(tmp_path_factory):
 
 
 def _sample(corpus, out, seed=42, size_mb=1.5, zh=0.3, extra=()):
-    args = ["data", "sample", "--input-root", corpus, "--out-dir", out, "--train-size-gb", str(size_mb / 1024),
-            "--zh-ratio", str(zh), "--en-ratio", str(round(1 - zh, 6)), "--min-score-zh", "0.3",
-            "--min-score-en", "0.6", "--target-shard-mb", "0.25", "--seed", str(seed), *extra]
+    args = [
+        "data",
+        "sample",
+        "--input-root",
+        corpus,
+        "--out-dir",
+        out,
+        "--train-size-gb",
+        str(size_mb / 1024),
+        "--zh-ratio",
+        str(zh),
+        "--en-ratio",
+        str(round(1 - zh, 6)),
+        "--min-score-zh",
+        "0.3",
+        "--min-score-en",
+        "0.6",
+        "--target-shard-mb",
+        "0.25",
+        "--seed",
+        str(seed),
+        *extra,
+    ]
     return run_cli(args)
 
 
@@ -90,15 +112,33 @@ def test_sharded_runs_split_the_budget(corpus, tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["num_shards"] == 3 and abs(m["by_lang"]["zh"]["share"] - 0.3) < 0.02
-    assert {f["path"].rsplit("/", 1)[1][:10] for f in m["files"]} == {"part-00000", "part-00001", "part-00002"}
+    assert {f["path"].rsplit("/", 1)[1][:10] for f in m["files"]} == {
+        "part-00000",
+        "part-00001",
+        "part-00002",
+    }
     one = _sample(corpus, tmp_path / "one", size_mb=1.0, extra=["--shard-index", "1", "--num-shards", "3"])
     assert one.exit_code == 0, one.output
     assert (tmp_path / "one" / "_manifest-00001-of-00003.json").is_file()
 
 
 def test_ratios_must_sum_to_one(corpus, tmp_path):
-    res = run_cli(["data", "sample", "--input-root", corpus, "--out-dir", tmp_path / "o", "--train-size-gb", "0.001",
-                   "--zh-ratio", "0.5", "--en-ratio", "0.4"])
+    res = run_cli(
+        [
+            "data",
+            "sample",
+            "--input-root",
+            corpus,
+            "--out-dir",
+            tmp_path / "o",
+            "--train-size-gb",
+            "0.001",
+            "--zh-ratio",
+            "0.5",
+            "--en-ratio",
+            "0.4",
+        ]
+    )
     assert res.exit_code == 2
     assert "--zh-ratio + --en-ratio must be 1" in res.output and len(res.output.strip().splitlines()) == 1
 
@@ -107,11 +147,41 @@ def test_corrupt_parquet_and_missing_columns_name_the_file(tmp_path):
     root = make_corpus(tmp_path / "c", files_per_lang=1, rows=50)
     bad = root / "en" / "part-9.parquet"
     bad.write_bytes(b"PAR1 this is not really parquet PAR1")
-    res = run_cli(["data", "sample", "--input-root", root, "--out-dir", tmp_path / "o", "--train-size-gb", "0.0001",
-                   "--zh-ratio", "0.5", "--en-ratio", "0.5"])
+    res = run_cli(
+        [
+            "data",
+            "sample",
+            "--input-root",
+            root,
+            "--out-dir",
+            tmp_path / "o",
+            "--train-size-gb",
+            "0.0001",
+            "--zh-ratio",
+            "0.5",
+            "--en-ratio",
+            "0.5",
+        ]
+    )
     assert res.exit_code == 2 and str(bad) in res.output and "parquet" in res.output
     bad.unlink()
-    res = run_cli(["data", "sample", "--input-root", root, "--out-dir", tmp_path / "o", "--train-size-gb", "0.0001",
-                   "--zh-ratio", "0.5", "--en-ratio", "0.5", "--text-key", "body"])
+    res = run_cli(
+        [
+            "data",
+            "sample",
+            "--input-root",
+            root,
+            "--out-dir",
+            tmp_path / "o",
+            "--train-size-gb",
+            "0.0001",
+            "--zh-ratio",
+            "0.5",
+            "--en-ratio",
+            "0.5",
+            "--text-key",
+            "body",
+        ]
+    )
     assert res.exit_code == 2 and "no column 'body'" in res.output and "part-0.parquet" in res.output
     assert not list((tmp_path / "o").glob("*.parquet")) if (tmp_path / "o").exists() else True

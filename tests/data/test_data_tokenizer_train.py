@@ -7,7 +7,12 @@ import json
 import pytest
 from conftest import MIXED_TEXT, fixture_texts, run_cli
 
-ROUND_TRIP = MIXED_TEXT + ["Ünïcödé façade — naïve café", "𠀀 rare CJK ext-B, ｆｕｌｌｗｉｄｔｈ", "a  b   c\n\n\td", "👩‍💻🚀✨"]
+ROUND_TRIP = MIXED_TEXT + [
+    "Ünïcödé façade — naïve café",
+    "𠀀 rare CJK ext-B, ｆｕｌｌｗｉｄｔｈ",
+    "a  b   c\n\n\td",
+    "👩‍💻🚀✨",
+]
 
 
 def _check_dir(out, kind):
@@ -37,8 +42,24 @@ def test_sentencepiece_matches_its_hf_conversion(tmp_path, fixture_corpus, kind)
     import sentencepiece as spm
 
     out = tmp_path / kind
-    res = run_cli(["data", "train-tokenizer", "--input", fixture_corpus, "--output-dir", out, "--vocab-size", "8000",
-                   "--type", kind, "--special-tokens", "<|im_start|>,<|im_end|>", "--max-sentences", "8000"])
+    res = run_cli(
+        [
+            "data",
+            "train-tokenizer",
+            "--input",
+            fixture_corpus,
+            "--output-dir",
+            out,
+            "--vocab-size",
+            "8000",
+            "--type",
+            kind,
+            "--special-tokens",
+            "<|im_start|>,<|im_end|>",
+            "--max-sentences",
+            "8000",
+        ]
+    )
     assert res.exit_code == 0, res.output
     tok, samples = _check_dir(out, kind)
     sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
@@ -50,8 +71,20 @@ def test_sentencepiece_matches_its_hf_conversion(tmp_path, fixture_corpus, kind)
 
 
 def test_vocab_too_small_for_the_characters_is_a_user_error(tmp_path, fixture_corpus):
-    res = run_cli(["data", "train-tokenizer", "--input", fixture_corpus, "--output-dir", tmp_path / "t",
-                   "--vocab-size", "1000", "--type", "spm-bpe"])
+    res = run_cli(
+        [
+            "data",
+            "train-tokenizer",
+            "--input",
+            fixture_corpus,
+            "--output-dir",
+            tmp_path / "t",
+            "--vocab-size",
+            "1000",
+            "--type",
+            "spm-bpe",
+        ]
+    )
     assert res.exit_code == 2
     assert "--vocab-size 1000" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()

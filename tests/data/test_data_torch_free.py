@@ -34,12 +34,20 @@ def test_pipeline_runs_with_torch_hidden_in_every_process(tmp_path):
     fake = tmp_path / "fake" / "torch"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('torch is hidden for this test')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]),
-           "LLMCTL_PROGRESS": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]),
+        "LLMCTL_PROGRESS": "0",
+    }
 
     def llmctl(*args):
-        res = subprocess.run([sys.executable, "-m", "llmctl.cli", "data", *map(str, args)], capture_output=True,
-                             text=True, env=env, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-m", "llmctl.cli", "data", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert res.returncode == 0, (args, res.stderr)
         return res.stdout
 
@@ -47,14 +55,36 @@ def test_pipeline_runs_with_torch_hidden_in_every_process(tmp_path):
     llmctl("synth", "--out-dir", d / "toy", "--docs", "300")
     llmctl("clean", "--input", d / "toy" / "corpus.jsonl", "--output", d / "clean", "--workers", "2")
     llmctl("dedup", "--input", d / "clean", "--output", d / "dedup", "--workers", "2")
-    llmctl("train-tokenizer", "--input", d / "dedup", "--output-dir", d / "tok", "--vocab-size", "600",
-           "--type", "hf-bytelevel-bpe")
-    llmctl("tokenize", "--input", d / "dedup", "--tokenizer", d / "tok", "--output-prefix", d / "bin" / "toy",
-           "--workers", "2", "--val-ratio", "0.1")
+    llmctl(
+        "train-tokenizer",
+        "--input",
+        d / "dedup",
+        "--output-dir",
+        d / "tok",
+        "--vocab-size",
+        "600",
+        "--type",
+        "hf-bytelevel-bpe",
+    )
+    llmctl(
+        "tokenize",
+        "--input",
+        d / "dedup",
+        "--tokenizer",
+        d / "tok",
+        "--output-prefix",
+        d / "bin" / "toy",
+        "--workers",
+        "2",
+        "--val-ratio",
+        "0.1",
+    )
     assert "documents" in llmctl("inspect", d / "bin" / "toy_train", "--tokenizer", d / "tok")
-    code = (f"from llmctl.data.gpt_dataset import build_gpt_dataset\n"
-            f"ds = build_gpt_dataset({str(d / 'bin' / 'toy')!r}, seq_len=32, num_samples=50, split='val')\n"
-            f"assert ds[3]['tokens'].shape == (33,)\n"
-            f"import sys; assert 'torch' not in sys.modules or sys.modules['torch'] is None")
+    code = (
+        f"from llmctl.data.gpt_dataset import build_gpt_dataset\n"
+        f"ds = build_gpt_dataset({str(d / 'bin' / 'toy')!r}, seq_len=32, num_samples=50, split='val')\n"
+        f"assert ds[3]['tokens'].shape == (33,)\n"
+        f"import sys; assert 'torch' not in sys.modules or sys.modules['torch'] is None"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr

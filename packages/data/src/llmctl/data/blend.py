@@ -48,7 +48,9 @@ def _from_tokens(tokens: Sequence[Any], where: str) -> list[tuple[str, float | N
     if not any(numeric):
         return [(str(t), None) for t in tokens]
     if len(tokens) % 2 or not all(numeric[0::2]) or any(numeric[1::2]):
-        raise UserError(f"{where}: a weighted blend alternates weight and prefix, e.g. '0.7 zh_prefix 0.3 en_prefix'")
+        raise UserError(
+            f"{where}: a weighted blend alternates weight and prefix, e.g. '0.7 zh_prefix 0.3 en_prefix'"
+        )
     return [(str(p), float(w)) for w, p in zip(tokens[0::2], tokens[1::2])]
 
 
@@ -65,7 +67,11 @@ def parse_blend(spec: BlendSpec) -> list[tuple[str, float | None]]:
                 data = yaml.safe_load(Path(s).read_text(encoding="utf-8"))
             except yaml.YAMLError as e:
                 raise UserError(f"{s}: invalid YAML ({e})") from None
-            if isinstance(data, dict) and len(data) == 1 and next(iter(data)) in ("blend", "data_path", "sources"):
+            if (
+                isinstance(data, dict)
+                and len(data) == 1
+                and next(iter(data)) in ("blend", "data_path", "sources")
+            ):
                 data = next(iter(data.values()))
             return parse_blend(data)
         return _from_tokens(s.replace(",", " ").split(), "data blend")
@@ -99,7 +105,9 @@ def resolve_prefix(prefix: str, split: str = "train") -> str:
         for cand in cands:
             if indexed.exists(cand):
                 return cand
-        raise UserError(f"data prefix '{p}': no validation split (looked for {', '.join(c + '.idx' for c in cands)})")
+        raise UserError(
+            f"data prefix '{p}': no validation split (looked for {', '.join(c + '.idx' for c in cands)})"
+        )
     raise UserError(f"split must be 'train' or 'val', got '{split}'")
 
 

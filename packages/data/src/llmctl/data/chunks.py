@@ -10,6 +10,7 @@ agree with every other stage.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Iterator
@@ -25,102 +26,97 @@ from .readers import _open_text, pick_text_key, read_jsonl, read_parquet, reader
 @dataclass
 class Chunk:
     source: str
-    kind: str                      # "jsonl": raw lines to parse; "text": ready strings (None = empty)
+    kind: str  # "jsonl": raw lines to parse; "text": ready strings (None = empty)
     items: list
-    rows: np.ndarray               # row number in the file of each item
+    rows: np.ndarray  # row number in the file of each item
     key: str
     linenos: list[int] | None = None
 
 
-def _first_json_row(path: str) -> dict:
-    for row in read_jsonl(path):
-        return row
-    return {}
+def _jsonl_records(path: str, text_key: str | None) -> tuple[str, Iterator[tuple[int, bytes, int]]]:
+    """(text key, iterator of (row, raw line, line number)); blank lines are not rows."""
+    first = next(iter(read_jsonl(path)), None)
+    key = pick_text_key(first, text_key, path) if first is not None else (text_key or "text")
+
+    def records() -> Iterator[tuple[int, bytes, int]]:
+        row = -1
+        with _open_text(path, binary=True) as f:
+            for lineno, raw in enumerate(f, 1):
+                if raw.strip():
+                    row += 1
+                    yield row, raw, lineno
+
+    return key, records()
 
 
-def iter_chunks(plan: ShardPlan, text_key: str | None, max_docs: int = 1024, max_bytes: int = 2 << 20
-                ) -> Iterator[Chunk]:
+def _parquet_records(path: str, text_key: str | None) -> tuple[str, Iterator[tuple[int, object, int]]]:
+    """(text key, iterator of (row, text, 0)), reading only the text column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.ParquetFile(path).schema_arrow.names
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+    key = pick_text_key(dict.fromkeys(names), text_key, path)
+    return key, ((row, rec[key], 0) for row, rec in enumerate(read_parquet(path, columns=[key])))
+
+
+def _reader_records(path: str, text_key: str | None) -> tuple[str, Iterator[tuple[int, object, int]]]:
+    """Any registered reader: (text key, iterator of (row, text, 0)), the key taken from the first row."""
+    rows = reader_for(path)(path)
+    first = next(rows, None)
+    if first is None:
+        return text_key or "text", iter(())
+    key = pick_text_key(first, text_key, path)
+
+    def records() -> Iterator[tuple[int, object, int]]:
+        for row, rec in enumerate(itertools.chain([first], rows)):
+            if key not in rec:
+                raise UserError(f"{path}: row {row} has no text column '{key}'")
+            yield row, rec[key], 0
+
+    return key, records()
+
+
+def iter_chunks(
+    plan: ShardPlan, text_key: str | None, max_docs: int = 1024, max_bytes: int = 2 << 20
+) -> Iterator[Chunk]:
     """Chunks of at most `max_docs` documents / `max_bytes` bytes of shard `plan`, in reading order."""
-    number = -1
+    number = -1  # document number across the shard's files, as iter_documents counts it
     for path in plan.files:
         reader = reader_for(path)
-        items: list = []
-        rows: list[int] = []
-        linenos: list[int] = []
-        size = 0
-
-        def flush(kind: str, key: str) -> Chunk:
-            chunk = Chunk(path, kind, list(items), np.asarray(rows, dtype=np.int64), key,
-                          list(linenos) if kind == "jsonl" else None)
-            items.clear()
-            rows.clear()
-            linenos.clear()
-            return chunk
-
         if reader is read_jsonl:
-            first = _first_json_row(path)
-            if not first:
-                continue
-            key = pick_text_key(first, text_key, path)
-            row = -1
-            with _open_text(path, binary=True) as f:
-                for lineno, raw in enumerate(f, 1):
-                    if not raw.strip():
-                        continue
-                    row += 1
-                    number += 1
-                    if not plan.keeps(number):
-                        continue
-                    items.append(raw)
-                    rows.append(row)
-                    linenos.append(lineno)
-                    size += len(raw)
-                    if len(items) >= max_docs or size >= max_bytes:
-                        size = 0
-                        yield flush("jsonl", key)
-            if items:
-                yield flush("jsonl", key)
-            continue
-        if reader is read_parquet:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                names = pq.ParquetFile(path).schema_arrow.names
-            except (pa.ArrowException, OSError) as e:
-                raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
-            key = pick_text_key(dict.fromkeys(names), text_key, path)
-            row = 0
-            for rec in read_parquet(path, columns=[key]):
-                number += 1
-                if plan.keeps(number):
-                    text = rec[key]
-                    items.append(text)
-                    rows.append(row)
-                    size += len(text) if isinstance(text, str) else 0
-                row += 1
-                if len(items) >= max_docs or size >= max_bytes:
-                    size = 0
-                    yield flush("text", key)
-            if items:
-                yield flush("text", key)
-            continue
-        key = None
-        for row, rec in enumerate(reader(path)):
+            kind, (key, records) = "jsonl", _jsonl_records(path, text_key)
+        elif reader is read_parquet:
+            kind, (key, records) = "text", _parquet_records(path, text_key)
+        else:
+            kind, (key, records) = "text", _reader_records(path, text_key)
+        buf: list[tuple[int, object, int]] = []
+        size = 0
+        for rec in records:
             number += 1
             if not plan.keeps(number):
                 continue
-            key = key or pick_text_key(rec, text_key, path)
-            if key not in rec:
-                raise UserError(f"{path}: row {row} has no text column '{key}'")
-            items.append(rec[key])
-            rows.append(row)
-            size += len(rec[key]) if isinstance(rec[key], str) else 0
-            if len(items) >= max_docs or size >= max_bytes:
-                size = 0
-                yield flush("text", key)
-        if items:
-            yield flush("text", key or "text")
+            buf.append(rec)
+            size += len(rec[1]) if isinstance(rec[1], (str, bytes)) else 0
+            if len(buf) >= max_docs or size >= max_bytes:
+                yield _chunk(path, kind, key, buf)
+                buf, size = [], 0
+        if buf:
+            yield _chunk(path, kind, key, buf)
+
+
+def _chunk(path: str, kind: str, key: str, buf: list[tuple[int, object, int]]) -> Chunk:
+    rows, items, linenos = zip(*buf)
+    return Chunk(
+        path,
+        kind,
+        list(items),
+        np.asarray(rows, dtype=np.int64),
+        key,
+        list(linenos) if kind == "jsonl" else None,
+    )
 
 
 def decode_chunk(chunk: Chunk) -> tuple[list[str], np.ndarray]:
@@ -134,8 +130,9 @@ def decode_chunk(chunk: Chunk) -> tuple[list[str], np.ndarray]:
             try:
                 line = item.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte 0x{item[e.start]:02x} at column {e.start + 1})"
-                                ) from None
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 (byte 0x{item[e.start]:02x} at column {e.start + 1})"
+                ) from None
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:

@@ -11,8 +11,18 @@ from llmctl.core.io import write_json_atomic
 
 from .filters import Filter, build_rules
 from .pii import PiiStage
-from .pipeline import (Document, Stage, StageStats, check_shard, make_bar, nbytes, plan_shard, report_progress,
-                       run_shards, shard_tag)
+from .pipeline import (
+    Document,
+    Stage,
+    StageStats,
+    check_shard,
+    make_bar,
+    nbytes,
+    plan_shard,
+    report_progress,
+    run_shards,
+    shard_tag,
+)
 from .readers import expand_inputs, iter_documents, pick_text_key
 from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
 
@@ -47,9 +57,18 @@ class RuleStage(Stage):
                 yield doc
 
 
-def clean_shard(inputs: Sequence[str], output: str | os.PathLike, rules: str | Sequence[Any] = "default",
-                pii: str = "mask", text_key: str | None = None, shard_index: int = 0, num_shards: int = 1,
-                out_format: str | None = None, max_file_mb: int = 1024, quiet: bool = False) -> dict[str, Any]:
+def clean_shard(
+    inputs: Sequence[str],
+    output: str | os.PathLike,
+    rules: str | Sequence[Any] = "default",
+    pii: str = "mask",
+    text_key: str | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    out_format: str | None = None,
+    max_file_mb: int = 1024,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Clean shard `shard_index` of `num_shards`; writes `part-<shard>-<k>` files and `_report-<shard>.json`."""
     check_shard(shard_index, num_shards)
     plan = plan_shard(expand_inputs(inputs), shard_index, num_shards)
@@ -80,15 +99,28 @@ def clean_shard(inputs: Sequence[str], output: str | os.PathLike, rules: str | S
     bar.close()
     merged = StageStats("clean").merge(read_stats).merge(rule_stage.stats).merge(pii_stage.stats)
     merged.kept = final.kept
-    report = {"shard": [shard_index, num_shards], "stats": merged.to_dict(), "pii_found": pii_stage.found,
-              "rules": [name for name, _ in rule_stage.rules], "files": writer.files}
+    report = {
+        "shard": [shard_index, num_shards],
+        "stats": merged.to_dict(),
+        "pii_found": pii_stage.found,
+        "rules": [name for name, _ in rule_stage.rules],
+        "files": writer.files,
+    }
     write_json_atomic(Path(output) / f"_report-{shard_tag(shard_index, num_shards)}.json", report)
     return report
 
 
-def run_clean(inputs: Sequence[str], output: str | os.PathLike, rules: str | Sequence[Any] = "default",
-              pii: str = "mask", text_key: str | None = None, workers: int = 1, num_shards: int | None = None,
-              out_format: str | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_clean(
+    inputs: Sequence[str],
+    output: str | os.PathLike,
+    rules: str | Sequence[Any] = "default",
+    pii: str = "mask",
+    text_key: str | None = None,
+    workers: int = 1,
+    num_shards: int | None = None,
+    out_format: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Every shard locally (`workers` processes), then one merged `_report.json`.
 
     `output` is a directory, or a single `.jsonl`/`.parquet` file assembled from the shards' parts (its report
@@ -101,9 +133,20 @@ def run_clean(inputs: Sequence[str], output: str | os.PathLike, rules: str | Seq
     if target:
         out_format = FILE_SUFFIXES[target.suffix]
         shutil.rmtree(out_dir, ignore_errors=True)
-    reports = run_shards(clean_shard, n, workers, {"inputs": expand_inputs(inputs), "output": out_dir, "rules": rules,
-                                                   "pii": pii, "text_key": text_key, "out_format": out_format},
-                         desc="clean")
+    reports = run_shards(
+        clean_shard,
+        n,
+        workers,
+        {
+            "inputs": expand_inputs(inputs),
+            "output": out_dir,
+            "rules": rules,
+            "pii": pii,
+            "text_key": text_key,
+            "out_format": out_format,
+        },
+        desc="clean",
+    )
     report = merge_reports(reports, out_dir)
     if target:
         report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
@@ -119,7 +162,12 @@ def merge_reports(reports: list[dict[str, Any]], output: str | os.PathLike) -> d
         total.merge(StageStats.from_dict(r["stats"]))
         for k, v in r.get("pii_found", {}).items():
             pii[k] = pii.get(k, 0) + v
-    report = {"stats": total.to_dict(), "pii_found": pii, "rules": reports[0]["rules"] if reports else [],
-              "files": [f for r in reports for f in r["files"]], "summary": total.summary()}
+    report = {
+        "stats": total.to_dict(),
+        "pii_found": pii,
+        "rules": reports[0]["rules"] if reports else [],
+        "files": [f for r in reports for f in r["files"]],
+        "summary": total.summary(),
+    }
     write_json_atomic(Path(output) / "_report.json", report)
     return report

@@ -17,24 +17,40 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
 def _shard_options(f):
-    f = click.option("--workers", type=int, default=1, show_default=True,
-                     help="Local worker processes.")(f)
-    f = click.option("--num-shards", type=int, default=None,
-                     help="Split the input into this many shards (default: --workers).")(f)
-    f = click.option("--shard-index", type=int, default=None,
-                     help="Run only this shard (0-based) of --num-shards, e.g. $SLURM_ARRAY_TASK_ID.")(f)
+    f = click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")(f)
+    f = click.option(
+        "--num-shards",
+        type=int,
+        default=None,
+        help="Split the input into this many shards (default: --workers).",
+    )(f)
+    f = click.option(
+        "--shard-index",
+        type=int,
+        default=None,
+        help="Run only this shard (0-based) of --num-shards, e.g. $SLURM_ARRAY_TASK_ID.",
+    )(f)
     return f
 
 
 def _inputs_option(f):
-    return click.option("--input", "inputs", multiple=True, required=True,
-                        help="Input file(s) or directories (repeat or comma-separate): parquet, jsonl, json, csv, "
-                             "txt.")(f)
+    return click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        required=True,
+        help="Input file(s) or directories (repeat or comma-separate): parquet, jsonl, json, csv, txt.",
+    )(f)
 
 
 def _text_key_option(f):
-    return click.option("--text-key", "--json-keys", "text_key", default=None,
-                        help="Column holding the text (default: 'text', else 'content').")(f)
+    return click.option(
+        "--text-key",
+        "--json-keys",
+        "text_key",
+        default=None,
+        help="Column holding the text (default: 'text', else 'content').",
+    )(f)
 
 
 def _single_shard(shard_index: int | None, num_shards: int | None) -> tuple[int, int] | None:
@@ -59,7 +75,9 @@ def data_group() -> None:
 
 
 @data_group.command("synth", context_settings=CONTEXT)
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Where to write the toy corpus.")
+@click.option(
+    "--out-dir", required=True, type=click.Path(file_okay=False), help="Where to write the toy corpus."
+)
 @click.option("--docs", type=int, default=2000, show_default=True, help="Number of regular documents.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth_cmd(out_dir: str, docs: int, seed: int) -> None:
@@ -75,27 +93,57 @@ def synth_cmd(out_dir: str, docs: int, seed: int) -> None:
     if docs < 1:
         raise UserError(f"--docs must be >= 1, got {docs}")
     s = synth_corpus(out_dir, docs, seed)
-    click.echo(f"wrote {s['docs']} documents ({s['bytes']:,} bytes) to {s['corpus']}; "
-               f"multiple choice: {s['mc']['dev']}, {s['mc']['test']}")
+    click.echo(
+        f"wrote {s['docs']} documents ({s['bytes']:,} bytes) to {s['corpus']}; "
+        f"multiple choice: {s['mc']['dev']}, {s['mc']['test']}"
+    )
 
 
 @data_group.command("sample", context_settings=CONTEXT)
-@click.option("--input-root", required=True, help="Parquet corpus root (zh/ and en/ sub-folders, or --lang-key).")
+@click.option(
+    "--input-root", required=True, help="Parquet corpus root (zh/ and en/ sub-folders, or --lang-key)."
+)
 @click.option("--out-dir", required=True, help="Output directory for parquet shards + manifest.json.")
-@click.option("--train-size-gb", type=float, required=True, help="Total UTF-8 text to sample, in GB (2^30 bytes).")
+@click.option(
+    "--train-size-gb", type=float, required=True, help="Total UTF-8 text to sample, in GB (2^30 bytes)."
+)
 @click.option("--zh-ratio", type=float, required=True, help="Share of bytes in Chinese.")
 @click.option("--en-ratio", type=float, required=True, help="Share of bytes in English (zh + en = 1).")
-@click.option("--min-score-zh", type=float, default=0.0, show_default=True, help="Keep zh rows scoring at least this.")
-@click.option("--min-score-en", type=float, default=0.0, show_default=True, help="Keep en rows scoring at least this.")
-@click.option("--target-shard-mb", type=float, default=500, show_default=True, help="Output parquet file size (MB).")
+@click.option(
+    "--min-score-zh", type=float, default=0.0, show_default=True, help="Keep zh rows scoring at least this."
+)
+@click.option(
+    "--min-score-en", type=float, default=0.0, show_default=True, help="Keep en rows scoring at least this."
+)
+@click.option(
+    "--target-shard-mb", type=float, default=500, show_default=True, help="Output parquet file size (MB)."
+)
 @click.option("--text-key", default=None, help="Text column (default: 'text', else 'content').")
 @click.option("--lang-key", default=None, help="Language column (instead of language sub-folders).")
 @click.option("--score-key", default="score", show_default=True, help="Quality score column ('' for none).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @_shard_options
-def sample_cmd(input_root, out_dir, train_size_gb, zh_ratio, en_ratio, min_score_zh, min_score_en, target_shard_mb,
-               text_key, lang_key, score_key, seed, shard_index, num_shards, workers) -> None:
+def sample_cmd(
+    input_root,
+    out_dir,
+    train_size_gb,
+    zh_ratio,
+    en_ratio,
+    min_score_zh,
+    min_score_en,
+    target_shard_mb,
+    text_key,
+    lang_key,
+    score_key,
+    seed,
+    shard_index,
+    num_shards,
+    workers,
+) -> None:
     """Sample a zh/en subset of a scored parquet corpus to a byte budget and ratio.
+
+    Deterministic for a seed and a shard count: --num-shards N splits the files and the budget N ways (default 1;
+    the sample depends on N), --workers runs those shards in parallel.
 
     \b
     Example (the course lab's 50 GB sample, 20% Chinese):
@@ -105,32 +153,61 @@ def sample_cmd(input_root, out_dir, train_size_gb, zh_ratio, en_ratio, min_score
     """
     from .sample import run_sample, sample_shard
 
-    kw = dict(input_root=input_root, out_dir=out_dir, train_size_gb=train_size_gb, zh_ratio=zh_ratio,
-              en_ratio=en_ratio, min_score_zh=min_score_zh, min_score_en=min_score_en,
-              target_shard_mb=target_shard_mb, text_key=text_key, lang_key=lang_key, score_key=score_key or None,
-              seed=seed)
+    kw = dict(
+        input_root=input_root,
+        out_dir=out_dir,
+        train_size_gb=train_size_gb,
+        zh_ratio=zh_ratio,
+        en_ratio=en_ratio,
+        min_score_zh=min_score_zh,
+        min_score_en=min_score_en,
+        target_shard_mb=target_shard_mb,
+        text_key=text_key,
+        lang_key=lang_key,
+        score_key=score_key or None,
+        seed=seed,
+    )
     one = _single_shard(shard_index, num_shards)
     if one:
         m = sample_shard(**kw, shard_index=one[0], num_shards=one[1])
     else:
         m = run_sample(workers=workers, num_shards=num_shards, **kw)
-    shares = ", ".join(f"{k} {v['share']:.1%} ({v['bytes']:,} B, {v['rows']:,} rows)" for k, v in m["by_lang"].items())
+    shares = ", ".join(
+        f"{k} {v['share']:.1%} ({v['bytes']:,} B, {v['rows']:,} rows)" for k, v in m["by_lang"].items()
+    )
     click.echo(f"sampled {m['rows']:,} rows, {m['bytes']:,} bytes into {len(m['files'])} files: {shares}")
     if m.get("short"):
-        click.echo("note: not enough eligible data for the requested size; sampled less, keeping the ratio "
-                   "(see manifest 'short')", err=True)
+        click.echo(
+            "note: not enough eligible data for the requested size; sampled less, keeping the ratio "
+            "(see manifest 'short')",
+            err=True,
+        )
 
 
 @data_group.command("clean", context_settings=CONTEXT)
 @_inputs_option
-@click.option("--output", required=True,
-              help="Output directory (part-*.jsonl/parquet + _report.json), or one .jsonl/.parquet file.")
-@click.option("--rules", default="default", show_default=True, help="'default', 'none', or a YAML rules file.")
-@click.option("--pii", type=click.Choice(["mask", "drop", "keep"]), default="mask", show_default=True,
-              help="Mask PII with placeholders, drop documents with PII, or keep (count only).")
+@click.option(
+    "--output",
+    required=True,
+    help="Output directory (part-*.jsonl/parquet + _report.json), or one .jsonl/.parquet file.",
+)
+@click.option(
+    "--rules", default="default", show_default=True, help="'default', 'none', or a YAML rules file."
+)
+@click.option(
+    "--pii",
+    type=click.Choice(["mask", "drop", "keep"]),
+    default="mask",
+    show_default=True,
+    help="Mask PII with placeholders, drop documents with PII, or keep (count only).",
+)
 @_text_key_option
-@click.option("--output-format", type=click.Choice(["jsonl", "parquet"]), default=None,
-              help="Default: parquet for parquet input, else jsonl.")
+@click.option(
+    "--output-format",
+    type=click.Choice(["jsonl", "parquet"]),
+    default=None,
+    help="Default: parquet for parquet input, else jsonl.",
+)
 @_shard_options
 def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, num_shards, workers) -> None:
     """Rule-based cleaning (length, char ratios, repetition, URLs, keywords, boilerplate) and PII masking.
@@ -147,7 +224,9 @@ def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, 
 
     one = _single_shard(shard_index, num_shards)
     if one and single_file_target(output):
-        raise UserError(f"--shard-index: --output must be a directory (one part file per shard), not {output}")
+        raise UserError(
+            f"--shard-index: --output must be a directory (one part file per shard), not {output}"
+        )
     if one:
         r = clean_shard(inputs, output, rules, pii, text_key, one[0], one[1], output_format)
         click.echo(StageStats.from_dict(r["stats"]).summary())
@@ -169,24 +248,53 @@ def _auto_int(value: str) -> int:
 
 @data_group.command("dedup", context_settings=CONTEXT)
 @_inputs_option
-@click.option("--output", required=True,
-              help="Output directory (kept documents, _pairs.jsonl, _report.json), or one .jsonl/.parquet file.")
+@click.option(
+    "--output",
+    required=True,
+    help="Output directory (kept documents, _pairs.jsonl, _report.json), or one .jsonl/.parquet file.",
+)
 @click.option("--exact", is_flag=True, help="Exact duplicates (normalised text hash).")
 @click.option("--minhash", is_flag=True, help="Near duplicates (MinHash-LSH). With neither flag, both run.")
-@click.option("--threshold", type=float, default=0.8, show_default=True, help="Jaccard similarity for near dups.")
+@click.option(
+    "--threshold", type=float, default=0.8, show_default=True, help="Jaccard similarity for near dups."
+)
 @click.option("--num-perm", type=int, default=128, show_default=True, help="MinHash permutations.")
 @click.option("--ngram", type=int, default=5, show_default=True, help="Shingle size (words; CJK characters).")
-@click.option("--bands", default="auto", show_default=True, help="LSH bands (auto: from threshold and num-perm).")
+@click.option(
+    "--bands", default="auto", show_default=True, help="LSH bands (auto: from threshold and num-perm)."
+)
 @click.option("--rows", default="auto", show_default=True, help="LSH rows per band.")
 @click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed.")
-@click.option("--phase", type=click.Choice(["all", "signatures", "join", "apply"]), default="all", show_default=True,
-              help="Run one phase (cluster use): signatures per shard, join once, apply per shard.")
+@click.option(
+    "--phase",
+    type=click.Choice(["all", "signatures", "join", "apply"]),
+    default="all",
+    show_default=True,
+    help="Run one phase (cluster use): signatures per shard, join once, apply per shard.",
+)
 @click.option("--work-dir", default=None, help="Signatures and removal lists (default: OUTPUT/_dedup_work).")
 @_text_key_option
 @click.option("--output-format", type=click.Choice(["jsonl", "parquet"]), default=None)
 @_shard_options
-def dedup_cmd(inputs, output, exact, minhash, threshold, num_perm, ngram, bands, rows, seed, phase, work_dir,
-              text_key, output_format, shard_index, num_shards, workers) -> None:
+def dedup_cmd(
+    inputs,
+    output,
+    exact,
+    minhash,
+    threshold,
+    num_perm,
+    ngram,
+    bands,
+    rows,
+    seed,
+    phase,
+    work_dir,
+    text_key,
+    output_format,
+    shard_index,
+    num_shards,
+    workers,
+) -> None:
     """Remove exact and near duplicates (MinHash-LSH), across all shards, keeping one per cluster.
 
     \b
@@ -204,18 +312,23 @@ def dedup_cmd(inputs, output, exact, minhash, threshold, num_perm, ngram, bands,
     from .writers import single_file_target
 
     both = not exact and not minhash
-    params = DedupParams(exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands),
-                         _auto_int(rows), seed)
+    params = DedupParams(
+        exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands), _auto_int(rows), seed
+    )
     work = Path(work_dir) if work_dir else default_work_dir(output)
     if phase == "all":
         if shard_index is not None:
-            raise UserError("--shard-index needs --phase signatures or apply (the join phase needs every shard)")
+            raise UserError(
+                "--shard-index needs --phase signatures or apply (the join phase needs every shard)"
+            )
         r = run_dedup(inputs, output, params, text_key, workers, num_shards, work, output_format)
         click.echo(r["summary"])
         click.echo(f"pairs: {r['join']['pairs']}")
         return
     if single_file_target(output):
-        raise UserError(f"--phase {phase}: --output must be a directory (one part file per shard), not {output}")
+        raise UserError(
+            f"--phase {phase}: --output must be a directory (one part file per shard), not {output}"
+        )
     n = num_shards or 1
     if phase == "join":
         s = dedup_join(work, n, Path(output) / "_pairs.jsonl")
@@ -235,18 +348,37 @@ def dedup_cmd(inputs, output, exact, minhash, threshold, num_perm, ngram, bands,
 @_inputs_option
 @click.option("--output-dir", required=True, help="Tokenizer directory (loads with AutoTokenizer).")
 @click.option("--vocab-size", type=int, required=True, help="Vocabulary size (specials included).")
-@click.option("--type", "kind", type=click.Choice(["spm-bpe", "spm-unigram", "hf-bytelevel-bpe"]), default="spm-bpe",
-              show_default=True)
-@click.option("--special-tokens", multiple=True,
-              help="Extra special tokens (repeat or comma-separate); <unk> <s> </s> <pad> are always added.")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["spm-bpe", "spm-unigram", "hf-bytelevel-bpe"]),
+    default="spm-bpe",
+    show_default=True,
+)
+@click.option(
+    "--special-tokens",
+    multiple=True,
+    help="Extra special tokens (repeat or comma-separate); <unk> <s> </s> <pad> are always added.",
+)
 @_text_key_option
-@click.option("--character-coverage", type=float, default=0.9995, show_default=True,
-              help="sentencepiece: share of characters covered by the vocabulary (rest: byte fallback).")
-@click.option("--max-sentences", type=int, default=5_000_000, show_default=True,
-              help="sentencepiece: lines sampled for training (bounds memory).")
+@click.option(
+    "--character-coverage",
+    type=float,
+    default=0.9995,
+    show_default=True,
+    help="sentencepiece: share of characters covered by the vocabulary (rest: byte fallback).",
+)
+@click.option(
+    "--max-sentences",
+    type=int,
+    default=5_000_000,
+    show_default=True,
+    help="sentencepiece: lines sampled for training (bounds memory).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train_tokenizer_cmd(inputs, output_dir, vocab_size, kind, special_tokens, text_key, character_coverage,
-                        max_sentences, seed) -> None:
+def train_tokenizer_cmd(
+    inputs, output_dir, vocab_size, kind, special_tokens, text_key, character_coverage, max_sentences, seed
+) -> None:
     """Train a sentencepiece (byte fallback) or byte-level BPE tokenizer into an HF tokenizer directory.
 
     \b
@@ -257,31 +389,69 @@ def train_tokenizer_cmd(inputs, output_dir, vocab_size, kind, special_tokens, te
     from .tokenizer_train import train_tokenizer
 
     specials = [s.strip() for item in special_tokens for s in item.split(",") if s.strip()]
-    meta = train_tokenizer(inputs, output_dir, vocab_size, kind, specials, text_key, character_coverage,
-                           max_sentences, seed)
-    click.echo(f"{kind} tokenizer with {meta['vocab_size']} tokens (padded {meta['padded_vocab_size']}) "
-               f"trained on {meta['trained_on']['docs']:,} documents -> {output_dir}")
+    meta = train_tokenizer(
+        inputs, output_dir, vocab_size, kind, specials, text_key, character_coverage, max_sentences, seed
+    )
+    click.echo(
+        f"{kind} tokenizer with {meta['vocab_size']} tokens (padded {meta['padded_vocab_size']}) "
+        f"trained on {meta['trained_on']['docs']:,} documents -> {output_dir}"
+    )
 
 
 @data_group.command("tokenize", context_settings=CONTEXT)
 @_inputs_option
-@click.option("--tokenizer", "--tokenizer-name-or-path", "tokenizer", required=True,
-              help="Tokenizer directory (tokenizer.json, or any AutoTokenizer layout).")
+@click.option(
+    "--tokenizer",
+    "--tokenizer-name-or-path",
+    "tokenizer",
+    required=True,
+    help="Tokenizer directory (tokenizer.json, or any AutoTokenizer layout).",
+)
 @click.option("--output-prefix", required=True, help="Writes PREFIX_train.bin/.idx and PREFIX_val.bin/.idx.")
 @_text_key_option
 @click.option("--workers", type=int, default=1, show_default=True, help="Tokenizer worker processes.")
-@click.option("--append-eod/--no-append-eod", default=True, show_default=True, help="Append EOS after each document.")
-@click.option("--val-ratio", type=float, default=0.01, show_default=True, help="Share of documents for PREFIX_val.")
+@click.option(
+    "--append-eod/--no-append-eod", default=True, show_default=True, help="Append EOS after each document."
+)
+@click.option(
+    "--val-ratio", type=float, default=0.01, show_default=True, help="Share of documents for PREFIX_val."
+)
 @click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the train/val split hash.")
 @click.option("--log-interval", type=int, default=0, help="Print a progress line every N documents.")
-@click.option("--dtype", type=click.Choice(["auto", "uint16", "int32"]), default="auto", show_default=True,
-              help="Token dtype (auto: uint16 when the vocabulary fits).")
-@click.option("--tokenizer-type", default=None, hidden=True, help="Accepted for Megatron compatibility; ignored.")
-@click.option("--num-shards", type=int, default=None, help="With --shard-index: process one shard of the input.")
-@click.option("--shard-index", type=int, default=None,
-              help="Write PREFIX-<i>-of-<n>_{train,val}; combine later with `llmctl data merge`.")
-def tokenize_cmd(inputs, tokenizer, output_prefix, text_key, workers, append_eod, val_ratio, seed, log_interval,
-                 dtype, tokenizer_type, num_shards, shard_index) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "uint16", "int32"]),
+    default="auto",
+    show_default=True,
+    help="Token dtype (auto: uint16 when the vocabulary fits).",
+)
+@click.option(
+    "--tokenizer-type", default=None, hidden=True, help="Accepted for Megatron compatibility; ignored."
+)
+@click.option(
+    "--num-shards", type=int, default=None, help="With --shard-index: process one shard of the input."
+)
+@click.option(
+    "--shard-index",
+    type=int,
+    default=None,
+    help="Write PREFIX-<i>-of-<n>_{train,val}; combine later with `llmctl data merge`.",
+)
+def tokenize_cmd(
+    inputs,
+    tokenizer,
+    output_prefix,
+    text_key,
+    workers,
+    append_eod,
+    val_ratio,
+    seed,
+    log_interval,
+    dtype,
+    tokenizer_type,
+    num_shards,
+    shard_index,
+) -> None:
     """Tokenize documents into Megatron MMIDIDX datasets PREFIX_train / PREFIX_val.
 
     \b
@@ -293,18 +463,34 @@ def tokenize_cmd(inputs, tokenizer, output_prefix, text_key, workers, append_eod
     from .tokenize_corpus import tokenize_corpus
 
     one = _single_shard(shard_index, num_shards) or (0, 1)
-    r = tokenize_corpus(inputs, tokenizer, output_prefix, text_key, workers, append_eod, val_ratio, seed, dtype,
-                        log_interval, one[0], one[1])
+    r = tokenize_corpus(
+        inputs,
+        tokenizer,
+        output_prefix,
+        text_key,
+        workers,
+        append_eod,
+        val_ratio,
+        seed,
+        dtype,
+        log_interval,
+        one[0],
+        one[1],
+    )
     rep = r.report
     for split, o in rep["outputs"].items():
         click.echo(f"{split}: {o['documents']:,} documents, {o['tokens']:,} tokens -> {o['prefix']}.bin/.idx")
     skipped = rep.get("skipped") or {}
-    click.echo(f"dtype {rep['dtype']}, {rep['tokens_per_s']:,.0f} tokens/s"
-               + (f"; skipped {', '.join(f'{v} {k}' for k, v in skipped.items())} documents" if skipped else ""))
+    click.echo(
+        f"dtype {rep['dtype']}, {rep['tokens_per_s']:,.0f} tokens/s"
+        + (f"; skipped {', '.join(f'{v} {k}' for k, v in skipped.items())} documents" if skipped else "")
+    )
 
 
 @data_group.command("merge", context_settings=CONTEXT)
-@click.option("--input", "inputs", multiple=True, required=True, help="Dataset prefixes to concatenate, in order.")
+@click.option(
+    "--input", "inputs", multiple=True, required=True, help="Dataset prefixes to concatenate, in order."
+)
 @click.option("--output-prefix", required=True)
 def merge_cmd(inputs, output_prefix) -> None:
     """Concatenate MMIDIDX datasets (e.g. per-shard tokenize outputs) into one.
@@ -323,8 +509,13 @@ def merge_cmd(inputs, output_prefix) -> None:
 
 @data_group.command("inspect", context_settings=CONTEXT)
 @click.argument("prefix")
-@click.option("--tokenizer", "--tokenizer-name-or-path", "tokenizer", default=None,
-              help="Decode a sample document with this tokenizer.")
+@click.option(
+    "--tokenizer",
+    "--tokenizer-name-or-path",
+    "tokenizer",
+    default=None,
+    help="Decode a sample document with this tokenizer.",
+)
 @click.option("--samples", type=int, default=1, show_default=True, help="Documents to show.")
 @click.option("--bins", type=int, default=10, show_default=True, help="Histogram bins.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -31,8 +31,17 @@ from llmctl.core.io import atomic_file, atomic_path, write_json_atomic
 from .hashing import stable_hash64
 from .text import detect_langs
 from .minhash import MinHasher, band_hashes, optimal_bands
-from .pipeline import (Count, StageStats, check_shard, make_bar, nbytes, plan_shard, report_progress, run_shards,
-                       shard_tag)
+from .pipeline import (
+    Count,
+    StageStats,
+    check_shard,
+    make_bar,
+    nbytes,
+    plan_shard,
+    report_progress,
+    run_shards,
+    shard_tag,
+)
 from .readers import _open_text, expand_inputs, iter_documents, pick_text_key, read_jsonl, reader_for
 from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
 
@@ -48,7 +57,7 @@ class DedupParams:
     threshold: float = 0.8
     num_perm: int = 128
     ngram: int = 5
-    bands: int = 0   # 0 = choose from threshold and num_perm
+    bands: int = 0  # 0 = choose from threshold and num_perm
     rows: int = 0
     seed: int = 1
 
@@ -66,7 +75,9 @@ class DedupParams:
             rows = self.num_perm // bands
         if bands * rows > self.num_perm or bands < 1 or rows < 1:
             raise UserError(f"--bands {bands} x --rows {rows} must be at most --num-perm {self.num_perm}")
-        return DedupParams(self.exact, self.minhash, self.threshold, self.num_perm, self.ngram, bands, rows, self.seed)
+        return DedupParams(
+            self.exact, self.minhash, self.threshold, self.num_perm, self.ngram, bands, rows, self.seed
+        )
 
 
 def normalized_hash(text: str) -> int:
@@ -79,17 +90,33 @@ LANG_NAMES = {v: k for k, v in LANG_CODES.items()}
 
 
 def _paths(work: Path, tag: str) -> dict[str, Path]:
-    return {k: work / f"{k}-{tag}.{ext}" for k, ext in
-            (("sig", "u32"), ("bands", "u64"), ("exact", "u64"), ("loc", "i64"), ("lang", "u8"), ("size", "i64"),
-             ("meta", "json"), ("removed", "npy"))}
+    return {
+        k: work / f"{k}-{tag}.{ext}"
+        for k, ext in (
+            ("sig", "u32"),
+            ("bands", "u64"),
+            ("exact", "u64"),
+            ("loc", "i64"),
+            ("lang", "u8"),
+            ("size", "i64"),
+            ("meta", "json"),
+            ("removed", "npy"),
+        )
+    }
 
 
 # ---- phase 1 ------------------------------------------------------------------------------------------------
 
 
-def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params: DedupParams,
-                     text_key: str | None = None, shard_index: int = 0, num_shards: int = 1,
-                     quiet: bool = False) -> dict[str, Any]:
+def dedup_signatures(
+    inputs: Sequence[str],
+    work_dir: str | os.PathLike,
+    params: DedupParams,
+    text_key: str | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Phase 1 for one shard: exact hashes, MinHash signatures and band hashes, streamed to `work_dir`."""
     check_shard(shard_index, num_shards)
     params = params.resolved()
@@ -116,7 +143,9 @@ def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params:
                 outs["sig"].write(sig.tobytes())
                 outs["bands"].write(band_hashes(sig, params.bands, params.rows).tobytes())
             if params.exact:
-                outs["exact"].write(np.fromiter((normalized_hash(t) for t in texts), np.uint64, len(texts)).tobytes())
+                outs["exact"].write(
+                    np.fromiter((normalized_hash(t) for t in texts), np.uint64, len(texts)).tobytes()
+                )
             loc = np.array([[file_ids[d.source], d.index] for d in batch], dtype=np.int64).reshape(-1, 2)
             outs["loc"].write(loc.tobytes())
             langs = [d.lang or guess for d, guess in zip(batch, detect_langs(texts))]
@@ -143,8 +172,14 @@ def dedup_signatures(inputs: Sequence[str], work_dir: str | os.PathLike, params:
         raise
     finally:
         bar.close()
-    meta = {"shard": [shard_index, num_shards], "docs": n, "files": list(plan.files),
-            "by_document": plan.by_document, "params": asdict(params), "skipped": stats.to_dict()["dropped"]}
+    meta = {
+        "shard": [shard_index, num_shards],
+        "docs": n,
+        "files": list(plan.files),
+        "by_document": plan.by_document,
+        "params": asdict(params),
+        "skipped": stats.to_dict()["dropped"],
+    }
     write_json_atomic(paths["meta"], meta)
     return meta
 
@@ -185,8 +220,9 @@ def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
             return labels
 
 
-def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | os.PathLike | None = None
-               ) -> dict[str, Any]:
+def dedup_join(
+    work_dir: str | os.PathLike, num_shards: int, pairs_path: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Phase 2: one global join over all shards' hashes; writes removal lists and the pair report."""
     work = Path(work_dir)
     pairs_path = Path(pairs_path) if pairs_path else work / "_pairs.jsonl"
@@ -194,13 +230,17 @@ def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | o
     for i in range(num_shards):
         p = _paths(work, shard_tag(i, num_shards))["meta"]
         if not p.is_file():
-            raise UserError(f"{p}: signatures of shard {i} of {num_shards} are missing; run the signatures phase "
-                            f"with --shard-index {i} --num-shards {num_shards} first")
+            raise UserError(
+                f"{p}: signatures of shard {i} of {num_shards} are missing; run the signatures phase "
+                f"with --shard-index {i} --num-shards {num_shards} first"
+            )
         metas.append(json.loads(p.read_text()))
     params = DedupParams(**metas[0]["params"])
     for m in metas[1:]:
         if m["params"] != metas[0]["params"]:
-            raise UserError(f"{work}: shards were hashed with different dedup parameters; rerun the signatures phase")
+            raise UserError(
+                f"{work}: shards were hashed with different dedup parameters; rerun the signatures phase"
+            )
     counts = np.array([m["docs"] for m in metas], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
@@ -251,11 +291,19 @@ def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | o
     if params.minhash and len(removed):
         sims = (_gather(sig_parts, offsets, removed) == _gather(sig_parts, offsets, kept)).mean(axis=1)
         sims[method == 0] = 1.0
-    names_removed, names_kept = _locators(metas, locs, offsets, removed), _locators(metas, locs, offsets, kept)
+    names_removed, names_kept = (
+        _locators(metas, locs, offsets, removed),
+        _locators(metas, locs, offsets, kept),
+    )
     with atomic_file(pairs_path) as f:
         for r, k, m, sim in zip(names_removed, names_kept, method.tolist(), sims.tolist()):
-            f.write(json.dumps({"removed": r, "kept": k, "method": METHODS[m], "similarity": round(sim, 4)},
-                               ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {"removed": r, "kept": k, "method": METHODS[m], "similarity": round(sim, 4)},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     rshard = shard_of(removed)
     for i, tag in enumerate(tags):
         sel = rshard == i
@@ -263,9 +311,15 @@ def dedup_join(work_dir: str | os.PathLike, num_shards: int, pairs_path: str | o
         with atomic_path(_paths(work, tag)["removed"]) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, arr[np.argsort(arr[:, 0])])
-    summary = {"docs": total, "clusters": int(len(np.unique(rep[removed_mask]))), "removed": int(len(removed)),
-               "removed_exact": int((method == 0).sum()), "removed_minhash": int((method == 1).sum()),
-               "params": asdict(params), "pairs": str(pairs_path)}
+    summary = {
+        "docs": total,
+        "clusters": int(len(np.unique(rep[removed_mask]))),
+        "removed": int(len(removed)),
+        "removed_exact": int((method == 0).sum()),
+        "removed_minhash": int((method == 1).sum()),
+        "params": asdict(params),
+        "pairs": str(pairs_path),
+    }
     write_json_atomic(work / "join.json", summary)
     return summary
 
@@ -293,15 +347,25 @@ def _locators(metas, locs, offsets, g: np.ndarray) -> list[str]:
 # ---- phase 3 ------------------------------------------------------------------------------------------------
 
 
-def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str | os.PathLike,
-                text_key: str | None = None, shard_index: int = 0, num_shards: int = 1,
-                out_format: str | None = None, max_file_mb: int = 1024, quiet: bool = False) -> dict[str, Any]:
+def dedup_apply(
+    inputs: Sequence[str],
+    output: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    text_key: str | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    out_format: str | None = None,
+    max_file_mb: int = 1024,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Phase 3 for one shard: copy every document that is not on the shard's removal list."""
     check_shard(shard_index, num_shards)
     tag = shard_tag(shard_index, num_shards)
     paths = _paths(Path(work_dir), tag)
     if not paths["removed"].is_file():
-        raise UserError(f"{paths['removed']}: no removal list for shard {shard_index}; run the join phase first")
+        raise UserError(
+            f"{paths['removed']}: no removal list for shard {shard_index}; run the join phase first"
+        )
     meta = json.loads(paths["meta"].read_text())
     removed = np.load(paths["removed"])
     n_docs = int(meta["docs"])
@@ -316,7 +380,9 @@ def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str 
     bar = make_bar(quiet, desc=f"dedup apply {shard_index}/{num_shards}", unit="docs")
     with make_writer(fmt, output, f"part-{shard_index:05d}", max_file_mb << 20) as writer:
         if fmt == "jsonl" and all(reader_for(f) is read_jsonl for f in plan.files):
-            _copy_kept_lines(plan.files, np.fromfile(paths["loc"], np.int64).reshape(-1, 2), method, writer, bar)
+            _copy_kept_lines(
+                plan.files, np.fromfile(paths["loc"], np.int64).reshape(-1, 2), method, writer, bar
+            )
         else:
             key, n = None, 0
             for doc in iter_documents(plan, text_key):
@@ -327,8 +393,10 @@ def dedup_apply(inputs: Sequence[str], output: str | os.PathLike, work_dir: str 
                 bar.update(1)
                 report_progress(1)
             if n != n_docs:
-                raise UserError(f"dedup apply: shard {shard_index} has {n} documents now but {n_docs} when hashed; "
-                                "the input changed — rerun all phases")
+                raise UserError(
+                    f"dedup apply: shard {shard_index} has {n} documents now but {n_docs} when hashed; "
+                    "the input changed — rerun all phases"
+                )
     bar.close()
     report = {"shard": [shard_index, num_shards], "stats": stats.to_dict(), "files": writer.files}
     write_json_atomic(Path(output) / f"_report-{tag}.json", report)
@@ -349,7 +417,9 @@ def _apply_stats(paths: dict[str, Path], method: np.ndarray) -> StageStats:
             if code < 0:
                 stats.kept.add(size, lang, docs=docs)
             else:
-                stats.dropped.setdefault(f"duplicate-{METHODS[int(code)]}", Count()).add(size, lang, docs=docs)
+                stats.dropped.setdefault(f"duplicate-{METHODS[int(code)]}", Count()).add(
+                    size, lang, docs=docs
+                )
     return stats
 
 
@@ -373,9 +443,17 @@ def _copy_kept_lines(files: Sequence[str], locs: np.ndarray, method: np.ndarray,
         report_progress(done)
 
 
-def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupParams, text_key: str | None = None,
-              workers: int = 1, num_shards: int | None = None, work_dir: str | os.PathLike | None = None,
-              out_format: str | None = None, quiet: bool = False) -> dict[str, Any]:
+def run_dedup(
+    inputs: Sequence[str],
+    output: str | os.PathLike,
+    params: DedupParams,
+    text_key: str | None = None,
+    workers: int = 1,
+    num_shards: int | None = None,
+    work_dir: str | os.PathLike | None = None,
+    out_format: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """All three phases locally; shards = workers unless given.
 
     `output` is a directory, or a single `.jsonl`/`.parquet` file (reports, pairs and the work dir then sit
@@ -391,17 +469,36 @@ def run_dedup(inputs: Sequence[str], output: str | os.PathLike, params: DedupPar
     pairs = side_path(target, "pairs.jsonl") if target else out_dir / "_pairs.jsonl"
     files = expand_inputs(inputs)
     params = params.resolved()
-    run_shards(dedup_signatures, n, workers, {"inputs": files, "work_dir": work, "params": params,
-                                              "text_key": text_key}, desc="dedup signatures")
+    run_shards(
+        dedup_signatures,
+        n,
+        workers,
+        {"inputs": files, "work_dir": work, "params": params, "text_key": text_key},
+        desc="dedup signatures",
+    )
     summary = dedup_join(work, n, pairs)
-    reports = run_shards(dedup_apply, n, workers, {"inputs": files, "output": out_dir, "work_dir": work,
-                                                   "text_key": text_key, "out_format": out_format},
-                         desc="dedup apply")
+    reports = run_shards(
+        dedup_apply,
+        n,
+        workers,
+        {
+            "inputs": files,
+            "output": out_dir,
+            "work_dir": work,
+            "text_key": text_key,
+            "out_format": out_format,
+        },
+        desc="dedup apply",
+    )
     total = StageStats("dedup")
     for r in reports:
         total.merge(StageStats.from_dict(r["stats"]))
-    report = {"join": summary, "stats": total.to_dict(), "files": [f for r in reports for f in r["files"]],
-              "summary": total.summary()}
+    report = {
+        "join": summary,
+        "stats": total.to_dict(),
+        "files": [f for r in reports for f in r["files"]],
+        "summary": total.summary(),
+    }
     if target:
         report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
         write_json_atomic(side_path(target, "report.json"), report)

@@ -71,11 +71,21 @@ class CharRatios(Rule):
 
     name = "char_ratios"
 
-    def __init__(self, min_letter_ratio: float = 0.4, max_digit_ratio: float = 0.5, max_punct_ratio: float = 0.4,
-                 min_zh_ratio: float = 0.0, max_zh_ratio: float = 1.0, min_en_ratio: float = 0.0,
-                 max_en_ratio: float = 1.0):
-        self.min_letter_ratio, self.max_digit_ratio, self.max_punct_ratio = min_letter_ratio, max_digit_ratio, \
-            max_punct_ratio
+    def __init__(
+        self,
+        min_letter_ratio: float = 0.4,
+        max_digit_ratio: float = 0.5,
+        max_punct_ratio: float = 0.4,
+        min_zh_ratio: float = 0.0,
+        max_zh_ratio: float = 1.0,
+        min_en_ratio: float = 0.0,
+        max_en_ratio: float = 1.0,
+    ):
+        self.min_letter_ratio, self.max_digit_ratio, self.max_punct_ratio = (
+            min_letter_ratio,
+            max_digit_ratio,
+            max_punct_ratio,
+        )
         self.min_zh_ratio, self.max_zh_ratio = min_zh_ratio, max_zh_ratio
         self.min_en_ratio, self.max_en_ratio = min_en_ratio, max_en_ratio
 
@@ -88,7 +98,9 @@ class CharRatios(Rule):
             return None
         if s.ratio(s.punct) > self.max_punct_ratio:
             return None
-        if not (self.min_zh_ratio <= zh <= self.max_zh_ratio and self.min_en_ratio <= en <= self.max_en_ratio):
+        if not (
+            self.min_zh_ratio <= zh <= self.max_zh_ratio and self.min_en_ratio <= en <= self.max_en_ratio
+        ):
             return None
         return text
 
@@ -99,8 +111,11 @@ class RepeatedLines(Rule):
     name = "repeated_lines"
 
     def __init__(self, max_dup_line_frac: float = 0.3, max_dup_char_frac: float = 0.2, min_lines: int = 3):
-        self.max_dup_line_frac, self.max_dup_char_frac, self.min_lines = max_dup_line_frac, max_dup_char_frac, \
-            min_lines
+        self.max_dup_line_frac, self.max_dup_char_frac, self.min_lines = (
+            max_dup_line_frac,
+            max_dup_char_frac,
+            min_lines,
+        )
 
     def __call__(self, text):
         lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
@@ -136,12 +151,12 @@ class RepeatedNgrams(Rule):
         n = self.n_zh if detect_lang(text) == "zh" else self.n
         if len(toks) < max(self.min_tokens, n):
             return text
-        grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+        grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
         counts = Counter(grams)
         covered = bytearray(len(toks))
         for i, g in enumerate(grams):
             if counts[g] > 1:
-                covered[i:i + n] = b"\x01" * n
+                covered[i : i + n] = b"\x01" * n
         return None if sum(covered) / len(toks) > self.max_dup_frac else text
 
 
@@ -153,9 +168,14 @@ class UrlDensity(Rule):
 
     name = "url_density"
 
-    def __init__(self, max_urls_per_100_words: float = 5.0, max_url_char_frac: float = 0.2, max_http: int = 20):
-        self.max_urls_per_100_words, self.max_url_char_frac, self.max_http = max_urls_per_100_words, \
-            max_url_char_frac, max_http
+    def __init__(
+        self, max_urls_per_100_words: float = 5.0, max_url_char_frac: float = 0.2, max_http: int = 20
+    ):
+        self.max_urls_per_100_words, self.max_url_char_frac, self.max_http = (
+            max_urls_per_100_words,
+            max_url_char_frac,
+            max_http,
+        )
 
     def __call__(self, text):
         if "http" not in text and "www." not in text:
@@ -171,8 +191,20 @@ class UrlDensity(Rule):
         return text
 
 
-DEFAULT_BLOCKLIST = ("casino", "viagra", "porn", "xxx video", "payday loan", "博彩", "赌博网站", "色情", "裸聊",
-                     "六合彩", "代开发票", "私服")
+DEFAULT_BLOCKLIST = (
+    "casino",
+    "viagra",
+    "porn",
+    "xxx video",
+    "payday loan",
+    "博彩",
+    "赌博网站",
+    "色情",
+    "裸聊",
+    "六合彩",
+    "代开发票",
+    "私服",
+)
 
 
 class KeywordBlocklist(Rule):
@@ -192,12 +224,23 @@ class KeywordBlocklist(Rule):
 
 
 DEFAULT_BOILERPLATE = (
-    r"^\s*(本文)?转载(自|于|请注明)", r"^\s*(文章)?来源[:：]", r"^\s*原标题[:：]", r"^\s*(责任编辑|责编|编辑)[:：]",
-    r"^\s*版权(所有|声明)", r"^\s*(免责声明|声明)[:：]", r"^\s*(点击|扫码)(关注|查看|阅读原文)", r"阅读原文\s*$",
-    r"^\s*(copyright|\(c\)|©)\s", r"all rights reserved", r"^\s*(click here|share this|subscribe to)",
-    r"^\s*(posted|published) (on|by)\b", r"^\s*(tags|categories)\s*:",
+    r"^\s*(本文)?转载(自|于|请注明)",
+    r"^\s*(文章)?来源[:：]",
+    r"^\s*原标题[:：]",
+    r"^\s*(责任编辑|责编|编辑)[:：]",
+    r"^\s*版权(所有|声明)",
+    r"^\s*(免责声明|声明)[:：]",
+    r"^\s*(点击|扫码)(关注|查看|阅读原文)",
+    r"阅读原文\s*$",
+    r"^\s*(copyright|\(c\)|©)\s",
+    r"all rights reserved",
+    r"^\s*(click here|share this|subscribe to)",
+    r"^\s*(posted|published) (on|by)\b",
+    r"^\s*(tags|categories)\s*:",
 )
-DEFAULT_REFERENCE_HEADINGS = (r"^\s*(references|bibliography|works cited|参考文献|参考资料|引用)\s*[:：]?\s*$",)
+DEFAULT_REFERENCE_HEADINGS = (
+    r"^\s*(references|bibliography|works cited|参考文献|参考资料|引用)\s*[:：]?\s*$",
+)
 
 
 class BoilerplateLines(Rule):
@@ -208,8 +251,11 @@ class BoilerplateLines(Rule):
 
     name = "boilerplate_lines"
 
-    def __init__(self, patterns: Sequence[str] = DEFAULT_BOILERPLATE,
-                 reference_headings: Sequence[str] = DEFAULT_REFERENCE_HEADINGS):
+    def __init__(
+        self,
+        patterns: Sequence[str] = DEFAULT_BOILERPLATE,
+        reference_headings: Sequence[str] = DEFAULT_REFERENCE_HEADINGS,
+    ):
         self.patterns, self.reference_headings = list(patterns), list(reference_headings)
         try:
             self._line = [re.compile(p, re.IGNORECASE) for p in self.patterns]
@@ -231,11 +277,30 @@ class BoilerplateLines(Rule):
         return "\n".join(out).strip("\n")
 
 
-BUILTIN_FILTERS: dict[str, type[Rule]] = {cls.name: cls for cls in (
-    BoilerplateLines, MinLength, MaxLength, CharRatios, RepeatedLines, RepeatedNgrams, UrlDensity, KeywordBlocklist)}
+BUILTIN_FILTERS: dict[str, type[Rule]] = {
+    cls.name: cls
+    for cls in (
+        BoilerplateLines,
+        MinLength,
+        MaxLength,
+        CharRatios,
+        RepeatedLines,
+        RepeatedNgrams,
+        UrlDensity,
+        KeywordBlocklist,
+    )
+}
 
-DEFAULT_RULES: list[Any] = ["boilerplate_lines", "min_length", "max_length", "url_density", "keyword_blocklist",
-                            "char_ratios", "repeated_lines", "repeated_ngrams"]
+DEFAULT_RULES: list[Any] = [
+    "boilerplate_lines",
+    "min_length",
+    "max_length",
+    "url_density",
+    "keyword_blocklist",
+    "char_ratios",
+    "repeated_lines",
+    "repeated_ngrams",
+]
 
 
 def filter_registry() -> dict[str, Callable[..., Filter]]:

@@ -49,8 +49,14 @@ def _cache_dir(prefix: str, cache_dir: str | os.PathLike | None) -> Path:
 class GPTDataset:
     """One source: `ds[i]` is sample i (int64, `seq_len + 1` tokens) of a shuffled, multi-epoch packing."""
 
-    def __init__(self, prefix: str, seq_len: int, num_samples: int, seed: int = 1234,
-                 cache_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        prefix: str,
+        seq_len: int,
+        num_samples: int,
+        seed: int = 1234,
+        cache_dir: str | os.PathLike | None = None,
+    ):
         if seq_len < 1:
             raise UserError(f"seq_len must be >= 1, got {seq_len}")
         self.prefix = str(prefix)
@@ -62,14 +68,23 @@ class GPTDataset:
         if self.tokens_per_epoch <= 1:
             raise UserError(f"{prefix}: dataset has {self.tokens_per_epoch} tokens, too few to sample from")
         self.num_epochs = max(1, -(-(self.num_samples * self.seq_len + 1) // self.tokens_per_epoch))
-        self.doc_idx, self.sample_idx, self.shuffle_idx = self._load_or_build(_cache_dir(self.prefix, cache_dir))
+        self.doc_idx, self.sample_idx, self.shuffle_idx = self._load_or_build(
+            _cache_dir(self.prefix, cache_dir)
+        )
 
     # ---- indices ------------------------------------------------------------------------------------------
     def _key(self) -> str:
         st = os.stat(idx_path(self.prefix))
-        desc = {"v": CACHE_VERSION, "idx_bytes": st.st_size, "docs": len(self.data), "tokens": self.tokens_per_epoch,
-                "seq_len": self.seq_len, "num_samples": self.num_samples, "seed": self.seed,
-                "prefix": os.path.basename(self.prefix)}
+        desc = {
+            "v": CACHE_VERSION,
+            "idx_bytes": st.st_size,
+            "docs": len(self.data),
+            "tokens": self.tokens_per_epoch,
+            "seq_len": self.seq_len,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "prefix": os.path.basename(self.prefix),
+        }
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     def _load_or_build(self, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,8 +141,14 @@ class GPTDataset:
 class BlendedGPTDataset:
     """Several GPTDatasets interleaved by weight; every sample says which source it came from."""
 
-    def __init__(self, names: list[str], datasets: list[GPTDataset], weights: np.ndarray,
-                 source_of: np.ndarray, index_in_source: np.ndarray):
+    def __init__(
+        self,
+        names: list[str],
+        datasets: list[GPTDataset],
+        weights: np.ndarray,
+        source_of: np.ndarray,
+        index_in_source: np.ndarray,
+    ):
         self.source_names = names
         self.datasets = datasets
         self.weights = weights
@@ -155,8 +176,14 @@ class BlendedGPTDataset:
         return self.iter_from(0)
 
 
-def build_gpt_dataset(spec: BlendSpec, seq_len: int, num_samples: int, seed: int = 1234, split: str = "train",
-                      cache_dir: str | os.PathLike | None = None) -> BlendedGPTDataset:
+def build_gpt_dataset(
+    spec: BlendSpec,
+    seq_len: int,
+    num_samples: int,
+    seed: int = 1234,
+    split: str = "train",
+    cache_dir: str | os.PathLike | None = None,
+) -> BlendedGPTDataset:
     """A blended GPT dataset of `num_samples` samples of `seq_len + 1` tokens over the prefixes in `spec`.
 
     `spec`: Megatron blend string ("0.7 zh 0.3 en"), list, mapping or YAML path (see llmctl.data.blend);

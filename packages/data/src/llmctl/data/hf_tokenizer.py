@@ -24,8 +24,8 @@ class TokenizerInfo:
     """What tokenize/inspect need: the serialised fast tokenizer and a few ids."""
 
     path: str
-    json: str                 # tokenizers.Tokenizer serialised (send this to workers)
-    vocab_size: int           # including added tokens
+    json: str  # tokenizers.Tokenizer serialised (send this to workers)
+    vocab_size: int  # including added tokens
     eos_id: int | None
     eos_token: str | None
     padded_vocab_size: int | None = None
@@ -70,7 +70,9 @@ def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
         try:
             tok = Tokenizer.from_file(str(tok_json))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
-            raise UserError(f"{tok_json}: not a loadable tokenizers file ({str(e).splitlines()[0]})") from None
+            raise UserError(
+                f"{tok_json}: not a loadable tokenizers file ({str(e).splitlines()[0]})"
+            ) from None
         serialized = tok.to_str()
     else:
         try:
@@ -78,11 +80,14 @@ def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
 
             hf = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
         except Exception as e:
-            raise UserError(f"--tokenizer {directory}: cannot load a tokenizer here ({str(e).splitlines()[0]})"
-                            ) from None
+            raise UserError(
+                f"--tokenizer {directory}: cannot load a tokenizer here ({str(e).splitlines()[0]})"
+            ) from None
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
-            raise UserError(f"--tokenizer {directory}: only fast (tokenizers-backed) tokenizers are supported")
+            raise UserError(
+                f"--tokenizer {directory}: only fast (tokenizers-backed) tokenizers are supported"
+            )
         tok = backend
         serialized = backend.to_str()
         eos_token = eos_token or getattr(hf, "eos_token", None)
@@ -99,5 +104,4 @@ def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
         eos_token = tok.id_to_token(eos_id)
     ids = tok.get_vocab(with_added_tokens=True).values()
     vocab_size = max(tok.get_vocab_size(with_added_tokens=True), max(ids, default=-1) + 1)
-    return TokenizerInfo(str(p), serialized, vocab_size, eos_id, eos_token,
-                         meta.get("padded_vocab_size"))
+    return TokenizerInfo(str(p), serialized, vocab_size, eos_id, eos_token, meta.get("padded_vocab_size"))

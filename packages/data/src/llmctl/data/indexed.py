@@ -23,8 +23,16 @@ from llmctl.core.errors import UserError
 
 HEADER = b"MMIDIDX\x00\x00"
 VERSION = 1
-DTYPE_CODES: dict[int, type] = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64,
-                                6: np.float64, 7: np.float32, 8: np.uint16}
+DTYPE_CODES: dict[int, type] = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
 CODE_OF = {np.dtype(v): k for k, v in DTYPE_CODES.items()}
 
 
@@ -57,7 +65,7 @@ class IndexedDataset:
             head = f.read(34)
         if len(head) < 34 or head[:9] != HEADER:
             raise UserError(f"{ipath}: not a Megatron MMIDIDX index file")
-        version, = struct.unpack("<Q", head[9:17])
+        (version,) = struct.unpack("<Q", head[9:17])
         if version != VERSION:
             raise UserError(f"{ipath}: unsupported MMIDIDX version {version}")
         code = head[17]
@@ -76,7 +84,11 @@ class IndexedDataset:
         off += n_seq * 8
         self.document_indices = np.frombuffer(self._idx, dtype=np.int64, count=n_doc, offset=off)
         bin_size = os.path.getsize(bpath)
-        end = int(self.sequence_pointers[-1]) + int(self.sequence_lengths[-1]) * self.dtype.itemsize if n_seq else 0
+        end = (
+            int(self.sequence_pointers[-1]) + int(self.sequence_lengths[-1]) * self.dtype.itemsize
+            if n_seq
+            else 0
+        )
         if end > bin_size:
             raise UserError(f"{bpath}: truncated data file ({bin_size} bytes, index needs {end})")
         self._bin = np.memmap(bpath, mode="r", dtype=np.uint8) if bin_size else np.zeros(0, np.uint8)
@@ -92,8 +104,12 @@ class IndexedDataset:
             if stop <= start:
                 return []
             lengths = self.sequence_lengths[start:stop]
-            flat = np.frombuffer(self._bin, dtype=self.dtype, count=int(lengths.sum()),
-                                 offset=int(self.sequence_pointers[start]))
+            flat = np.frombuffer(
+                self._bin,
+                dtype=self.dtype,
+                count=int(lengths.sum()),
+                offset=int(self.sequence_pointers[start]),
+            )
             return np.split(flat, np.cumsum(lengths)[:-1])
         return self.get(int(idx))
 
@@ -160,7 +176,9 @@ class IndexedDatasetBuilder:
             if self._max is not None and arr.size and arr.dtype.kind in "iu":
                 hi = int(arr.max())
                 if hi > self._max or int(arr.min()) < 0 and self.dtype.kind == "u":
-                    raise UserError(f"{self.prefix}: token id {hi} does not fit {self.dtype.name}; use --dtype int32")
+                    raise UserError(
+                        f"{self.prefix}: token id {hi} does not fit {self.dtype.name}; use --dtype int32"
+                    )
             arr = arr.astype(self.dtype)
         self._bin.write(np.ascontiguousarray(arr).tobytes())
         self.num_tokens += arr.size
@@ -223,10 +241,10 @@ class IndexedDatasetBuilder:
         step = 1 << 20
         lengths = other.sequence_lengths
         for s in range(0, len(lengths), step):
-            self._push(lengths[s:s + step].astype(np.int64), np.zeros(0, np.int64))
+            self._push(lengths[s : s + step].astype(np.int64), np.zeros(0, np.int64))
         docs = other.document_indices[:-1]
         for s in range(0, len(docs), step):
-            self._push(np.zeros(0, np.int64), docs[s:s + step] + base)
+            self._push(np.zeros(0, np.int64), docs[s : s + step] + base)
         with open(bin_path(prefix), "rb") as f:
             while chunk := f.read(64 << 20):
                 self._bin.write(chunk)
@@ -273,16 +291,16 @@ class IndexedDatasetBuilder:
             out.write(struct.pack("<Q", n_doc))
             lengths = np.memmap(self._tmp_len, dtype=np.int32, mode="r") if n_seq else np.zeros(0, np.int32)
             for s in range(0, n_seq, chunk):
-                out.write(np.asarray(lengths[s:s + chunk]).tobytes())
+                out.write(np.asarray(lengths[s : s + chunk]).tobytes())
             carry = 0
             for s in range(0, n_seq, chunk):
-                part = np.asarray(lengths[s:s + chunk], dtype=np.int64) * itemsize
+                part = np.asarray(lengths[s : s + chunk], dtype=np.int64) * itemsize
                 ptrs = np.cumsum(part) - part + carry
                 carry += int(part.sum())
                 out.write(ptrs.astype(np.int64).tobytes())
             docs = np.memmap(self._tmp_doc, dtype=np.int64, mode="r") if n_doc > 1 else np.zeros(0, np.int64)
             for s in range(0, n_doc - 1, chunk):
-                out.write(np.asarray(docs[s:s + chunk]).tobytes())
+                out.write(np.asarray(docs[s : s + chunk]).tobytes())
             out.write(struct.pack("<q", n_seq))
             out.flush()
             os.fsync(out.fileno())

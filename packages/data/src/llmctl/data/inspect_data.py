@@ -9,26 +9,44 @@ import numpy as np
 from .indexed import IndexedDataset, exists
 
 
-def inspect_prefix(prefix: str, tokenizer: str | None = None, samples: int = 1, bins: int = 10,
-                   max_sample_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
+def inspect_prefix(
+    prefix: str,
+    tokenizer: str | None = None,
+    samples: int = 1,
+    bins: int = 10,
+    max_sample_tokens: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Statistics of `prefix` (tries `prefix_train` when `prefix` itself is not a dataset)."""
     if not exists(prefix) and exists(f"{prefix}_train"):
         prefix = f"{prefix}_train"
     ds = IndexedDataset(prefix)
     lengths = np.asarray(ds.sequence_lengths, dtype=np.int64)
     info: dict[str, Any] = {
-        "prefix": prefix, "documents": ds.num_documents, "sequences": len(ds), "tokens": int(lengths.sum()),
+        "prefix": prefix,
+        "documents": ds.num_documents,
+        "sequences": len(ds),
+        "tokens": int(lengths.sum()),
         "dtype": ds.dtype.name,
-        "length": {"min": int(lengths.min()) if len(lengths) else 0, "max": int(lengths.max()) if len(lengths) else 0,
-                   "mean": float(lengths.mean()) if len(lengths) else 0.0,
-                   "p50": float(np.percentile(lengths, 50)) if len(lengths) else 0.0,
-                   "p99": float(np.percentile(lengths, 99)) if len(lengths) else 0.0},
-        "max_token_id": int(max((int(ds[i].max()) for i in range(min(len(ds), 1000)) if lengths[i]), default=-1)),
+        "length": {
+            "min": int(lengths.min()) if len(lengths) else 0,
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "mean": float(lengths.mean()) if len(lengths) else 0.0,
+            "p50": float(np.percentile(lengths, 50)) if len(lengths) else 0.0,
+            "p99": float(np.percentile(lengths, 99)) if len(lengths) else 0.0,
+        },
+        "max_token_id": int(
+            max((int(ds[i].max()) for i in range(min(len(ds), 1000)) if lengths[i]), default=-1)
+        ),
     }
     if len(lengths):
-        edges = np.unique(np.geomspace(max(1, lengths.min()), max(2, lengths.max() + 1), bins + 1).astype(np.int64))
+        edges = np.unique(
+            np.geomspace(max(1, lengths.min()), max(2, lengths.max() + 1), bins + 1).astype(np.int64)
+        )
         counts, edges = np.histogram(lengths, bins=edges)
-        info["histogram"] = [{"from": int(a), "to": int(b), "count": int(c)} for a, b, c in zip(edges, edges[1:], counts)]
+        info["histogram"] = [
+            {"from": int(a), "to": int(b), "count": int(c)} for a, b, c in zip(edges, edges[1:], counts)
+        ]
     if samples and len(ds):
         rng = np.random.default_rng(seed)
         picks = sorted(rng.choice(len(ds), size=min(samples, len(ds)), replace=False).tolist())
@@ -48,9 +66,11 @@ def inspect_prefix(prefix: str, tokenizer: str | None = None, samples: int = 1, 
 
 
 def render(info: dict[str, Any]) -> str:
-    lines = [f"{info['prefix']}: {info['documents']:,} documents, {info['sequences']:,} sequences, "
-             f"{info['tokens']:,} tokens, dtype {info['dtype']}, max token id (first 1000 docs) {info['max_token_id']}",
-             "length: " + ", ".join(f"{k} {v:,.0f}" for k, v in info["length"].items())]
+    lines = [
+        f"{info['prefix']}: {info['documents']:,} documents, {info['sequences']:,} sequences, "
+        f"{info['tokens']:,} tokens, dtype {info['dtype']}, max token id (first 1000 docs) {info['max_token_id']}",
+        "length: " + ", ".join(f"{k} {v:,.0f}" for k, v in info["length"].items()),
+    ]
     hist = info.get("histogram", [])
     if hist:
         top = max(h["count"] for h in hist) or 1

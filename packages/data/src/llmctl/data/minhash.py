@@ -29,7 +29,7 @@ def _char_classes() -> np.ndarray:
         if chr(cp).isalnum():
             table[cp] = 1
     for lo, hi in ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF)):
-        table[lo:hi + 1] = 2
+        table[lo : hi + 1] = 2
     return table
 
 
@@ -66,8 +66,9 @@ def shingle_hashes(texts: Sequence[str], ngram: int = 5) -> tuple[np.ndarray, np
     doc_start = np.concatenate([[0], np.cumsum(lens + 1)[:-1]])
 
     table = _classes()
-    cls = np.where(cp < 0x10000, table[np.minimum(cp, 0xFFFF)],
-                   np.where((cp >= 0x20000) & (cp < 0x32000), 2, 0)).astype(np.uint8)
+    cls = np.where(
+        cp < 0x10000, table[np.minimum(cp, 0xFFFF)], np.where((cp >= 0x20000) & (cp < 0x32000), 2, 0)
+    ).astype(np.uint8)
     is_tok = cls > 0
     prev_word = np.empty_like(is_tok)
     prev_word[0] = False
@@ -77,10 +78,12 @@ def shingle_hashes(texts: Sequence[str], ngram: int = 5) -> tuple[np.ndarray, np
     if len(tok_pos) == 0:
         return np.zeros(0, U64), np.zeros(0, np.int64)
     start_pos = np.flatnonzero(start)
-    tok_of_char = np.cumsum(start[tok_pos]) - 1               # token number of each token character
+    tok_of_char = np.cumsum(start[tok_pos]) - 1  # token number of each token character
     pos_in_tok = tok_pos - start_pos[tok_of_char]
     with np.errstate(over="ignore"):
-        vals = _mix(cp[tok_pos].astype(U64) * U64(0x100000001B3) + pos_in_tok.astype(U64) * U64(0x9E3779B97F4A7C15))
+        vals = _mix(
+            cp[tok_pos].astype(U64) * U64(0x100000001B3) + pos_in_tok.astype(U64) * U64(0x9E3779B97F4A7C15)
+        )
         first_char = np.flatnonzero(np.diff(np.concatenate([[-1], tok_of_char])))
         tok_hash = _mix(np.add.reduceat(vals, first_char))
     tok_doc = np.searchsorted(doc_start, start_pos, side="right") - 1
@@ -99,8 +102,8 @@ def _ngrams(tok_hash: np.ndarray, tok_doc: np.ndarray, n: int, n_docs: int) -> t
             m = T - n + 1
             acc = tok_hash[:m] * _NGRAM_MULT[0]
             for k in range(1, n):
-                acc = acc + tok_hash[k:k + m] * _NGRAM_MULT[k]
-            valid = tok_doc[:m] == tok_doc[n - 1:]
+                acc = acc + tok_hash[k : k + m] * _NGRAM_MULT[k]
+            valid = tok_doc[:m] == tok_doc[n - 1 :]
             out_h.append(_mix(acc[valid]))
             out_d.append(tok_doc[:m][valid])
         short = np.flatnonzero((counts > 0) & (counts < n))
@@ -174,15 +177,16 @@ def _integrate(f, a: float, b: float, steps: int = 200) -> float:
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
 
 
-def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
-                  ) -> tuple[int, int]:
+def optimal_bands(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
     """(bands, rows) with bands*rows <= num_perm minimising the weighted false positive + negative areas
     of the LSH S-curve around `threshold` (the same criterion as datasketch's MinHashLSH)."""
     best, best_err = (1, 1), float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = _integrate(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
-            fn = _integrate(lambda s: 1 - (1 - (1 - s ** r) ** b), threshold, 1.0)
+            fp = _integrate(lambda s, r=r, b=b: 1 - (1 - s**r) ** b, 0.0, threshold)
+            fn = _integrate(lambda s, r=r, b=b: 1 - (1 - (1 - s**r) ** b), threshold, 1.0)
             err = fp * fp_weight + fn * fn_weight
             if err < best_err:
                 best, best_err = (b, r), err

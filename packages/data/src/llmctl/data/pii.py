@@ -12,25 +12,40 @@ from typing import Callable
 
 from .pipeline import Document, Stage, nbytes
 
-MASKS = {"email": "<EMAIL>", "phone": "<PHONE>", "id_number": "<ID_NUMBER>", "ip": "<IP>", "secret": "<SECRET>"}
+MASKS = {
+    "email": "<EMAIL>",
+    "phone": "<PHONE>",
+    "id_number": "<ID_NUMBER>",
+    "ip": "<IP>",
+    "secret": "<SECRET>",
+}
 
 _SECRET = re.compile(
     r"(?i)([?&#;](?:access_token|refresh_token|id_token|token|api_key|apikey|key|secret|client_secret|password|"
-    r"passwd|pwd|auth|authorization|sig|signature|session|sessionid|sid)=)([^&#\s\"'<>]+)")
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-                    r"\.[A-Za-z]{2,}(?![A-Za-z0-9-])")
-_CN_ID = re.compile(r"(?<![0-9A-Za-z])[1-8]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]"
-                    r"(?![0-9A-Za-z])")
+    r"passwd|pwd|auth|authorization|sig|signature|session|sessionid|sid)=)([^&#\s\"'<>]+)"
+)
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+    r"\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
+_CN_ID = re.compile(
+    r"(?<![0-9A-Za-z])[1-8]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]"
+    r"(?![0-9A-Za-z])"
+)
 _CN_MOBILE = re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)86[\s-]?)?1[3-9]\d(?:[\s-]?\d{4}){2}(?![0-9A-Za-z])")
 _CN_LANDLINE = re.compile(r"(?<![0-9A-Za-z-])(?:\(0\d{2,3}\)|0\d{2,3}-)\s?[2-9]\d{6,7}(?![0-9A-Za-z-])")
-_INTL = re.compile(r"(?<![0-9A-Za-z+])\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}"
-                   r"(?![0-9A-Za-z])")
+_INTL = re.compile(
+    r"(?<![0-9A-Za-z+])\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}"
+    r"(?![0-9A-Za-z])"
+)
 _US = re.compile(r"(?<![0-9A-Za-z(-])(?:\(\d{3}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}(?![0-9A-Za-z-])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![0-9.])(?:{_OCTET}\.){{3}}{_OCTET}(?![0-9]|\.\d)")
 _H = r"[0-9A-Fa-f]{1,4}"
-_IPV6 = re.compile(rf"(?<![0-9A-Za-z:])(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{1,7}}:(?:{_H}(?::{_H}){{0,6}})?|::(?:{_H}:){{0,6}}{_H})"
-                   r"(?![0-9A-Za-z:])")
+_IPV6 = re.compile(
+    rf"(?<![0-9A-Za-z:])(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{1,7}}:(?:{_H}(?::{_H}){{0,6}})?|::(?:{_H}:){{0,6}}{_H})"
+    r"(?![0-9A-Za-z:])"
+)
 
 
 def _digits(s: str) -> int:

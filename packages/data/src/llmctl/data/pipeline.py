@@ -23,12 +23,18 @@ class Document:
 
     __slots__ = ("text", "row", "source", "index", "lang")
 
-    def __init__(self, text: str, row: dict[str, Any] | None = None, source: str = "", index: int = 0,
-                 lang: str | None = None):
+    def __init__(
+        self,
+        text: str,
+        row: dict[str, Any] | None = None,
+        source: str = "",
+        index: int = 0,
+        lang: str | None = None,
+    ):
         self.text = text
         self.row = row if row is not None else {}
-        self.source = source      # file the document was read from
-        self.index = index        # row number inside that file (0-based, counting every row read)
+        self.source = source  # file the document was read from
+        self.index = index  # row number inside that file (0-based, counting every row read)
         self.lang = lang
 
     @property
@@ -75,12 +81,17 @@ class Count:
             slot[1] += b
 
     def to_dict(self) -> dict[str, Any]:
-        return {"docs": self.docs, "bytes": self.bytes,
-                "by_lang": {k: {"docs": d, "bytes": b} for k, (d, b) in sorted(self.by_lang.items())}}
+        return {
+            "docs": self.docs,
+            "bytes": self.bytes,
+            "by_lang": {k: {"docs": d, "bytes": b} for k, (d, b) in sorted(self.by_lang.items())},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Count":
-        return cls(d["docs"], d["bytes"], {k: [v["docs"], v["bytes"]] for k, v in d.get("by_lang", {}).items()})
+        return cls(
+            d["docs"], d["bytes"], {k: [v["docs"], v["bytes"]] for k, v in d.get("by_lang", {}).items()}
+        )
 
 
 class StageStats:
@@ -113,9 +124,12 @@ class StageStats:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.name, "kept": self.kept.to_dict(),
-                "dropped": {r: c.to_dict() for r, c in self.dropped.items()},
-                "modified": {r: c.to_dict() for r, c in self.modified.items()}}
+        return {
+            "stage": self.name,
+            "kept": self.kept.to_dict(),
+            "dropped": {r: c.to_dict() for r, c in self.dropped.items()},
+            "modified": {r: c.to_dict() for r, c in self.modified.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageStats":
@@ -248,8 +262,15 @@ def mp_context():
     return mp.get_context("spawn")
 
 
-def run_shards(fn: Callable[..., Any], num_shards: int, workers: int, kwargs: dict[str, Any],
-               desc: str = "", total: float | None = None, unit: str = "docs") -> list[Any]:
+def run_shards(
+    fn: Callable[..., Any],
+    num_shards: int,
+    workers: int,
+    kwargs: dict[str, Any],
+    desc: str = "",
+    total: float | None = None,
+    unit: str = "docs",
+) -> list[Any]:
     """Run `fn(shard_index=i, num_shards=n, **kwargs)` for every shard, in `workers` processes.
 
     With one worker the shards run in this process (and show their own progress bars); with more, the parent
@@ -262,10 +283,13 @@ def run_shards(fn: Callable[..., Any], num_shards: int, workers: int, kwargs: di
     ctx = mp_context()
     counter = ctx.Value("q", 0)
     results: list[Any] = [None] * num_shards
-    with ProcessPoolExecutor(max_workers=min(workers, num_shards), mp_context=ctx, initializer=_init_worker,
-                             initargs=(counter,)) as pool:
-        futures = {pool.submit(fn, shard_index=i, num_shards=num_shards, quiet=True, **kwargs): i
-                   for i in range(num_shards)}
+    with ProcessPoolExecutor(
+        max_workers=min(workers, num_shards), mp_context=ctx, initializer=_init_worker, initargs=(counter,)
+    ) as pool:
+        futures = {
+            pool.submit(fn, shard_index=i, num_shards=num_shards, quiet=True, **kwargs): i
+            for i in range(num_shards)
+        }
         bar = progress(total=total, desc=desc, unit=unit)
         pending = set(futures)
         try:

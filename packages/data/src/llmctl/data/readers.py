@@ -55,8 +55,9 @@ def read_jsonl(path: str) -> Iterator[dict]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                                ) from None
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -117,8 +118,9 @@ def read_txt(path: str) -> Iterator[dict]:
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                                ) from None
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                ) from None
             if line.strip():
                 yield {"text": line}
 
@@ -126,7 +128,11 @@ def read_txt(path: str) -> Iterator[dict]:
 read_txt.extensions = (".txt", ".txt.gz")
 
 BUILTIN_READERS: dict[str, Reader] = {
-    "parquet": read_parquet, "jsonl": read_jsonl, "json": read_json, "csv": read_csv, "txt": read_txt,
+    "parquet": read_parquet,
+    "jsonl": read_jsonl,
+    "json": read_json,
+    "csv": read_csv,
+    "txt": read_txt,
 }
 
 
@@ -176,9 +182,14 @@ def expand_inputs(paths: Iterable[str | os.PathLike], what: str = "--input") -> 
                 continue
             path = Path(part)
             if path.is_dir():
-                found = sorted(str(f) for f in path.rglob("*")
-                               if f.is_file() and f.name.lower().endswith(exts) and f.name not in SKIP_NAMES
-                               and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts))
+                found = sorted(
+                    str(f)
+                    for f in path.rglob("*")
+                    if f.is_file()
+                    and f.name.lower().endswith(exts)
+                    and f.name not in SKIP_NAMES
+                    and not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
+                )
                 if not found:
                     raise UserError(f"{what} {path}: no readable files in this directory")
                 out.extend(found)
@@ -200,17 +211,26 @@ def pick_text_key(row: dict[str, Any], text_key: str | None, path: str) -> str:
     """The text column: the one asked for, or (when not asked) 'text' then 'content'."""
     if text_key:
         if text_key not in row:
-            raise UserError(f"{path}: no text column '{text_key}' (columns: {', '.join(map(str, row)) or 'none'})")
+            raise UserError(
+                f"{path}: no text column '{text_key}' (columns: {', '.join(map(str, row)) or 'none'})"
+            )
         return text_key
     for key in ("text", "content"):
         if key in row:
             return key
-    raise UserError(f"{path}: no 'text' or 'content' column (columns: {', '.join(map(str, row)) or 'none'}); "
-                    "pass --text-key")
+    raise UserError(
+        f"{path}: no 'text' or 'content' column (columns: {', '.join(map(str, row)) or 'none'}); "
+        "pass --text-key"
+    )
 
 
-def iter_documents(plan: ShardPlan | Sequence[str], text_key: str | None = None, stats: StageStats | None = None,
-                   lang_key: str | None = None, fmt: str | None = None) -> Iterator[Document]:
+def iter_documents(
+    plan: ShardPlan | Sequence[str],
+    text_key: str | None = None,
+    stats: StageStats | None = None,
+    lang_key: str | None = None,
+    fmt: str | None = None,
+) -> Iterator[Document]:
     """Documents of one shard, in a stable order; empty/whitespace-only texts are dropped and counted ("empty").
 
     The document numbering used for document-level sharding counts every row of every file, so it does not
@@ -234,7 +254,9 @@ def iter_documents(plan: ShardPlan | Sequence[str], text_key: str | None = None,
             if text is None:
                 text = ""
             if not isinstance(text, str):
-                raise UserError(f"{path}: row {index}: column '{key}' is {type(text).__name__}, expected text")
+                raise UserError(
+                    f"{path}: row {index}: column '{key}' is {type(text).__name__}, expected text"
+                )
             lang = row.get(lang_key) if lang_key else None
             if not text.strip():
                 if stats is not None:

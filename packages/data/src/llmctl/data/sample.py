@@ -59,8 +59,10 @@ def discover(input_root: str, lang_key: str | None) -> dict[str, list[str]]:
     for f in files:
         lang = _lang_of_path(os.path.relpath(f, root))
         if lang is None:
-            raise UserError(f"{f}: cannot tell its language from the folder name (expected zh/ or en/ "
-                            "sub-folders); pass --lang-key for a language column")
+            raise UserError(
+                f"{f}: cannot tell its language from the folder name (expected zh/ or en/ "
+                "sub-folders); pass --lang-key for a language column"
+            )
         out.setdefault(lang, []).append(f)
     return out
 
@@ -89,8 +91,16 @@ def _batches(path: str, columns: list[str], batch_rows: int = 4096):
 class _Source:
     """One language's stream of selected rows, as Arrow tables with their text byte lengths."""
 
-    def __init__(self, lang: str, files: list[str], root: str, cols: dict[str, str | None], min_score: dict,
-                 plan_by_doc: tuple[int, int] | None, seed: int):
+    def __init__(
+        self,
+        lang: str,
+        files: list[str],
+        root: str,
+        cols: dict[str, str | None],
+        min_score: dict,
+        plan_by_doc: tuple[int, int] | None,
+        seed: int,
+    ):
         self.lang, self.files, self.root, self.cols = lang, files, root, cols
         self.min_score, self.plan_by_doc, self.seed = min_score, plan_by_doc, seed
         self.p = 1.0
@@ -106,14 +116,17 @@ class _Source:
         lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False).astype(np.int64)
         n = batch.num_rows
         if self.cols["lang"]:
-            langs = np.asarray(pc.fill_null(batch.column(self.cols["lang"]).cast("string"), "").to_pylist(), dtype=object)
+            langs = np.asarray(
+                pc.fill_null(batch.column(self.cols["lang"]).cast("string"), "").to_pylist(), dtype=object
+            )
             langs = np.array([str(x).lower()[:2] for x in langs], dtype=object)
         else:
             langs = np.full(n, self.lang, dtype=object)
         ok = (lengths > 0) & np.isin(langs, [self.lang])
         if self.cols["score"]:
             score = pc.fill_null(batch.column(self.cols["score"]).cast("double"), float("-inf")).to_numpy(
-                zero_copy_only=False)
+                zero_copy_only=False
+            )
             ok &= score >= self.min_score[self.lang]
         if self.plan_by_doc is not None:
             i, k = self.plan_by_doc
@@ -147,17 +160,39 @@ class _Source:
                     continue
                 take = pa.array(idx)
                 text = batch.column(self.cols["text"]).take(take).cast(pa.string())
-                score = (batch.column(self.cols["score"]).take(take).cast(pa.float64()) if self.cols["score"]
-                         else pa.nulls(len(idx), pa.float64()))
-                table = pa.table({"text": text, "lang": pa.array([self.lang] * len(idx), pa.string()),
-                                  "score": score, "source": pa.array([f"{rel}:{r}" for r in rows[idx]], pa.string())})
+                score = (
+                    batch.column(self.cols["score"]).take(take).cast(pa.float64())
+                    if self.cols["score"]
+                    else pa.nulls(len(idx), pa.float64())
+                )
+                table = pa.table(
+                    {
+                        "text": text,
+                        "lang": pa.array([self.lang] * len(idx), pa.string()),
+                        "score": score,
+                        "source": pa.array([f"{rel}:{r}" for r in rows[idx]], pa.string()),
+                    }
+                )
                 yield table, lengths[idx]
 
 
-def sample_shard(input_root: str, out_dir: str | os.PathLike, train_size_gb: float, zh_ratio: float,
-                 en_ratio: float, min_score_zh: float = 0.0, min_score_en: float = 0.0, target_shard_mb: float = 500,
-                 text_key: str | None = None, lang_key: str | None = None, score_key: str | None = "score",
-                 seed: int = 42, shard_index: int = 0, num_shards: int = 1, quiet: bool = False) -> dict[str, Any]:
+def sample_shard(
+    input_root: str,
+    out_dir: str | os.PathLike,
+    train_size_gb: float,
+    zh_ratio: float,
+    en_ratio: float,
+    min_score_zh: float = 0.0,
+    min_score_en: float = 0.0,
+    target_shard_mb: float = 500,
+    text_key: str | None = None,
+    lang_key: str | None = None,
+    score_key: str | None = "score",
+    seed: int = 42,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Sample shard `shard_index` of `num_shards` (each shard gets 1/num_shards of the budget)."""
     check_shard(shard_index, num_shards)
     validate_ratios(zh_ratio, en_ratio)
@@ -177,10 +212,21 @@ def sample_shard(input_root: str, out_dir: str | os.PathLike, train_size_gb: flo
             continue
         files = by_lang.get(lang, []) if not lang_key else by_lang["*"]
         if not files:
-            raise UserError(f"--input-root {input_root}: no {lang} files, but --{lang}-ratio is {ratios[lang]}")
+            raise UserError(
+                f"--input-root {input_root}: no {lang} files, but --{lang}-ratio is {ratios[lang]}"
+            )
         plan = plan_shard(files, shard_index, num_shards)
-        sources.append(_Source(lang, list(plan.files), input_root, cols, min_score,
-                               (shard_index, num_shards) if plan.by_document else None, seed))
+        sources.append(
+            _Source(
+                lang,
+                list(plan.files),
+                input_root,
+                cols,
+                min_score,
+                (shard_index, num_shards) if plan.by_document else None,
+                seed,
+            )
+        )
 
     bar = make_bar(quiet, desc="sample: counting eligible rows", unit="rows")
     eligible = {s.lang: s.eligible_bytes(bar) for s in sources}
@@ -191,8 +237,11 @@ def sample_shard(input_root: str, out_dir: str | os.PathLike, train_size_gb: flo
     scale = min([1.0] + [eligible[lang] / b for lang, b in budgets.items() if b > 0])
     short = None
     if scale < 1.0:
-        short = {"requested_bytes": int(target), "scaled_to_bytes": int(target * scale),
-                 "eligible": {k: int(v) for k, v in eligible.items()}}
+        short = {
+            "requested_bytes": int(target),
+            "scaled_to_bytes": int(target * scale),
+            "eligible": {k: int(v) for k, v in eligible.items()},
+        }
         budgets = {k: v * scale for k, v in budgets.items()}
     for s in sources:
         s.p = min(1.0, OVERSAMPLE * budgets[s.lang] / eligible[s.lang]) if eligible[s.lang] else 0.0
@@ -203,8 +252,13 @@ def sample_shard(input_root: str, out_dir: str | os.PathLike, train_size_gb: flo
     pending: dict[str, tuple[Any, np.ndarray] | None] = {lang: None for lang in streams}
     chunk_bytes = max(1, int(target_shard_mb * MB / 32))
     bar = make_bar(quiet, desc="sample: writing", unit="B", unit_scale=True, total=sum(budgets.values()))
-    writer = ParquetWriter(out_dir, f"part-{shard_index:05d}", max_bytes=int(target_shard_mb * MB),
-                           row_group_bytes=max(1, int(target_shard_mb * MB / 8)), compression="zstd")
+    writer = ParquetWriter(
+        out_dir,
+        f"part-{shard_index:05d}",
+        max_bytes=int(target_shard_mb * MB),
+        row_group_bytes=max(1, int(target_shard_mb * MB / 8)),
+        compression="zstd",
+    )
     try:
         active = [lang for lang in streams if budgets[lang] > 0]
         while active:
@@ -238,15 +292,26 @@ def sample_shard(input_root: str, out_dir: str | os.PathLike, train_size_gb: flo
         bar.close()
     total = sum(written.values())
     manifest = {
-        "rows": sum(rows.values()), "bytes": total,
-        "by_lang": {k: {"rows": rows[k], "bytes": written[k], "share": written[k] / total if total else 0.0}
-                    for k in written},
-        "target": {"train_size_gb": train_size_gb, "bytes": int(target), "ratios": ratios,
-                   "min_score": min_score, "target_shard_mb": target_shard_mb},
-        "seed": seed, "shard": [shard_index, num_shards], "columns": cols,
+        "rows": sum(rows.values()),
+        "bytes": total,
+        "by_lang": {
+            k: {"rows": rows[k], "bytes": written[k], "share": written[k] / total if total else 0.0}
+            for k in written
+        },
+        "target": {
+            "train_size_gb": train_size_gb,
+            "bytes": int(target),
+            "ratios": ratios,
+            "min_score": min_score,
+            "target_shard_mb": target_shard_mb,
+        },
+        "seed": seed,
+        "shard": [shard_index, num_shards],
+        "columns": cols,
         "eligible_bytes": {k: int(v) for k, v in eligible.items()},
         "keep_probability": {s.lang: s.p for s in sources},
-        "files": writer.files, "sources": sorted({f for s in sources for f in s.files}),
+        "files": writer.files,
+        "sources": sorted({f for s in sources for f in s.files}),
     }
     if short:
         manifest["short"] = short
@@ -260,7 +325,9 @@ def validate_ratios(zh_ratio: float, en_ratio: float) -> None:
         if not 0 <= r <= 1:
             raise UserError(f"{name} must be in [0, 1], got {r}")
     if abs(zh_ratio + en_ratio - 1.0) > 1e-6:
-        raise UserError(f"--zh-ratio + --en-ratio must be 1, got {zh_ratio} + {en_ratio} = {zh_ratio + en_ratio:g}")
+        raise UserError(
+            f"--zh-ratio + --en-ratio must be 1, got {zh_ratio} + {en_ratio} = {zh_ratio + en_ratio:g}"
+        )
 
 
 def _guess_text_column(path: str) -> str:
@@ -277,7 +344,9 @@ def _guess_text_column(path: str) -> str:
     raise UserError(f"{path}: no 'text' or 'content' column (columns: {', '.join(names)}); pass --text-key")
 
 
-def run_sample(workers: int = 1, num_shards: int | None = None, quiet: bool = False, **kw: Any) -> dict[str, Any]:
+def run_sample(
+    workers: int = 1, num_shards: int | None = None, quiet: bool = False, **kw: Any
+) -> dict[str, Any]:
     """All shards locally (`workers` processes); several shards get one merged manifest.json."""
     n = num_shards or 1
     validate_ratios(kw["zh_ratio"], kw["en_ratio"])
@@ -293,11 +362,16 @@ def run_sample(workers: int = 1, num_shards: int | None = None, quiet: bool = Fa
             slot["bytes"] += v["bytes"]
     for v in by_lang.values():
         v["share"] = v["bytes"] / total if total else 0.0
-    merged = {"rows": sum(m["rows"] for m in manifests), "bytes": total, "by_lang": by_lang,
-              "target": {**manifests[0]["target"], "bytes": sum(m["target"]["bytes"] for m in manifests)},
-              "seed": manifests[0]["seed"], "num_shards": n,
-              "files": [f for m in manifests for f in m["files"]],
-              "sources": sorted({f for m in manifests for f in m["sources"]})}
+    merged = {
+        "rows": sum(m["rows"] for m in manifests),
+        "bytes": total,
+        "by_lang": by_lang,
+        "target": {**manifests[0]["target"], "bytes": sum(m["target"]["bytes"] for m in manifests)},
+        "seed": manifests[0]["seed"],
+        "num_shards": n,
+        "files": [f for m in manifests for f in m["files"]],
+        "sources": sorted({f for m in manifests for f in m["sources"]}),
+    }
     shorts = [m["short"] for m in manifests if m.get("short")]
     if shorts:
         merged["short"] = shorts

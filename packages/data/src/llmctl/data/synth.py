@@ -20,23 +20,63 @@ from typing import Any
 from llmctl.core.io import atomic_file, write_json_atomic
 
 COUNTRIES = [  # (en country, en capital, zh country, zh capital)
-    ("France", "Paris", "法国", "巴黎"), ("Japan", "Tokyo", "日本", "东京"), ("China", "Beijing", "中国", "北京"),
-    ("Germany", "Berlin", "德国", "柏林"), ("Italy", "Rome", "意大利", "罗马"), ("Spain", "Madrid", "西班牙", "马德里"),
-    ("Russia", "Moscow", "俄罗斯", "莫斯科"), ("Egypt", "Cairo", "埃及", "开罗"), ("Canada", "Ottawa", "加拿大", "渥太华"),
-    ("Brazil", "Brasilia", "巴西", "巴西利亚"), ("India", "New Delhi", "印度", "新德里"),
-    ("Australia", "Canberra", "澳大利亚", "堪培拉"), ("Kenya", "Nairobi", "肯尼亚", "内罗毕"),
-    ("Greece", "Athens", "希腊", "雅典"), ("Norway", "Oslo", "挪威", "奥斯陆"), ("Peru", "Lima", "秘鲁", "利马"),
-    ("Thailand", "Bangkok", "泰国", "曼谷"), ("Mexico", "Mexico City", "墨西哥", "墨西哥城"),
-    ("Turkey", "Ankara", "土耳其", "安卡拉"), ("Poland", "Warsaw", "波兰", "华沙"),
-    ("Sweden", "Stockholm", "瑞典", "斯德哥尔摩"), ("Vietnam", "Hanoi", "越南", "河内"),
-    ("Argentina", "Buenos Aires", "阿根廷", "布宜诺斯艾利斯"), ("Portugal", "Lisbon", "葡萄牙", "里斯本"),
+    ("France", "Paris", "法国", "巴黎"),
+    ("Japan", "Tokyo", "日本", "东京"),
+    ("China", "Beijing", "中国", "北京"),
+    ("Germany", "Berlin", "德国", "柏林"),
+    ("Italy", "Rome", "意大利", "罗马"),
+    ("Spain", "Madrid", "西班牙", "马德里"),
+    ("Russia", "Moscow", "俄罗斯", "莫斯科"),
+    ("Egypt", "Cairo", "埃及", "开罗"),
+    ("Canada", "Ottawa", "加拿大", "渥太华"),
+    ("Brazil", "Brasilia", "巴西", "巴西利亚"),
+    ("India", "New Delhi", "印度", "新德里"),
+    ("Australia", "Canberra", "澳大利亚", "堪培拉"),
+    ("Kenya", "Nairobi", "肯尼亚", "内罗毕"),
+    ("Greece", "Athens", "希腊", "雅典"),
+    ("Norway", "Oslo", "挪威", "奥斯陆"),
+    ("Peru", "Lima", "秘鲁", "利马"),
+    ("Thailand", "Bangkok", "泰国", "曼谷"),
+    ("Mexico", "Mexico City", "墨西哥", "墨西哥城"),
+    ("Turkey", "Ankara", "土耳其", "安卡拉"),
+    ("Poland", "Warsaw", "波兰", "华沙"),
+    ("Sweden", "Stockholm", "瑞典", "斯德哥尔摩"),
+    ("Vietnam", "Hanoi", "越南", "河内"),
+    ("Argentina", "Buenos Aires", "阿根廷", "布宜诺斯艾利斯"),
+    ("Portugal", "Lisbon", "葡萄牙", "里斯本"),
 ]
-ANIMALS = [("cat", "猫"), ("dog", "狗"), ("rabbit", "兔子"), ("fox", "狐狸"), ("bear", "熊"), ("owl", "猫头鹰"),
-           ("horse", "马"), ("duck", "鸭子")]
-ADJS = [("little", "小小"), ("brave", "勇敢"), ("clever", "聪明"), ("happy", "快乐"), ("sleepy", "困倦"), ("kind", "善良")]
-PLACES = [("forest", "森林里"), ("village", "村子里"), ("garden", "花园里"), ("river bank", "河边"), ("mountain", "山上")]
-ACTS = [("sang a song", "唱一首歌"), ("ate an apple", "吃一个苹果"), ("read a book", "读一本书"),
-        ("ran to the river", "跑到河边"), ("planted a flower", "种一朵花")]
+ANIMALS = [
+    ("cat", "猫"),
+    ("dog", "狗"),
+    ("rabbit", "兔子"),
+    ("fox", "狐狸"),
+    ("bear", "熊"),
+    ("owl", "猫头鹰"),
+    ("horse", "马"),
+    ("duck", "鸭子"),
+]
+ADJS = [
+    ("little", "小小"),
+    ("brave", "勇敢"),
+    ("clever", "聪明"),
+    ("happy", "快乐"),
+    ("sleepy", "困倦"),
+    ("kind", "善良"),
+]
+PLACES = [
+    ("forest", "森林里"),
+    ("village", "村子里"),
+    ("garden", "花园里"),
+    ("river bank", "河边"),
+    ("mountain", "山上"),
+]
+ACTS = [
+    ("sang a song", "唱一首歌"),
+    ("ate an apple", "吃一个苹果"),
+    ("read a book", "读一本书"),
+    ("ran to the river", "跑到河边"),
+    ("planted a flower", "种一朵花"),
+]
 MAX_OPERAND = 20
 
 
@@ -59,24 +99,44 @@ def _arith_en(r: random.Random) -> str:
 
 
 def _arith_zh(r: random.Random) -> str:
-    return "".join(f"{a}加{b}等于多少？我们来算一算：{a} + {b} = {a + b}。所以答案是{a + b}。" for a, b in _pairs(r))
+    return "".join(
+        f"{a}加{b}等于多少？我们来算一算：{a} + {b} = {a + b}。所以答案是{a + b}。" for a, b in _pairs(r)
+    )
 
 
 def _story_en(r: random.Random) -> str:
-    (adj, _), (animal, _), (place, _), (act, _) = r.choice(ADJS), r.choice(ANIMALS), r.choice(PLACES), r.choice(ACTS)
+    (adj, _), (animal, _), (place, _), (act, _) = (
+        r.choice(ADJS),
+        r.choice(ANIMALS),
+        r.choice(PLACES),
+        r.choice(ACTS),
+    )
     friend = r.choice([a for a in ANIMALS if a[0] != animal])[0]
-    return (f"Once upon a time, a {adj} {animal} lived in the {place}. Every morning the {animal} {act}. "
-            f"One day the {animal} met a {friend}, and they became good friends. The end.")
+    return (
+        f"Once upon a time, a {adj} {animal} lived in the {place}. Every morning the {animal} {act}. "
+        f"One day the {animal} met a {friend}, and they became good friends. The end."
+    )
 
 
 def _story_zh(r: random.Random) -> str:
-    (_, adj), (_, animal), (_, place), (_, act) = r.choice(ADJS), r.choice(ANIMALS), r.choice(PLACES), r.choice(ACTS)
+    (_, adj), (_, animal), (_, place), (_, act) = (
+        r.choice(ADJS),
+        r.choice(ANIMALS),
+        r.choice(PLACES),
+        r.choice(ACTS),
+    )
     friend = r.choice([a for a in ANIMALS if a[1] != animal])[1]
     return f"从前，{place}住着一只{adj}的{animal}。每天早上，{animal}都会{act}。有一天，{animal}遇到了一只{friend}，它们成了好朋友。完。"
 
 
-GENERATORS = [("en", _fact_en), ("zh", _fact_zh), ("en", _arith_en), ("zh", _arith_zh), ("en", _story_en),
-              ("zh", _story_zh)]
+GENERATORS = [
+    ("en", _fact_en),
+    ("zh", _fact_zh),
+    ("en", _arith_en),
+    ("zh", _arith_zh),
+    ("en", _story_en),
+    ("zh", _story_zh),
+]
 
 
 def _mc_rows(r: random.Random, n: int) -> list[list[str]]:
@@ -126,19 +186,39 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
         planted[kind][rec["id"]] = records[src]["id"]
 
     for k, src in enumerate(r.sample(range(docs), min(5, docs))):
-        plant("exact_duplicates", src, {"id": f"dup-exact-{k}", "text": records[src]["text"],
-                                        "lang": records[src]["lang"]})
+        plant(
+            "exact_duplicates",
+            src,
+            {"id": f"dup-exact-{k}", "text": records[src]["text"], "lang": records[src]["lang"]},
+        )
     # near duplicates of the longer documents (arithmetic, stories): one extra word at the end, Jaccard > 0.95
     en = [i for i in range(docs) if i % len(GENERATORS) in (2, 4)]
     for k, src in enumerate(r.sample(en, min(3, len(en)))):
-        plant("near_duplicates", src, {"id": f"dup-near-{k}", "text": records[src]["text"] + " Really.", "lang": "en"})
+        plant(
+            "near_duplicates",
+            src,
+            {"id": f"dup-near-{k}", "text": records[src]["text"] + " Really.", "lang": "en"},
+        )
     zh = [i for i in range(docs) if i % len(GENERATORS) in (3, 5)]
     for k, src in enumerate(r.sample(zh, min(2, len(zh)))):
-        plant("near_duplicates", src, {"id": f"dup-near-zh-{k}", "text": records[src]["text"] + "好。", "lang": "zh"})
+        plant(
+            "near_duplicates",
+            src,
+            {"id": f"dup-near-zh-{k}", "text": records[src]["text"] + "好。", "lang": "zh"},
+        )
     dirty = [
-        ("dirty-short-en", "ok", "en"), ("dirty-short-zh", "哈哈", "zh"),
-        ("dirty-url-spam", " ".join(f"Best deals http://spam.example.com/p{j}?ref=x" for j in range(8)), "en"),
-        ("dirty-email", "For questions about the capital of France, write to alice.smith@example.com today.", "en"),
+        ("dirty-short-en", "ok", "en"),
+        ("dirty-short-zh", "哈哈", "zh"),
+        (
+            "dirty-url-spam",
+            " ".join(f"Best deals http://spam.example.com/p{j}?ref=x" for j in range(8)),
+            "en",
+        ),
+        (
+            "dirty-email",
+            "For questions about the capital of France, write to alice.smith@example.com today.",
+            "en",
+        ),
         ("dirty-phone-zh", "关于法国的首都是巴黎这个问题，请致电13812345678咨询。", "zh"),
     ]
     for id_, text, lang in dirty:
@@ -153,8 +233,13 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
     for split, rows in mc.items():
         with atomic_file(out / "mc" / split / f"toyfacts_{split}.csv") as f:
             f.write(_csv_text(rows))
-    summary = {"docs": len(records), "seed": seed, "corpus": str(out / "corpus.jsonl"),
-               "mc": {s: str(out / "mc" / s / f"toyfacts_{s}.csv") for s in mc}, "planted": planted,
-               "bytes": sum(len(x["text"].encode()) for x in records)}
+    summary = {
+        "docs": len(records),
+        "seed": seed,
+        "corpus": str(out / "corpus.jsonl"),
+        "mc": {s: str(out / "mc" / s / f"toyfacts_{s}.csv") for s in mc},
+        "planted": planted,
+        "bytes": sum(len(x["text"].encode()) for x in records),
+    }
     write_json_atomic(out / "_synth.json", summary)
     return summary

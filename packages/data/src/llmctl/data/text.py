@@ -51,7 +51,7 @@ def _class_table() -> np.ndarray:
     """Per BMP code point: 0 other, 1 CJK ideograph (zh), 2 Latin letter (en), 3 digit."""
     t = np.zeros(0x10000, dtype=np.uint8)
     for lo, hi in ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)):
-        t[lo:hi + 1] = 1
+        t[lo : hi + 1] = 1
     t[0x41:0x5B] = t[0x61:0x7B] = t[0xC0:0x250] = 2
     t[0xD7] = t[0xF7] = 0  # × and ÷
     t[0x30:0x3A] = t[0xFF10:0xFF1A] = 3
@@ -77,8 +77,16 @@ def detect_langs(texts: list[str], sample: int = 2000) -> list[str]:
     heads = [t[:sample] for t in texts]
     cls = _classes(_codepoints("".join(heads)))
     bounds = np.cumsum([0] + [len(h) for h in heads])
-    zh = np.add.reduceat((cls == 1).astype(np.int64), bounds[:-1]) if len(cls) else np.zeros(len(texts), np.int64)
-    en = np.add.reduceat((cls == 2).astype(np.int64), bounds[:-1]) if len(cls) else np.zeros(len(texts), np.int64)
+    zh = (
+        np.add.reduceat((cls == 1).astype(np.int64), bounds[:-1])
+        if len(cls)
+        else np.zeros(len(texts), np.int64)
+    )
+    en = (
+        np.add.reduceat((cls == 2).astype(np.int64), bounds[:-1])
+        if len(cls)
+        else np.zeros(len(texts), np.int64)
+    )
     empty = bounds[1:] == bounds[:-1]  # reduceat gives the next element for an empty segment
     zh[empty] = 0
     en[empty] = 0

@@ -37,7 +37,7 @@ CHUNK_CHARS = 2 << 20
 
 @dataclass
 class TokenizeResult:
-    prefixes: dict[str, str]   # split -> output prefix
+    prefixes: dict[str, str]  # split -> output prefix
     report: dict[str, Any]
 
 
@@ -46,8 +46,10 @@ def resolve_dtype(dtype: str, vocab_size: int) -> type:
         return dtype_for_vocab(vocab_size)
     if dtype == "uint16":
         if vocab_size > 65535:
-            raise UserError(f"--dtype uint16 cannot hold this tokenizer's ids (vocab size {vocab_size} > 65535); "
-                            "use --dtype int32 or auto")
+            raise UserError(
+                f"--dtype uint16 cannot hold this tokenizer's ids (vocab size {vocab_size} > 65535); "
+                "use --dtype int32 or auto"
+            )
         return np.uint16
     if dtype == "int32":
         return np.int32
@@ -73,11 +75,15 @@ def encode_chunk(texts: list[str], eod: int | None, tok=None) -> tuple[np.ndarra
     encs = tok.encode_batch(texts, add_special_tokens=False)
     lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
     if eod is None:
-        flat = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int32,
-                           count=int(lengths.sum()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lengths.sum())
+        )
         return flat, lengths
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(e.ids, (eod,)) for e in encs),
-                       dtype=np.int32, count=int(lengths.sum()) + len(encs))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain(e.ids, (eod,)) for e in encs),
+        dtype=np.int32,
+        count=int(lengths.sum()) + len(encs),
+    )
     return flat, lengths + 1
 
 
@@ -99,8 +105,13 @@ def _is_val(src: int, rows: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     return uniform01(keys) < ratio
 
 
-def _split_write(builders: dict[str, IndexedDatasetBuilder], flat: np.ndarray, lengths: np.ndarray,
-                 is_val: np.ndarray, counts: dict[str, list[int]]) -> None:
+def _split_write(
+    builders: dict[str, IndexedDatasetBuilder],
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    is_val: np.ndarray,
+    counts: dict[str, list[int]],
+) -> None:
     if "val" not in builders or not is_val.any():
         builders["train"].add_documents(flat, lengths)
         counts["train"][0] += len(lengths)
@@ -114,8 +125,9 @@ def _split_write(builders: dict[str, IndexedDatasetBuilder], flat: np.ndarray, l
             counts[split][1] += int(lengths[mask].sum())
 
 
-def output_prefixes(output_prefix: str, val_ratio: float, shard_index: int = 0, num_shards: int = 1
-                    ) -> dict[str, str]:
+def output_prefixes(
+    output_prefix: str, val_ratio: float, shard_index: int = 0, num_shards: int = 1
+) -> dict[str, str]:
     base = output_prefix if num_shards == 1 else f"{output_prefix}-{shard_tag(shard_index, num_shards)}"
     out = {"train": f"{base}_train"}
     if val_ratio > 0:
@@ -123,10 +135,21 @@ def output_prefixes(output_prefix: str, val_ratio: float, shard_index: int = 0, 
     return out
 
 
-def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, text_key: str | None = None,
-                    workers: int = 1, append_eod: bool = True, val_ratio: float = 0.01, seed: int = 1234,
-                    dtype: str = "auto", log_interval: int = 0, shard_index: int = 0, num_shards: int = 1,
-                    quiet: bool = False) -> TokenizeResult:
+def tokenize_corpus(
+    inputs: Sequence[str],
+    tokenizer: str,
+    output_prefix: str,
+    text_key: str | None = None,
+    workers: int = 1,
+    append_eod: bool = True,
+    val_ratio: float = 0.01,
+    seed: int = 1234,
+    dtype: str = "auto",
+    log_interval: int = 0,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    quiet: bool = False,
+) -> TokenizeResult:
     """Tokenize shard `shard_index` of `num_shards` of `inputs` into `<prefix>_train` / `<prefix>_val`."""
     check_shard(shard_index, num_shards)
     if not 0 <= val_ratio < 1:
@@ -136,8 +159,10 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
     eod = None
     if append_eod:
         if info.eos_id is None:
-            raise UserError(f"--tokenizer {tokenizer}: no EOS token found to append as EOD "
-                            "(set eos_token in tokenizer_config.json or pass --no-append-eod)")
+            raise UserError(
+                f"--tokenizer {tokenizer}: no EOS token found to append as EOD "
+                "(set eos_token in tokenizer_config.json or pass --no-append-eod)"
+            )
         eod = int(info.eos_id)
 
     files = expand_inputs(inputs)
@@ -169,8 +194,11 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
             report_progress(len(kept))
             if log_interval and docs_done >= next_log:
                 dt = time.perf_counter() - t0
-                print(f"processed {docs_done} documents ({docs_done / dt:.1f} docs/s, "
-                      f"{sum(c[1] for c in counts.values()) / dt / 1e6:.2f} M tokens/s)", file=sys.stderr)
+                print(
+                    f"processed {docs_done} documents ({docs_done / dt:.1f} docs/s, "
+                    f"{sum(c[1] for c in counts.values()) / dt / 1e6:.2f} M tokens/s)",
+                    file=sys.stderr,
+                )
                 next_log += log_interval
 
         if workers <= 1:
@@ -178,8 +206,9 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
             for chunk in chunks:
                 consume(chunk, encode_raw_chunk(chunk, eod, tok))
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=_worker_init,
-                                       initargs=(info.json,))
+            pool = ProcessPoolExecutor(
+                max_workers=workers, mp_context=mp_context(), initializer=_worker_init, initargs=(info.json,)
+            )
             inflight: deque = deque()
             for chunk in chunks:
                 inflight.append((chunk, pool.submit(encode_raw_chunk, chunk, eod)))
@@ -203,15 +232,24 @@ def tokenize_corpus(inputs: Sequence[str], tokenizer: str, output_prefix: str, t
     for split, (d, t) in counts.items():
         stats.kept.add(t, split, docs=d)  # per split: docs and tokens (the "bytes" slot holds tokens here)
     report = {
-        "inputs": list(plan.files), "tokenizer": str(tokenizer), "vocab_size": info.vocab_size,
-        "padded_vocab_size": info.padded_vocab_size, "dtype": np.dtype(np_dtype).name, "append_eod": append_eod,
-        "eod_id": eod, "val_ratio": val_ratio, "seed": seed, "shard": [shard_index, num_shards],
-        "outputs": {s: {"prefix": prefixes[s], "documents": counts[s][0], "tokens": counts[s][1]} for s in prefixes},
+        "inputs": list(plan.files),
+        "tokenizer": str(tokenizer),
+        "vocab_size": info.vocab_size,
+        "padded_vocab_size": info.padded_vocab_size,
+        "dtype": np.dtype(np_dtype).name,
+        "append_eod": append_eod,
+        "eod_id": eod,
+        "val_ratio": val_ratio,
+        "seed": seed,
+        "shard": [shard_index, num_shards],
+        "outputs": {
+            s: {"prefix": prefixes[s], "documents": counts[s][0], "tokens": counts[s][1]} for s in prefixes
+        },
         "skipped": {r: c.docs for r, c in stats.dropped.items()},
         "seconds": round(elapsed, 3),
         "tokens_per_s": round(sum(c[1] for c in counts.values()) / max(elapsed, 1e-9), 1),
     }
-    write_json_atomic(f"{prefixes['train'][:-len('_train')]}_tokenize.json", report)
+    write_json_atomic(f"{prefixes['train'][: -len('_train')]}_tokenize.json", report)
     return TokenizeResult(prefixes, report)
 
 

@@ -40,7 +40,7 @@ def iter_training_text(docs: Iterable[str]) -> Iterator[str]:
     for text in docs:
         for line in text.split("\n"):
             for s in range(0, len(line), MAX_PIECE_CHARS):
-                piece = line[s:s + MAX_PIECE_CHARS]
+                piece = line[s : s + MAX_PIECE_CHARS]
                 if piece.strip():
                     yield piece
 
@@ -48,28 +48,56 @@ def iter_training_text(docs: Iterable[str]) -> Iterator[str]:
 # ---- sentencepiece -----------------------------------------------------------------------------------------
 
 
-def _train_spm(lines: Iterator[str], model_type: str, vocab_size: int, specials: Sequence[str],
-               character_coverage: float, max_sentences: int, seed: int) -> bytes:
+def _train_spm(
+    lines: Iterator[str],
+    model_type: str,
+    vocab_size: int,
+    specials: Sequence[str],
+    character_coverage: float,
+    max_sentences: int,
+    seed: int,
+) -> bytes:
     import sentencepiece as spm
 
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=lines, model_writer=buf, model_type=model_type, vocab_size=vocab_size,
-            byte_fallback=True, character_coverage=character_coverage,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=3, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS, pad_piece=PAD,
+            sentence_iterator=lines,
+            model_writer=buf,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            byte_fallback=True,
+            character_coverage=character_coverage,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            unk_piece=UNK,
+            bos_piece=BOS,
+            eos_piece=EOS,
+            pad_piece=PAD,
             user_defined_symbols=list(specials),
             # exact round trips: no NFKC, no whitespace collapsing, no dummy prefix
-            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-            allow_whitespace_only_pieces=True, split_digits=True, max_sentence_length=4 * MAX_PIECE_CHARS + 16,
-            input_sentence_size=max_sentences, shuffle_input_sentence=True, seed_sentencepiece_size=1000000,
-            hard_vocab_limit=model_type != "unigram", num_threads=os.cpu_count() or 1, minloglevel=2,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            max_sentence_length=4 * MAX_PIECE_CHARS + 16,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            seed_sentencepiece_size=1000000,
+            hard_vocab_limit=model_type != "unigram",
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
         )
     except RuntimeError as e:
         msg = str(e).splitlines()[0]
         if "required_chars" in msg:
-            raise UserError(f"--vocab-size {vocab_size} is too small for the characters in this corpus ({msg}); "
-                            "raise --vocab-size or lower --character-coverage (e.g. 0.995)") from None
+            raise UserError(
+                f"--vocab-size {vocab_size} is too small for the characters in this corpus ({msg}); "
+                "raise --vocab-size or lower --character-coverage (e.g. 0.995)"
+            ) from None
         raise UserError(f"sentencepiece training failed: {msg}") from None
     return buf.getvalue()
 
@@ -81,8 +109,9 @@ def spm_to_tokenizers(model_proto: bytes, model_type: str, specials: Sequence[st
 
     sp = spm.SentencePieceProcessor(model_proto=model_proto)
     pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    special_ids = [i for i in range(len(pieces))
-                   if sp.is_unknown(i) or sp.is_control(i) or pieces[i][0] in set(specials)]
+    special_ids = [
+        i for i in range(len(pieces)) if sp.is_unknown(i) or sp.is_control(i) or pieces[i][0] in set(specials)
+    ]
     if model_type == "unigram":
         model = models.Unigram(pieces, unk_id=sp.unk_id(), byte_fallback=True)
     else:
@@ -97,14 +126,19 @@ def spm_to_tokenizers(model_proto: bytes, model_type: str, specials: Sequence[st
                 if left in vocab and right in vocab:
                     merges.append((i, vocab[left], vocab[right], left, right))
         merges.sort()  # sentencepiece BPE merge order is the rank of the merged piece
-        model = models.BPE(vocab, [(a, b) for *_ids, a, b in merges], unk_token=UNK, byte_fallback=True,
-                           fuse_unk=True)
+        model = models.BPE(
+            vocab, [(a, b) for *_ids, a, b in merges], unk_token=UNK, byte_fallback=True, fuse_unk=True
+        )
     tok = Tokenizer(model)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
-        pre_tokenizers.Digits(individual_digits=True),
-    ])
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
+            pre_tokenizers.Digits(individual_digits=True),
+        ]
+    )
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
     tok.add_special_tokens([AddedToken(pieces[i][0], special=True, normalized=False) for i in special_ids])
     return tok
 
@@ -116,14 +150,21 @@ def _train_bytelevel(lines: Iterator[str], vocab_size: int, specials: Sequence[s
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     all_specials = list(BASE_SPECIALS) + [s for s in specials if s not in BASE_SPECIALS]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=all_specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), min_frequency=2)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=all_specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+    )
     tok.train_from_iterator(lines, trainer=trainer)
     return tok
 
@@ -142,27 +183,52 @@ def write_tokenizer_dir(tok, out: Path, kind: str, specials: Sequence[str], extr
     extra_specials = [s for s in specials if s not in BASE_SPECIALS]
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": UNK,
+        "pad_token": PAD,
         "additional_special_tokens": extra_specials,
-        "add_bos_token": False, "add_eos_token": False,
+        "add_bos_token": False,
+        "add_eos_token": False,
         "clean_up_tokenization_spaces": False,  # exact round trips
         "model_max_length": 1000000000000000019884624838656,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    smap = {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD,
-            "additional_special_tokens": extra_specials}
+    smap = {
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": UNK,
+        "pad_token": PAD,
+        "additional_special_tokens": extra_specials,
+    }
     (out / "special_tokens_map.json").write_text(json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
-    meta = {"type": kind, "vocab_size": vocab_size, "padded_vocab_size": padded_vocab(vocab_size),
-            "bos_id": ids[BOS], "eos_id": ids[EOS], "pad_id": ids[PAD], "unk_id": ids[UNK],
-            "special_tokens": {s: tok.token_to_id(s) for s in list(BASE_SPECIALS) + extra_specials}, **extra}
+    meta = {
+        "type": kind,
+        "vocab_size": vocab_size,
+        "padded_vocab_size": padded_vocab(vocab_size),
+        "bos_id": ids[BOS],
+        "eos_id": ids[EOS],
+        "pad_id": ids[PAD],
+        "unk_id": ids[UNK],
+        "special_tokens": {s: tok.token_to_id(s) for s in list(BASE_SPECIALS) + extra_specials},
+        **extra,
+    }
     (out / LLMCTL_TOKENIZER_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return meta
 
 
-def train_tokenizer(inputs: Sequence[str], output_dir: str | os.PathLike, vocab_size: int, kind: str = "spm-bpe",
-                    special_tokens: Sequence[str] = (), text_key: str | None = None,
-                    character_coverage: float = 0.9995, max_sentences: int = 5_000_000, seed: int = 0,
-                    quiet: bool = False) -> dict:
+def train_tokenizer(
+    inputs: Sequence[str],
+    output_dir: str | os.PathLike,
+    vocab_size: int,
+    kind: str = "spm-bpe",
+    special_tokens: Sequence[str] = (),
+    text_key: str | None = None,
+    character_coverage: float = 0.9995,
+    max_sentences: int = 5_000_000,
+    seed: int = 0,
+    quiet: bool = False,
+) -> dict:
     """Train on the documents of `inputs` and write an AutoTokenizer-loadable directory (atomically)."""
     from llmctl.core.progress import progress
 
@@ -190,7 +256,9 @@ def train_tokenizer(inputs: Sequence[str], output_dir: str | os.PathLike, vocab_
     extra_specials = [s for s in specials if s not in BASE_SPECIALS]
     if kind.startswith("spm-"):
         model_type = kind.split("-", 1)[1]
-        proto = _train_spm(lines, model_type, vocab_size, extra_specials, character_coverage, max_sentences, seed)
+        proto = _train_spm(
+            lines, model_type, vocab_size, extra_specials, character_coverage, max_sentences, seed
+        )
         tok = spm_to_tokenizers(proto, model_type, extra_specials)
     else:
         proto = None
@@ -200,8 +268,12 @@ def train_tokenizer(inputs: Sequence[str], output_dir: str | os.PathLike, vocab_
     with atomic_dir(output_dir) as tmp:
         if proto is not None:
             (tmp / "tokenizer.model").write_bytes(proto)
-        meta = write_tokenizer_dir(tok, tmp, kind, specials,
-                                   {"trained_on": {"files": files, "docs": counted["docs"],
-                                                   "chars": counted["chars"]}})
+        meta = write_tokenizer_dir(
+            tok,
+            tmp,
+            kind,
+            specials,
+            {"trained_on": {"files": files, "docs": counted["docs"], "chars": counted["chars"]}},
+        )
     meta["skipped"] = stats.to_dict()["dropped"]
     return meta

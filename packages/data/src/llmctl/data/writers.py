@@ -66,7 +66,9 @@ class JsonlWriter(_RollingWriter):
         self._f = None
 
     def write(self, row: dict[str, Any], size: int | None = None) -> None:
-        self.write_raw((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass"))
+        self.write_raw(
+            (json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8", "surrogatepass")
+        )
 
     def write_raw(self, line: bytes) -> None:
         """Append one already-encoded JSON line (ending in a newline)."""
@@ -105,8 +107,15 @@ class ParquetWriter(_RollingWriter):
 
     ext = ".parquet"
 
-    def __init__(self, out_dir, prefix, max_bytes=None, row_group_bytes: int = 64 << 20, schema=None,
-                 compression: str = "snappy"):
+    def __init__(
+        self,
+        out_dir,
+        prefix,
+        max_bytes=None,
+        row_group_bytes: int = 64 << 20,
+        schema=None,
+        compression: str = "snappy",
+    ):
         super().__init__(out_dir, prefix, max_bytes)
         self.row_group_bytes = row_group_bytes
         self.schema = schema
@@ -140,8 +149,9 @@ class ParquetWriter(_RollingWriter):
             try:
                 tables.append(pa.Table.from_pylist(self._rows_buf, schema=self.schema))
             except (pa.ArrowException, TypeError, ValueError) as e:
-                raise UserError(f"cannot write rows to parquet ({e}); are the input files' columns consistent?"
-                                ) from None
+                raise UserError(
+                    f"cannot write rows to parquet ({e}); are the input files' columns consistent?"
+                ) from None
         if len(tables) == 1:
             return tables[0]
         return pa.concat_tables(tables, promote_options="default")
@@ -196,8 +206,12 @@ class ParquetWriter(_RollingWriter):
 
 def make_writer(fmt: str, out_dir, prefix: str, max_bytes: int | None = None):
     if fmt == "parquet":
-        return ParquetWriter(out_dir, prefix, max_bytes=max_bytes,
-                             row_group_bytes=min(64 << 20, max(1 << 16, (max_bytes or 1 << 30) // 8)))
+        return ParquetWriter(
+            out_dir,
+            prefix,
+            max_bytes=max_bytes,
+            row_group_bytes=min(64 << 20, max(1 << 16, (max_bytes or 1 << 30) // 8)),
+        )
     if fmt == "jsonl":
         return JsonlWriter(out_dir, prefix, max_bytes=max_bytes)
     raise UserError(f"unknown output format '{fmt}' (use jsonl or parquet)")
