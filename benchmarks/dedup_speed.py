@@ -32,7 +32,7 @@ _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
 def make_docs(n: int, seed: int = 0) -> list[str]:
     """Windows of the fixture texts: 70% English (40-300 words), 30% Chinese (60-400 characters)."""
-    from conftest import TEXT_CORPUS, fixture_texts
+    from data_helpers import TEXT_CORPUS, fixture_texts
 
     words = (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split()
     zh = "".join(t for t in fixture_texts(max_chinese_lines=100_000) if re.match(r"[\u4e00-\u9fff]", t))

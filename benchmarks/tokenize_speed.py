@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests" / "data"))
 
 
 def base_documents() -> list[str]:
-    from conftest import fixture_texts  # the same fixture reader the tests use
+    from data_helpers import fixture_texts  # the same fixture reader the tests use
 
     return [t for t in fixture_texts(max_chinese_lines=100_000) if t.strip()]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_jsonl, run_cli, write_jsonl
+from data_helpers import read_jsonl, run_cli, write_jsonl
 
 from llmctl.data.filters import build_rules
 from llmctl.data.pii import mask_pii

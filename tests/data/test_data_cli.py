@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli, write_jsonl
+from data_helpers import run_cli, write_jsonl
 
 from llmctl.data.indexed import IndexedDataset
 

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import read_jsonl, run_cli, write_jsonl
+from data_helpers import read_jsonl, run_cli, write_jsonl
 
 from llmctl.data.minhash import MinHasher, jaccard_estimate, optimal_bands
 

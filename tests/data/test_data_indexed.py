@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MIXED_TEXT, fixture_texts, run_cli, write_jsonl
+from data_helpers import MIXED_TEXT, fixture_texts, run_cli, write_jsonl
 
 from llmctl.data.indexed import IndexedDataset, IndexedDatasetBuilder
 

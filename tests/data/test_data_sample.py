@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
+from data_helpers import run_cli
 
 ZH = "".join(chr(0x4E00 + i) for i in range(3000))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MIXED_TEXT, fixture_texts, run_cli
+from data_helpers import MIXED_TEXT, fixture_texts, run_cli
 
 ROUND_TRIP = MIXED_TEXT + [
     "Ünïcödé façade — naïve café",
