@@ -74,6 +74,16 @@ def test_samples_pack_the_shuffled_token_stream_over_several_epochs(tmp_path):
         assert np.array_equal(ds[int(by_position[j])]["tokens"], stream[j * SEQ : j * SEQ + SEQ + 1])
 
 
+def test_num_samples_none_is_one_epoch_without_repeats(tmp_path):
+    docs = make_source(tmp_path / "one", 0, docs=50)
+    tokens = sum(len(d) for d in docs)
+    ds = build_gpt_dataset(str(tmp_path / "one"), seq_len=SEQ, num_samples=None, seed=2)
+    assert len(ds) == (tokens - 1) // SEQ and ds.datasets[0].num_epochs == 1
+    make_source(tmp_path / "two", 1, docs=10)
+    blend = build_gpt_dataset(f"0.5 {tmp_path}/one 0.5 {tmp_path}/two", seq_len=SEQ, num_samples=None)
+    assert all(d.num_epochs == 1 for d in blend.datasets)  # the small source bounds the blend
+
+
 def test_indices_are_cached_next_to_the_data_and_reused(tmp_path):
     make_source(tmp_path / "c_train", 0)
     ds = build_gpt_dataset(str(tmp_path / "c"), seq_len=SEQ, num_samples=500, seed=1)

@@ -179,7 +179,7 @@ class BlendedGPTDataset:
 def build_gpt_dataset(
     spec: BlendSpec,
     seq_len: int,
-    num_samples: int,
+    num_samples: int | None,
     seed: int = 1234,
     split: str = "train",
     cache_dir: str | os.PathLike | None = None,
@@ -187,15 +187,22 @@ def build_gpt_dataset(
     """A blended GPT dataset of `num_samples` samples of `seq_len + 1` tokens over the prefixes in `spec`.
 
     `spec`: Megatron blend string ("0.7 zh 0.3 en"), list, mapping or YAML path (see llmctl.data.blend);
-    `split`: "train" or "val", resolved per prefix by `blend.resolve_prefix`.
+    `split`: "train" or "val", resolved per prefix by `blend.resolve_prefix`;
+    `num_samples=None`: one epoch, i.e. as many samples as fit without repeating any source's tokens.
     """
-    if num_samples < 1:
+    if num_samples is not None and num_samples < 1:
         raise UserError(f"num_samples must be >= 1, got {num_samples}")
     entries = parse_blend(spec)
     names = [p for p, _w in entries]
     resolved = [resolve_prefix(p, split) for p in names]
     sizes = [IndexedDataset(p).num_tokens for p in resolved]
     weights = normalise_weights([w for _p, w in entries], sizes)
+    if num_samples is None:
+        per_epoch = [(t - 1) // seq_len for t in sizes]
+        # the blend gives each source within one sample of w * n, hence the - 1
+        num_samples = int(min((e - 1) / w if len(sizes) > 1 else e for e, w in zip(per_epoch, weights) if w > 0))
+        if num_samples < 1:
+            raise UserError(f"{', '.join(resolved)}: fewer than seq_len + 1 = {seq_len + 1} tokens per source")
     source_of, index_in_source = blend_indices(weights, num_samples)
     per_source = np.bincount(source_of, minlength=len(names))
     datasets = []
