@@ -262,3 +262,31 @@ def test_synth_is_deterministic_and_planted_items_are_cleaned(tmp_path):
     copies = {**planted["exact_duplicates"], **planted["near_duplicates"]}
     assert len(copies) == 10 and not set(copies) & deduped  # every planted copy removed ...
     assert set(copies.values()) <= deduped  # ... and its original kept
+
+
+def test_sharded_tokenize_then_merge_has_every_document(tmp_path, bytelevel_tok):
+    write_jsonl(tmp_path / "in.jsonl", [{"text": f"document {i}: " + DOCS[i % 4]} for i in range(40)])
+    base = [
+        "data",
+        "tokenize",
+        "--input",
+        tmp_path / "in.jsonl",
+        "--tokenizer",
+        bytelevel_tok,
+        "--val-ratio",
+        "0.2",
+    ]
+    assert run_cli(base + ["--output-prefix", tmp_path / "whole"]).exit_code == 0
+    for i in range(3):
+        res = run_cli(
+            base + ["--output-prefix", tmp_path / "s", "--shard-index", str(i), "--num-shards", "3"]
+        )
+        assert res.exit_code == 0, res.output
+    for split in ("train", "val"):
+        parts = [f"{tmp_path}/s-{i:05d}-of-00003_{split}" for i in range(3)]
+        res = run_cli(
+            ["data", "merge", "--input", ",".join(parts), "--output-prefix", tmp_path / f"m_{split}"]
+        )
+        assert res.exit_code == 0, res.output
+        whole, merged = IndexedDataset(tmp_path / f"whole_{split}"), IndexedDataset(tmp_path / f"m_{split}")
+        assert sorted(map(tuple, merged[0 : len(merged)])) == sorted(map(tuple, whole[0 : len(whole)]))

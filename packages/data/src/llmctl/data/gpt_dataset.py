@@ -200,9 +200,13 @@ def build_gpt_dataset(
     if num_samples is None:
         per_epoch = [(t - 1) // seq_len for t in sizes]
         # the blend gives each source within one sample of w * n, hence the - 1
-        num_samples = int(min((e - 1) / w if len(sizes) > 1 else e for e, w in zip(per_epoch, weights) if w > 0))
+        num_samples = int(
+            min((e - 1) / w if len(sizes) > 1 else e for e, w in zip(per_epoch, weights) if w > 0)
+        )
         if num_samples < 1:
-            raise UserError(f"{', '.join(resolved)}: fewer than seq_len + 1 = {seq_len + 1} tokens per source")
+            raise UserError(
+                f"{', '.join(resolved)}: fewer than seq_len + 1 = {seq_len + 1} tokens per source"
+            )
     source_of, index_in_source = blend_indices(weights, num_samples)
     per_source = np.bincount(source_of, minlength=len(names))
     datasets = []

@@ -251,18 +251,3 @@ def tokenize_corpus(
     }
     write_json_atomic(f"{prefixes['train'][: -len('_train')]}_tokenize.json", report)
     return TokenizeResult(prefixes, report)
-
-
-def merge_shards(output_prefix: str, num_shards: int, splits: Sequence[str]) -> dict[str, str]:
-    """Concatenate per-shard outputs `<prefix>-<i>-of-<n>_<split>` into `<prefix>_<split>`, then delete them."""
-    from .indexed import merge
-
-    out = {}
-    for split in splits:
-        parts = [f"{output_prefix}-{shard_tag(i, num_shards)}_{split}" for i in range(num_shards)]
-        merge(parts, f"{output_prefix}_{split}")
-        for p in parts:
-            for ext in (".bin", ".idx"):
-                Path(p + ext).unlink(missing_ok=True)
-        out[split] = f"{output_prefix}_{split}"
-    return out
