@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from llmctl.core.model import get_preset
 from llmctl.core.train import load_train_config, preset_names
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Presets log to ./logs: run where a failing config cannot leave files in the repository."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _err(code, out, err):
