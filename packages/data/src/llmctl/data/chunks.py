@@ -11,7 +11,6 @@ agree with every other stage.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,7 +19,15 @@ import numpy as np
 from llmctl.core.errors import UserError
 
 from .pipeline import ShardPlan
-from .readers import _open_text, pick_text_key, read_jsonl, read_parquet, reader_for
+from .readers import (
+    _open_text,
+    decode_line,
+    parse_json_line,
+    pick_text_key,
+    read_jsonl,
+    read_parquet,
+    reader_for,
+)
 
 
 @dataclass
@@ -127,18 +134,7 @@ def decode_chunk(chunk: Chunk) -> tuple[list[str], np.ndarray]:
     for i, item in enumerate(chunk.items):
         if chunk.kind == "jsonl":
             lineno = chunk.linenos[i]
-            try:
-                line = item.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{path}:{lineno}: not UTF-8 (byte 0x{item[e.start]:02x} at column {e.start + 1})"
-                ) from None
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            obj = parse_json_line(path, lineno, decode_line(path, lineno, item))
             if key not in obj:
                 raise UserError(f"{path}:{lineno}: no text column '{key}' (keys: {', '.join(obj) or 'none'})")
             text = obj[key]

@@ -48,25 +48,35 @@ def read_parquet(path: str, columns: Sequence[str] | None = None) -> Iterator[di
 read_parquet.extensions = (".parquet", ".pq")
 
 
+def decode_line(path: str, lineno: int, raw: bytes) -> str:
+    """One raw line as text; shared by the line readers and `chunks.decode_chunk` so errors read the same."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+        ) from None
+
+
+def parse_json_line(path: str, lineno: int, line: str) -> dict:
+    """One jsonl line as a dict; a bad line is a UserError naming file:line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl(path: str) -> Iterator[dict]:
     """One JSON object per line; a non-UTF-8 or invalid line is a UserError naming file:line."""
     with _open_text(path, binary=True) as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                ) from None
+            line = decode_line(path, lineno, raw)
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield parse_json_line(path, lineno, line)
 
 
 read_jsonl.extensions = (".jsonl", ".jsonl.gz", ".ndjson")
@@ -115,12 +125,7 @@ def read_txt(path: str) -> Iterator[dict]:
     """Plain text: one document per non-blank line, under the key 'text'."""
     with _open_text(path, binary=True) as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
-                ) from None
+            line = decode_line(path, lineno, raw).rstrip("\r\n")
             if line.strip():
                 yield {"text": line}
 
