@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -24,7 +23,7 @@ from .pipeline import (
     shard_tag,
 )
 from .readers import expand_inputs, iter_documents, pick_text_key
-from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
+from .writers import finish_single_file, make_writer, output_format, parts_output
 
 
 class RuleStage(Stage):
@@ -75,7 +74,7 @@ def clean_shard(
     read_stats = StageStats("read")
     rule_stage = RuleStage(build_rules(rules))
     pii_stage = PiiStage(pii)
-    fmt = out_format or ("parquet" if all(f.endswith((".parquet", ".pq")) for f in plan.files) else "jsonl")
+    fmt = output_format(out_format, plan.files)
     bar = make_bar(quiet, desc=f"clean {shard_index}/{num_shards}", unit="docs")
     final = StageStats("clean")
 
@@ -128,11 +127,7 @@ def run_clean(
     """
     n = num_shards or max(1, workers)
     build_rules(rules)  # fail fast on a bad rules file, before starting workers
-    target = single_file_target(output)
-    out_dir = side_path(target, "parts") if target else Path(output)
-    if target:
-        out_format = FILE_SUFFIXES[target.suffix]
-        shutil.rmtree(out_dir, ignore_errors=True)
+    target, out_dir, out_format = parts_output(output, out_format)
     reports = run_shards(
         clean_shard,
         n,
@@ -149,9 +144,7 @@ def run_clean(
     )
     report = merge_reports(reports, out_dir)
     if target:
-        report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
-        write_json_atomic(side_path(target, "report.json"), report)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        finish_single_file(report, target, out_dir)
     return report
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +42,14 @@ from .pipeline import (
     shard_tag,
 )
 from .readers import _open_text, expand_inputs, iter_documents, pick_text_key, read_jsonl, reader_for
-from .writers import FILE_SUFFIXES, concat_files, make_writer, side_path, single_file_target
+from .writers import (
+    finish_single_file,
+    make_writer,
+    output_format,
+    parts_output,
+    side_path,
+    single_file_target,
+)
 
 BATCH_DOCS = 512
 METHODS = {0: "exact", 1: "minhash"}
@@ -375,7 +381,7 @@ def dedup_apply(
     plan = plan_shard(files, shard_index, num_shards)
     if list(plan.files) != meta["files"]:
         raise UserError(f"dedup apply: shard {shard_index}'s input files differ from the signatures phase")
-    fmt = out_format or ("parquet" if all(f.endswith((".parquet", ".pq")) for f in plan.files) else "jsonl")
+    fmt = output_format(out_format, plan.files)
     stats = _apply_stats(paths, method)
     bar = make_bar(quiet, desc=f"dedup apply {shard_index}/{num_shards}", unit="docs")
     with make_writer(fmt, output, f"part-{shard_index:05d}", max_file_mb << 20) as writer:
@@ -460,11 +466,7 @@ def run_dedup(
     next to it as `_<name>.report.json`, `_<name>.pairs.jsonl`, `_<name>.dedup_work/`).
     """
     n = num_shards or max(1, workers)
-    target = single_file_target(output)
-    out_dir = side_path(target, "parts") if target else Path(output)
-    if target:
-        out_format = FILE_SUFFIXES[target.suffix]
-        shutil.rmtree(out_dir, ignore_errors=True)
+    target, out_dir, out_format = parts_output(output, out_format)
     work = Path(work_dir) if work_dir else default_work_dir(output)
     pairs = side_path(target, "pairs.jsonl") if target else out_dir / "_pairs.jsonl"
     files = expand_inputs(inputs)
@@ -500,9 +502,7 @@ def run_dedup(
         "summary": total.summary(),
     }
     if target:
-        report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
-        write_json_atomic(side_path(target, "report.json"), report)
-        shutil.rmtree(out_dir, ignore_errors=True)
+        finish_single_file(report, target, out_dir)
     else:
         write_json_atomic(out_dir / "_report.json", report)
     return report

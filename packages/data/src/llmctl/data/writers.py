@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from llmctl.core.errors import UserError
+from llmctl.core.io import atomic_path, write_json_atomic
 
 
 class _RollingWriter:
@@ -217,6 +219,11 @@ def make_writer(fmt: str, out_dir, prefix: str, max_bytes: int | None = None):
     raise UserError(f"unknown output format '{fmt}' (use jsonl or parquet)")
 
 
+def output_format(out_format: str | None, files: Sequence[str]) -> str:
+    """The requested format, else parquet when every input is parquet and jsonl otherwise."""
+    return out_format or ("parquet" if all(f.endswith((".parquet", ".pq")) for f in files) else "jsonl")
+
+
 # ---- a single output file instead of a directory --------------------------------------------------------
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet"}
@@ -233,12 +240,25 @@ def side_path(target: Path, what: str) -> Path:
     return target.parent / f"_{target.name}.{what}"
 
 
+def parts_output(output: str | os.PathLike, out_format: str | None) -> tuple[Path | None, Path, str | None]:
+    """(single-file target or None, directory the shards write to, format); clears a target's stale parts."""
+    target = single_file_target(output)
+    if not target:
+        return None, Path(output), out_format
+    out_dir = side_path(target, "parts")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return target, out_dir, FILE_SUFFIXES[target.suffix]
+
+
+def finish_single_file(report: dict[str, Any], target: Path, out_dir: Path) -> None:
+    """Concatenate the shards' parts into `target`, write its report beside it and remove the parts."""
+    report["files"] = [concat_files([f["path"] for f in report["files"]], target)]
+    write_json_atomic(side_path(target, "report.json"), report)
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def concat_files(parts: list[str], target: Path) -> dict[str, Any]:
     """Concatenate part files (jsonl bytes, or parquet row groups) into `target`, atomically."""
-    import shutil
-
-    from llmctl.core.io import atomic_path
-
     fmt = FILE_SUFFIXES[target.suffix]
     rows = 0
     with atomic_path(target) as tmp:
