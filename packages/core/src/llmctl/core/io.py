@@ -25,17 +25,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temp file next to `path`; rename it over `path` only if the block finishes without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def _replace_when_done(tmp: str | os.PathLike, path: Path) -> Iterator[None]:
+    """Rename `tmp` over `path` if the block finishes without error; otherwise delete `tmp`."""
     try:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -45,19 +38,27 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
 
 
 @contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temp file next to `path`; rename it over `path` only if the block finishes without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    with _replace_when_done(tmp, path):
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to `path` for a writer that wants a filename (pyarrow, numpy, torch.save)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
+    with _replace_when_done(tmp, path):
         yield tmp
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
