@@ -1,4 +1,4 @@
-"""Shared helpers for llmctl-core tests: tiny random HF models, a tiny tokenizer, and an in-process CLI."""
+"""Shared helpers for llmctl-core tests: tiny random HF models and a tiny tokenizer."""
 
 from __future__ import annotations
 
@@ -102,16 +102,3 @@ def make_hf_model(kind: str, seed: int = 0, **kw):
             if name.endswith("bias"):
                 p.normal_(0, 0.2)
     return model
-
-
-@pytest.fixture
-def cli():
-    """Run `llmctl ARGS` in-process: (exit_code, stdout, stderr)."""
-    from click.testing import CliRunner
-    from llmctl.cli.main import build_cli
-
-    def run(*args: str):
-        result = CliRunner().invoke(build_cli(), [str(a) for a in args], catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run

@@ -28,17 +28,3 @@ def hf_pair(hf_model_dir):
         AutoTokenizer.from_pretrained(str(hf_model_dir))
 
 
-@pytest.fixture
-def cli():
-    """Run `llmctl ARGS` in-process: (exit_code, stdout, stderr)."""
-    from click.testing import CliRunner
-
-    from llmctl.cli.main import build_cli
-
-    def run(*args):
-        result = CliRunner().invoke(build_cli(), [str(a) for a in args], catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return run
-
-
