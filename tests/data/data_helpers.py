@@ -42,6 +42,13 @@ def run_cli(args: list[str]):
     return CliRunner().invoke(build_cli(), [str(a) for a in args], catch_exceptions=True)
 
 
+def run_tokenize(inp, tokenizer, prefix, *extra):
+    """`llmctl data tokenize --input INP --tokenizer TOKENIZER --output-prefix PREFIX EXTRA...` in-process."""
+    return run_cli(
+        ["data", "tokenize", "--input", inp, "--tokenizer", tokenizer, "--output-prefix", prefix, *extra]
+    )
+
+
 def fixture_texts(max_chinese_lines: int = 3000) -> list[str]:
     """English (tinyshakespeare paragraphs, tatoeba) and Chinese (tatoeba, classical poetry) documents."""
     docs = [

@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import run_cli, write_jsonl
+from data_helpers import run_cli, run_tokenize, write_jsonl
 
 from llmctl.data.indexed import IndexedDataset
 
@@ -39,20 +39,7 @@ def test_every_reader_format_tokenizes_to_the_same_documents(tmp_path, bytelevel
     (tmp_path / "in").mkdir()
     _all_formats(tmp_path / "in")
     (tmp_path / "in" / "_report.json").write_text("{}")  # stage reports in a directory are not corpus files
-    res = run_cli(
-        [
-            "data",
-            "tokenize",
-            "--input",
-            tmp_path / "in",
-            "--tokenizer",
-            bytelevel_tok,
-            "--output-prefix",
-            tmp_path / "out" / "all",
-            "--val-ratio",
-            "0",
-        ]
-    )
+    res = run_tokenize(tmp_path / "in", bytelevel_tok, tmp_path / "out" / "all", "--val-ratio", "0")
     assert res.exit_code == 0, res.output
     ds = IndexedDataset(tmp_path / "out" / "all_train")
     tok = load_tokenizer_info(bytelevel_tok).load()
@@ -67,20 +54,7 @@ def test_empty_documents_are_counted_and_skipped(tmp_path, bytelevel_tok):
         tmp_path / "in.jsonl",
         [{"text": "one"}, {"text": ""}, {"text": "  \n "}, {"text": None}, {"text": "two"}],
     )
-    res = run_cli(
-        [
-            "data",
-            "tokenize",
-            "--input",
-            tmp_path / "in.jsonl",
-            "--tokenizer",
-            bytelevel_tok,
-            "--output-prefix",
-            tmp_path / "o",
-            "--val-ratio",
-            "0",
-        ]
-    )
+    res = run_tokenize(tmp_path / "in.jsonl", bytelevel_tok, tmp_path / "o", "--val-ratio", "0")
     assert res.exit_code == 0, res.output
     assert "skipped 3 empty documents" in res.output
     assert IndexedDataset(tmp_path / "o_train").num_documents == 2
@@ -108,20 +82,7 @@ def test_non_utf8_and_invalid_json_lines_name_file_and_line(tmp_path, bytelevel_
 
 def test_missing_text_column_names_file_and_columns(tmp_path, bytelevel_tok):
     write_jsonl(tmp_path / "in.jsonl", [{"body": "x", "id": 1}])
-    res = run_cli(
-        [
-            "data",
-            "tokenize",
-            "--input",
-            tmp_path / "in.jsonl",
-            "--tokenizer",
-            bytelevel_tok,
-            "--output-prefix",
-            tmp_path / "o",
-            "--json-keys",
-            "text",
-        ]
-    )
+    res = run_tokenize(tmp_path / "in.jsonl", bytelevel_tok, tmp_path / "o", "--json-keys", "text")
     _one_line_error(res, tmp_path / "in.jsonl", "no text column 'text'", "body")
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
     res = run_cli(["data", "dedup", "--input", tmp_path / "p.parquet", "--output", tmp_path / "d"])
@@ -132,9 +93,7 @@ def test_corrupt_parquet_names_the_file(tmp_path, bytelevel_tok):
     bad = tmp_path / "broken.parquet"
     pq.write_table(pa.table({"text": DOCS * 50}), bad)
     bad.write_bytes(bad.read_bytes()[:200] + b"\x00" * 64 + bad.read_bytes()[264:])
-    res = run_cli(
-        ["data", "tokenize", "--input", bad, "--tokenizer", bytelevel_tok, "--output-prefix", tmp_path / "o"]
-    )
+    res = run_tokenize(bad, bytelevel_tok, tmp_path / "o")
     _one_line_error(res, bad, "parquet")
     bad.write_bytes(b"garbage")
     _one_line_error(run_cli(["data", "clean", "--input", bad, "--output", tmp_path / "c"]), bad, "parquet")
@@ -197,21 +156,7 @@ def test_missing_input_and_bad_shard_flags(tmp_path):
 def test_inspect_shows_counts_histogram_and_a_decoded_sample(tmp_path, bytelevel_tok):
     write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in DOCS])
     assert (
-        run_cli(
-            [
-                "data",
-                "tokenize",
-                "--input",
-                tmp_path / "in.jsonl",
-                "--tokenizer",
-                bytelevel_tok,
-                "--output-prefix",
-                tmp_path / "o",
-                "--val-ratio",
-                "0",
-            ]
-        ).exit_code
-        == 0
+        run_tokenize(tmp_path / "in.jsonl", bytelevel_tok, tmp_path / "o", "--val-ratio", "0").exit_code == 0
     )
     res = run_cli(["data", "inspect", tmp_path / "o", "--tokenizer", bytelevel_tok, "--samples", "4"])
     assert res.exit_code == 0, res.output

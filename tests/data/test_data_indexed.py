@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import MIXED_TEXT, fixture_texts, run_cli, write_jsonl
+from data_helpers import MIXED_TEXT, fixture_texts, run_cli, run_tokenize, write_jsonl
 
 from llmctl.data.indexed import IndexedDataset, IndexedDatasetBuilder
 
@@ -100,22 +100,7 @@ def test_tokenize_output_is_read_by_megatron(tmp_path, bytelevel_tok):
         wanted = set(got[split])
         assert got[split] == [e for e in expected if e in wanted]
     # the in-process run and two worker processes write identical files
-    res = run_cli(
-        [
-            "data",
-            "tokenize",
-            "--input",
-            corpus,
-            "--tokenizer",
-            bytelevel_tok,
-            "--output-prefix",
-            tmp_path / "w2" / "c",
-            "--val-ratio",
-            "0.2",
-            "--workers",
-            "2",
-        ]
-    )
+    res = run_tokenize(corpus, bytelevel_tok, tmp_path / "w2" / "c", "--val-ratio", "0.2", "--workers", "2")
     assert res.exit_code == 0, res.output
     for name in ("c_train.bin", "c_train.idx", "c_val.bin", "c_val.idx"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
@@ -140,18 +125,7 @@ def test_tokenize_failing_midway_leaves_no_dataset(tmp_path, bytelevel_tok):
     write_jsonl(corpus, [{"text": f"document number {i}"} for i in range(3000)])
     with open(corpus, "ab") as f:
         f.write(b'{"text": "bad \xff byte"}\n')
-    res = run_cli(
-        [
-            "data",
-            "tokenize",
-            "--input",
-            corpus,
-            "--tokenizer",
-            bytelevel_tok,
-            "--output-prefix",
-            tmp_path / "out" / "c",
-        ]
-    )
+    res = run_tokenize(corpus, bytelevel_tok, tmp_path / "out" / "c")
     assert res.exit_code == 2
     assert f"{corpus}:3001" in res.output
     out = tmp_path / "out"
