@@ -147,41 +147,11 @@ def test_corrupt_parquet_and_missing_columns_name_the_file(tmp_path):
     root = make_corpus(tmp_path / "c", files_per_lang=1, rows=50)
     bad = root / "en" / "part-9.parquet"
     bad.write_bytes(b"PAR1 this is not really parquet PAR1")
-    res = run_cli(
-        [
-            "data",
-            "sample",
-            "--input-root",
-            root,
-            "--out-dir",
-            tmp_path / "o",
-            "--train-size-gb",
-            "0.0001",
-            "--zh-ratio",
-            "0.5",
-            "--en-ratio",
-            "0.5",
-        ]
-    )
+    args = ["data", "sample", "--input-root", root, "--out-dir", tmp_path / "o", "--train-size-gb", "0.0001"]
+    args += ["--zh-ratio", "0.5", "--en-ratio", "0.5"]
+    res = run_cli(args)
     assert res.exit_code == 2 and str(bad) in res.output and "parquet" in res.output
     bad.unlink()
-    res = run_cli(
-        [
-            "data",
-            "sample",
-            "--input-root",
-            root,
-            "--out-dir",
-            tmp_path / "o",
-            "--train-size-gb",
-            "0.0001",
-            "--zh-ratio",
-            "0.5",
-            "--en-ratio",
-            "0.5",
-            "--text-key",
-            "body",
-        ]
-    )
+    res = run_cli(args + ["--text-key", "body"])
     assert res.exit_code == 2 and "no column 'body'" in res.output and "part-0.parquet" in res.output
     assert not list((tmp_path / "o").glob("*.parquet")) if (tmp_path / "o").exists() else True
