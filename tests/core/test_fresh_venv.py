@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from core_helpers import REPO
 
 pytestmark = pytest.mark.slow
 

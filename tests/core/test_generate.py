@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_hf_model
+from core_helpers import make_hf_model
 from llmctl.core.errors import UserError
 from llmctl.core.generate import apply_repetition_penalty, generate, generate_text, warp_logits
 from llmctl.core.loading import load_model

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import HF_KINDS, TOKENIZER_FIXTURES, make_hf_model
+from core_helpers import HF_KINDS, TOKENIZER_FIXTURES, make_hf_model
 from llmctl.core.checkpoint import save_checkpoint
 from llmctl.core.config import to_dict
 from llmctl.core.loading import load_model

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import REPO
+from core_helpers import REPO
 from llmctl.core import plugins
 from llmctl.core.config import apply_overrides, from_dict
 from llmctl.core.errors import PluginError, UserError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOKENIZER_FIXTURES
+from core_helpers import TOKENIZER_FIXTURES
 from llmctl.core.errors import UserError
 from llmctl.core.tokenizer import find_tokenizer_dir, load_tokenizer
 
