@@ -141,3 +141,34 @@ def test_score_choices_edge_groups_match_transformers(hf_model_dir, hf_pair):
             got = score_choices(model, prompts, choice_ids, groups=groups, batch_size=batch)
             for g, r in zip(got, ref):
                 torch.testing.assert_close(torch.tensor(g), r, atol=1e-4, rtol=1e-4)
+
+
+def test_mmlu_cloze_matches_transformers(cli, tmp_path, hf_model_dir, hf_pair):
+    """Cloze mode: options hidden, each option's text scored after "Answer:" by a plain transformers forward,
+    summed log-probs divided by the option's length in characters (lm-eval's acc_norm), argmax."""
+    hf_model, hf_tok = hf_pair
+    code, _, err = cli("eval", "run", "--task", "mmlu", "--ckpt-dir", hf_model_dir, "--data-dir", MMLU_DIR,
+                       "--subjects", "astronomy,world_religions", "--shots", 2, "--limit", 4, "--mode", "cloze",
+                       "--batch-size", 3, "--out-dir", tmp_path)
+    assert code == 0, err
+    records = predictions(tmp_path, "mmlu")
+    assert len(records) == 8
+    for r in records:
+        dev = read_rows(MMLU_DIR / "dev" / f"{r['subject']}_dev.csv", header=False)[:2]
+        row = read_rows(MMLU_DIR / "test" / f"{r['subject']}_test.csv", header=False)[int(r["id"])]
+        header = f"The following are multiple choice questions (with answers) about  {r['subject'].replace('_', ' ')}.\n\n"
+        shots = "".join(f"{d[0]}\nAnswer: {d[1 + 'ABCD'.index(d[5])]}\n\n" for d in dev)
+        prompt = header + shots + f"{row[0]}\nAnswer:"
+        ctx = hf_tok(prompt).input_ids
+        ref = []
+        for choice in row[1:5]:
+            full = hf_tok(prompt + " " + choice).input_ids
+            assert full[:len(ctx)] == ctx  # the option's tokens follow the prompt's unchanged
+            with torch.no_grad():
+                logp = torch.log_softmax(hf_model(torch.tensor([full])).logits[0].float(), -1)
+            cont = full[len(ctx):]
+            total = sum(float(logp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+            ref.append(total / max(len(choice.strip()), 1))
+        torch.testing.assert_close(torch.tensor(r["scores"]), torch.tensor(ref), atol=1e-3, rtol=1e-4)
+        if sorted(ref)[-1] - sorted(ref)[-2] > 1e-3:
+            assert r["pred"] == "ABCD"[ref.index(max(ref))], (r["subject"], r["id"])

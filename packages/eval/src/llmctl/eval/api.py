@@ -42,7 +42,7 @@ class EvalContext:
     out_dir: Path
     data_dir: Path | None = None
     shots: int = 5
-    mode: str = "logits"  # logits | generate
+    mode: str = "logits"  # logits | generate | cloze
     max_new_tokens: int = 64
     batch_size: int | None = None  # None = auto
     limit: int | None = None  # items per subject (MC) / documents (ppl)

@@ -78,9 +78,10 @@ def _data_dirs(values: tuple[str, ...], tasks: list[str]) -> dict[str | None, Pa
               help="Tokenizer dir, when the model dir has none (or to override it).")
 @click.option("--shots", type=click.IntRange(0), default=5, show_default=True,
               help="Few-shot examples from the dev split (dropped from the front when the prompt is too long).")
-@click.option("--mode", type=click.Choice(["logits", "generate"]), default="logits", show_default=True,
+@click.option("--mode", type=click.Choice(["logits", "generate", "cloze"]), default="logits", show_default=True,
               help="logits: compare the next-token scores of the answer letters (official). generate: greedy "
-                   "decoding, then extract the letter (rules in docs/evaluators.md).")
+                   "decoding, then extract the letter (rules in docs/evaluators.md). cloze: options hidden, "
+                   "each option's text scored as the continuation, per character (for small models).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=64, show_default=True,
               help="Generate mode: tokens to generate per question.")
 @click.option("--batch-size", default="auto", show_default=True,

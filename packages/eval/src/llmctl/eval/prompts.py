@@ -40,6 +40,26 @@ class PromptFormat:
         return text
 
 
+@dataclasses.dataclass(frozen=True)
+class ClozeFormat(PromptFormat):
+    """The cloze formulation (OLMES "CF", lm-eval's acc_norm): the options are not shown, the prompt ends in
+    the answer prefix and each option's *text* is scored as the continuation. Small models that cannot yet
+    map an answer to its letter (the "MCF" ability emerges with scale) are measured this way."""
+
+    def example(self, q: Question, include_answer: bool) -> str:
+        text = self.question_prefix + q.question + self.answer_prefix
+        if include_answer:
+            text += f"{self.answer_sep}{q.choices[LETTERS.index(q.answer)]}\n\n"
+        return text
+
+    def continuations(self, q: Question) -> list[str]:
+        return [self.answer_sep + choice for choice in q.choices]
+
+    @classmethod
+    def of(cls, fmt: PromptFormat) -> "ClozeFormat":
+        return cls(**dataclasses.asdict(fmt))
+
+
 FORMATS = {
     "mmlu": PromptFormat("The following are multiple choice questions (with answers) about  {subject}.\n\n",
                          "", "\nAnswer:", " "),

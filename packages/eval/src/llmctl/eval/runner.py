@@ -21,11 +21,11 @@ from llmctl.core.progress import progress
 
 from .api import EvalContext, TaskResult
 from .loaders import LETTERS, Benchmark
-from .prompts import FORMATS, PromptFormat, fit_prompt
+from .prompts import FORMATS, ClozeFormat, PromptFormat, fit_prompt
 from .results import accuracy_result, write_results
-from .scoring import extract_letter
+from .scoring import continuation_ids, extract_letter, score_continuations
 
-MODES = ("logits", "generate")
+MODES = ("logits", "generate", "cloze")
 
 
 class MultipleChoiceEvaluator:
@@ -49,9 +49,13 @@ class MultipleChoiceEvaluator:
             if split == bench.shots_split:
                 raise UserError(f"--split {split} is where the few-shot examples come from; score it with --shots 0")
             bench.split_dir(data_dir, bench.shots_split)  # a clear error if dev/ is missing altogether
-        items, files, skipped = self._prompts(ctx, data_dir, split, subjects)
-        preds, extra, info = self._predict(ctx, [f.ids for _, _, f in items],
-                                           groups=[(q.subject, f.shots) for _, q, f in items])
+        fmt = ClozeFormat.of(self.fmt) if ctx.mode == "cloze" else self.fmt
+        items, files, skipped = self._prompts(ctx, fmt, data_dir, split, subjects)
+        if ctx.mode == "cloze":
+            preds, extra, info = self._predict_cloze(ctx, fmt, items)
+        else:
+            preds, extra, info = self._predict(ctx, [f.ids for _, _, f in items],
+                                               groups=[(q.subject, f.shots) for _, q, f in items])
         records = [{"order": order, "subject": q.subject, "id": q.id, "answer": q.answer, "pred": pred,
                     "correct": None if q.answer is None else pred == q.answer, "shots": f.shots,
                     "truncated": f.truncated, **x}
@@ -67,10 +71,11 @@ class MultipleChoiceEvaluator:
             result.info["submission"] = str(_write_submission(ctx.out_dir, self.name, records))
         return result
 
-    def _prompts(self, ctx: EvalContext, data_dir: Path, split: str, subjects: list[str]):
+    def _prompts(self, ctx: EvalContext, fmt: PromptFormat, data_dir: Path, split: str, subjects: list[str]):
         """([((subject#, question#), Question, FittedPrompt)] for this rank, files read, skipped subjects)."""
-        bench, fmt = self.benchmark, self.fmt
-        budget = ctx.loaded.config.max_seq_len - (ctx.max_new_tokens if ctx.mode == "generate" else 0)
+        bench = self.benchmark
+        reserve = {"generate": ctx.max_new_tokens, "cloze": CLOZE_RESERVE}.get(ctx.mode, 0)
+        budget = ctx.loaded.config.max_seq_len - reserve
         if budget < 1:
             raise UserError(f"--max-new-tokens {ctx.max_new_tokens} leaves no room for a prompt in "
                             f"max_seq_len {ctx.loaded.config.max_seq_len}")
@@ -110,6 +115,25 @@ class MultipleChoiceEvaluator:
         scores = ctx.score_choices(prompts, letter_ids, groups=groups, desc=self.name)
         preds = [LETTERS[max(range(len(LETTERS)), key=s.__getitem__)] for s in scores]
         return preds, [{"scores": s} for s in scores], {"choice_token_ids": dict(zip(LETTERS, letter_ids))}
+
+
+    def _predict_cloze(self, ctx: EvalContext, fmt: ClozeFormat, items: list):
+        """Cloze mode: the option whose text is most likely after the prompt, per character (lm-eval's
+        acc_norm), so a longer option is not penalised for having more tokens."""
+        requests, lengths = [], []
+        for _, q, f in items:
+            for cont in fmt.continuations(q):  # split as it would be after the answer prefix
+                requests.append((f.ids, continuation_ids(ctx.tokenizer, fmt.answer_prefix, cont)[:CLOZE_RESERVE]))
+                lengths.append(max(len(cont.strip()), 1))
+        logps = score_continuations(ctx.model, requests, batch_size=ctx.batch_size, desc=self.name)
+        n = len(LETTERS)
+        scores = [[logps[k * n + c] / lengths[k * n + c] for c in range(n)] for k in range(len(items))]
+        preds = [LETTERS[max(range(n), key=s.__getitem__)] for s in scores]
+        return preds, [{"scores": s} for s in scores], {"normalisation": "per character"}
+
+
+#: Tokens kept free after a cloze prompt for the longest option text.
+CLOZE_RESERVE = 32
 
 
 def _write_submission(out_dir: Path, task: str, records: list[dict[str, Any]]) -> Path:

@@ -175,6 +175,51 @@ def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice
     return out  # type: ignore[return-value]
 
 
+def continuation_ids(tokenizer: "Tokenizer", context: str, continuation: str) -> list[int]:
+    """The tokens `continuation` adds after `context` when the two are tokenized together (so a tokenizer
+    that glues a leading space to the next word is handled); the continuation alone if joining changes how
+    the context itself splits."""
+    ctx = encode_prompt(tokenizer, context)
+    full = encode_prompt(tokenizer, context + continuation)
+    if full[:len(ctx)] == ctx and len(full) > len(ctx):
+        return full[len(ctx):]
+    return tokenizer.encode(continuation)
+
+
+def score_continuations(model: "Transformer", requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                        batch_size: int | None = None, desc: str = "scoring") -> list[float]:
+    """Sum of log-probabilities of each continuation given its context, (context_ids, continuation_ids) pairs
+    in input order; batches of similar length, right-padded (a real token never attends to a later pad)."""
+    import torch
+
+    if not requests:
+        return []
+    param = next(model.parameters())
+    seqs = [list(c) + list(x) for c, x in requests]
+    for i, s in enumerate(seqs):
+        if not 1 < len(s) <= model.cfg.max_seq_len or not requests[i][1] or not requests[i][0]:
+            raise ValueError(f"request {i}: {len(s)} tokens; need a context, a continuation and <= max_seq_len")
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    longest = len(seqs[order[0]])
+    rows = batch_size or auto_batch_size(model.cfg, longest, longest, param.device, param.dtype)
+    out = [0.0] * len(seqs)
+    bar = progress(total=len(seqs), desc=desc, unit="choice")
+    with torch.inference_mode():
+        for chunk in _batches(order, rows):
+            width = max(len(seqs[i]) for i in chunk)
+            tokens = torch.zeros((len(chunk), width), dtype=torch.long, device=param.device)
+            for r, i in enumerate(chunk):
+                tokens[r, :len(seqs[i])] = torch.as_tensor(seqs[i], device=param.device)
+            logprobs = torch.log_softmax(model(tokens).float(), dim=-1)
+            for r, i in enumerate(chunk):
+                start, end = len(requests[i][0]), len(seqs[i])
+                targets = tokens[r, start:end]
+                out[i] = logprobs[r, start - 1:end - 1].gather(1, targets[:, None]).sum().item()
+            bar.update(len(chunk))
+    bar.close()
+    return out
+
+
 def generate_texts(model: "Transformer", tokenizer: "Tokenizer", prompts: Sequence[Sequence[int]], *,
                    max_new_tokens: int, batch_size: int | None = None, desc: str = "generating") -> list[str]:
     """Greedy continuations (decoded, special tokens skipped) of each prompt, batched by similar length so
