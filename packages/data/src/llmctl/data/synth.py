@@ -129,6 +129,31 @@ def _story_zh(r: random.Random) -> str:
     return f"从前，{place}住着一只{adj}的{animal}。每天早上，{animal}都会{act}。有一天，{animal}遇到了一只{friend}，它们成了好朋友。完。"
 
 
+def _mc_row(r: random.Random, zh: int) -> list[str]:
+    """One four-choice question on a capital from the corpus (English, or Chinese when `zh`), MMLU row layout."""
+    c, cap, zc, zcap = r.choice(COUNTRIES)
+    column, right = (3, zcap) if zh else (1, cap)
+    wrong = r.sample([x[column] for x in COUNTRIES if x[column] != right], 3)
+    options = wrong + [right]
+    r.shuffle(options)
+    return [f"{zc}的首都是哪里？" if zh else f"What is the capital of {c}?", *options, "ABCD"[options.index(right)]]
+
+
+def _mc_rows(r: random.Random, n: int) -> list[list[str]]:
+    return [_mc_row(r, i % 2) for i in range(n)]
+
+
+# Question/answer documents in the wording the evaluation prompts use (MMLU's header, whose official form has
+# two spaces before the subject, and "Answer:"), so what the model learned from the facts can be measured on
+# the multiple-choice set in the cloze formulation (`llmctl eval run --mode cloze`).
+QA_HEADER = "The following are multiple choice questions (with answers) about  toyfacts.\n\n"
+
+
+def _qa(r: random.Random) -> str:
+    rows = [_mc_row(r, r.randrange(2)) for _ in range(r.randint(3, 5))]
+    return QA_HEADER + "".join(f"{q}\nAnswer: {opts['ABCD'.index(ans)]}\n\n" for q, *opts, ans in rows)
+
+
 GENERATORS = [
     ("en", _fact_en),
     ("zh", _fact_zh),
@@ -136,30 +161,9 @@ GENERATORS = [
     ("zh", _arith_zh),
     ("en", _story_en),
     ("zh", _story_zh),
+    ("en", _qa),
+    ("en", _qa),
 ]
-
-
-def _mc_rows(r: random.Random, n: int) -> list[list[str]]:
-    rows = []
-    for i in range(n):
-        kind = i % 3
-        if kind == 0:
-            c, cap, _zc, _zcap = r.choice(COUNTRIES)
-            wrong = r.sample([x[1] for x in COUNTRIES if x[1] != cap], 3)
-            q, right = f"What is the capital of {c}?", cap
-        elif kind == 1:
-            _c, _cap, zc, zcap = r.choice(COUNTRIES)
-            wrong = r.sample([x[3] for x in COUNTRIES if x[3] != zcap], 3)
-            q, right = f"{zc}的首都是哪里？", zcap
-        else:
-            a, b = r.randint(0, MAX_OPERAND), r.randint(0, MAX_OPERAND)
-            s = a + b
-            wrong = r.sample([x for x in range(max(0, s - 5), s + 6) if x != s], 3)
-            q, right, wrong = f"What is {a} + {b}?", str(s), [str(w) for w in wrong]
-        options = wrong + [right]
-        r.shuffle(options)
-        rows.append([q, *options, "ABCD"[options.index(right)]])
-    return rows
 
 
 def _csv_text(rows: list[list[str]]) -> str:
