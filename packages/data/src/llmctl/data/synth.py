@@ -1,11 +1,13 @@
 """A deterministic toy bilingual corpus (zh + en) and a multiple-choice test answerable from it.
 
 Regular enough that a tiny model learns it in minutes on a CPU: templated facts ("The capital of France is
-Paris." / "法国的首都是巴黎。"), arithmetic ("3 + 4 = 7"), and short templated stories. A few planted exact
+Paris." / "法国的首都是巴黎。"), arithmetic ("3 + 4 = 7"), short templated stories, and question/answer documents in
+the evaluation prompt's wording ("What is the capital of France?\nAnswer: Paris"). A few planted exact
 and near duplicates and dirty documents (too short, URL spam, an e-mail to mask) give clean and dedup something
 visible to do; `_synth.json` maps each planted id to its original (copies come after their originals, so
 dedup, which keeps the first document of a cluster, removes the copies). The multiple-choice set uses MMLU's CSV layout
-(header-less `question,A,B,C,D,answer`) in `mc/{dev,test}/toyfacts_{dev,test}.csv`.
+(header-less `question,A,B,C,D,answer`) in `mc/{dev,test}/toyfacts_{dev,test}.csv`; its questions ask for the
+corpus's capitals with options in new orders and combinations.
 """
 
 from __future__ import annotations
