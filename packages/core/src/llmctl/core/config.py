@@ -17,7 +17,8 @@ from .errors import UserError
 T = TypeVar("T")
 
 
-def _did_you_mean(key: str, choices: typing.Iterable[str]) -> str:
+def did_you_mean(key: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when none is close: the hint every error uses."""
     close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -82,7 +83,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise UserError(f"unknown config key '{full}'{_did_you_mean(str(key), fields)}")
+            raise UserError(f"unknown config key '{full}'{did_you_mean(str(key), fields)}")
         kwargs[key] = _coerce(value, hints[key], full)
     try:
         obj = cls(**kwargs)

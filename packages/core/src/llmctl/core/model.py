@@ -88,11 +88,9 @@ PRESETS: dict[str, ModelConfig] = {
 
 def get_preset(name: str) -> ModelConfig:
     if name not in PRESETS:
-        import difflib
+        from .config import did_you_mean
 
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown model preset '{name}'{hint}; presets: {', '.join(PRESETS)}")
+        raise UserError(f"unknown model preset '{name}'{did_you_mean(name, PRESETS)}; presets: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])
 
 

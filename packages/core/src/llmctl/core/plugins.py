@@ -204,11 +204,11 @@ def get_bus(reload: bool = False) -> PluginBus:
 def lookup(kind: str, name: str) -> Any:
     """The registered value for `name`, or a UserError listing what is available."""
     from .errors import UserError
-    from .config import _did_you_mean
+    from .config import did_you_mean
 
     reg = get_bus().registry(kind)
     if name not in reg:
-        raise UserError(f"unknown {kind[:-1]} '{name}'{_did_you_mean(name, reg)}; available: {', '.join(sorted(reg))}")
+        raise UserError(f"unknown {kind[:-1]} '{name}'{did_you_mean(name, reg)}; available: {', '.join(sorted(reg))}")
     return reg[name].value
 
 

@@ -13,7 +13,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from llmctl.core.config import _did_you_mean
+from llmctl.core.config import did_you_mean
 from llmctl.core.errors import UserError
 
 LETTERS = ("A", "B", "C", "D")
@@ -219,7 +219,7 @@ class Benchmark:
             elif name in available:
                 chosen.add(name)
             else:
-                raise UserError(f"{self.name}: no subject '{name}' in the data{_did_you_mean(name, available)}; "
+                raise UserError(f"{self.name}: no subject '{name}' in the data{did_you_mean(name, available)}; "
                                 f"available: {', '.join(available)}")
         return [s for s in available if s in chosen]
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..config import apply_overrides, from_dict, load_yaml, to_dict
+from ..config import apply_overrides, did_you_mean, from_dict, load_yaml, to_dict
 from ..errors import UserError
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
@@ -24,9 +24,8 @@ DEVICES = ("auto", "cpu", "cuda", "npu")
 def _choice(value: str, choices: Iterable[str], key: str) -> None:
     choices = list(choices)
     if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"config key '{key}': '{value}' is not one of {', '.join(choices)}{hint}")
+        raise UserError(f"config key '{key}': '{value}' is not one of {', '.join(choices)}"
+                        f"{did_you_mean(str(value), choices)}")
 
 
 @dataclasses.dataclass
