@@ -65,6 +65,15 @@ def max_memory_allocated_gb(device: torch.device) -> float:
         return 0.0
 
 
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Free accelerator memory, or None on CPU (where it cannot be asked cheaply)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "npu":
+        return torch.npu.mem_get_info(device)[0]
+    return None
+
+
 # Dense bf16/fp16 peak TFLOP/s (no sparsity) by device name substring, for MFU.
 _PEAK_TFLOPS = {"H200": 989.5, "H100": 989.5, "H800": 989.5, "A100": 312.0, "A800": 312.0, "L40S": 362.0,
                 "4090": 165.2, "910B": 313.0, "V100": 125.0}

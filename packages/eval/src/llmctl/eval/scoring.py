@@ -80,11 +80,10 @@ def auto_batch_size(cfg: "ModelConfig", new_tokens: int, total_tokens: int, devi
                + new_tokens * (3 * cfg.ffn_hidden_size + 6 * cfg.hidden_size) * width
                + cfg.num_heads * new_tokens * total_tokens * 4
                + cfg.num_layers * 2 * cfg.kv_heads * cfg.head_dim * total_tokens * width)
-    budget = CPU_BUDGET_BYTES
-    if device.type == "cuda":
-        budget = int(torch.cuda.mem_get_info(device)[0] * 0.6)
-    elif device.type == "npu":
-        budget = int(torch.npu.mem_get_info(device)[0] * 0.6)
+    from llmctl.core.device import free_memory_bytes
+
+    free = free_memory_bytes(device)
+    budget = CPU_BUDGET_BYTES if free is None else int(free * 0.6)
     return max(1, min(MAX_BATCH, budget // max(per_row, 1)))
 
 
