@@ -48,8 +48,10 @@ def register_commands(cli):
 
 @hookimpl
 def register_models(register):
-    register("llama", "llama")
-    register("qwen2", "qwen2")
+    from .hf_adapters import ADAPTERS  # torch-free
+
+    for family, adapter in ADAPTERS.items():
+        register(family, adapter)
 
 
 @hookimpl

@@ -1,12 +1,19 @@
-"""HF <-> native weight names and configs, one adapter per family (llama, qwen2). Pure mapping, no I/O."""
+"""HF <-> native weight names and configs, one adapter per family (llama, qwen2). Pure mapping, no I/O.
+
+Families are registered on the plugin bus (`register_models(register)` -> `register(family, HFAdapter)`), so a
+plugin can add one; this module imports torch only when it builds a ModelConfig."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from .errors import UserError
-from .model import ModelConfig
+
+if TYPE_CHECKING:
+    from .model import ModelConfig
 
 # native name (per layer, `{i}`) -> HF name; identical for llama and qwen2 except qkv biases.
 _LAYER_MAP = {
@@ -46,6 +53,7 @@ class HFAdapter:
         return names
 
     def config_from_hf(self, hf: dict[str, Any]) -> ModelConfig:
+        from .model import ModelConfig
         def get(key, default=None):
             return hf.get(key, default)
 
@@ -102,22 +110,31 @@ def _clean_rope(rs: dict | None) -> dict | None:
     return {"rope_type": "llama3", **{k: rs[k] for k in keep if k in rs}}
 
 
+#: llmctl-core's built-in families, registered through its plugin (builtins.register_models).
 ADAPTERS = {
     "llama": HFAdapter("llama", "LlamaForCausalLM", "llama"),
     "qwen2": HFAdapter("qwen2", "Qwen2ForCausalLM", "qwen2"),
 }
 
 
+def registered_adapters() -> dict[str, HFAdapter]:
+    from .plugins import get_bus
+
+    return {name: entry.value for name, entry in get_bus().registry("models").items()}
+
+
 def adapter_for_hf_config(hf: dict[str, Any], source: str = "config.json") -> HFAdapter:
     archs = hf.get("architectures") or []
-    for adapter in ADAPTERS.values():
+    adapters = registered_adapters().values()
+    for adapter in adapters:
         if adapter.architecture in archs or hf.get("model_type") == adapter.model_type:
             return adapter
     raise UserError(f"{source}: unsupported architecture {archs or hf.get('model_type')!r}; "
-                    f"supported: {', '.join(a.architecture for a in ADAPTERS.values())}")
+                    f"supported: {', '.join(a.architecture for a in adapters)}")
 
 
 def adapter_for(cfg: ModelConfig) -> HFAdapter:
-    if cfg.family not in ADAPTERS:
-        raise UserError(f"model.family '{cfg.family}' has no HF adapter; families: {', '.join(ADAPTERS)}")
-    return ADAPTERS[cfg.family]
+    adapters = registered_adapters()
+    if cfg.family not in adapters:
+        raise UserError(f"model.family '{cfg.family}' has no HF adapter; families: {', '.join(adapters)}")
+    return adapters[cfg.family]
