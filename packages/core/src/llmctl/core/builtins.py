@@ -39,11 +39,12 @@ def register_commands(cli):
 
     cli.add_command(convert_group)
     cli.add_command(generate_command)
-    from .plot import plot_group
+    from .plot import bench_group, plot_group
     from .train.commands import pretrain_command
 
     cli.add_command(pretrain_command)
     cli.add_command(plot_group)
+    cli.add_command(bench_group)
 
 
 @hookimpl

@@ -315,3 +315,16 @@ def summary_command(logs, seq_length) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Throughput from training logs, as the course lab measures it (TOKENS_PER_STEP / sec_per_step).
+
+    \b
+    Example:
+      llmctl bench throughput logs/tp1.log logs/tp2.log --seq-length 4096   # same table as `plot summary`
+    """
+
+
+bench_group.add_command(summary_command, "throughput")
