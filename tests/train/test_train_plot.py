@@ -81,6 +81,8 @@ def test_plot_commands_on_megatron_and_llmctl_logs(tmp_path, tiny_cfg, cli):
     assert code == 0
     row = next(line for line in stdout.splitlines() if line.startswith("mindspeed"))
     assert "1000.0" in row and f"{64 * 4096 / 1.0:,.0f}" in row  # median ms of the steady steps
+    code, bench_out, _ = cli("bench", "throughput", meg, jsonl)  # the course lab's name for the same table
+    assert code == 0 and bench_out == stdout
 
 
 def test_plot_bad_input_is_one_line(tmp_path, cli):
