@@ -43,3 +43,11 @@ def test_quickstart_learns_and_beats_baselines(tmp_path: Path):
                 "data/tokens/toy_val.idx"):
         assert (out / rel).is_file(), rel
     assert all(s["completion"] for s in summary["samples"])
+
+    # Running it again replaces the previous run instead of mixing checkpoints from both.
+    again = subprocess.run([llmctl, "quickstart", "--out-dir", str(out), "--train-iters", "60"],
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "replacing the previous quickstart run" in again.stderr
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "60"
+    assert sorted(p.name for p in ckpt.glob("iter_*")) == ["iter_0000030", "iter_0000060"]

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
@@ -107,6 +108,7 @@ def quickstart_command(ctx: click.Context, out_dir: str, train_iters: int, seed:
       llmctl quickstart --out-dir /tmp/qs --train-iters 200
     """
     out = Path(out_dir).resolve()
+    _fresh_out_dir(out)
     data, tok, ckpt, logs = out / "data", out / "tokenizer", out / "checkpoints", out / "logs"
     prefix = data / "tokens" / "toy"
     p = Pipeline(ctx.find_root().command, out)
@@ -171,6 +173,16 @@ def quickstart_command(ctx: click.Context, out_dir: str, train_iters: int, seed:
     if val is None or not val["val_loss"] < baseline:
         raise UserError(f"quickstart: val loss {val and val['val_loss']} did not beat the unigram baseline "
                         f"{baseline:.3f}; see {out / 'summary.md'}")
+
+
+def _fresh_out_dir(out: Path) -> None:
+    """Start from an empty --out-dir: a previous quickstart's is replaced, anything else is left alone."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / "pretrain.yaml").is_file():
+        raise UserError(f"--out-dir {out} exists and is not a quickstart directory; choose an empty or new one")
+    click.echo(f"replacing the previous quickstart run in {out}", err=True)
+    shutil.rmtree(out)
 
 
 def render_summary(out: Path, baseline: float, val: dict | None, mc: dict, samples: list[dict],
