@@ -297,6 +297,12 @@ def dedup_cmd(
 ) -> None:
     """Remove exact and near duplicates (MinHash-LSH), across all shards, keeping one per cluster.
 
+    Near duplicates: documents sharing an LSH band are candidates, and a candidate pair counts only if its
+    estimated Jaccard (fraction of equal MinHash values) is >= --threshold. Documents are then walked in order
+    (shard, file, row) and one is removed if an earlier *kept* document is such a neighbour: in a chain A~B~C
+    with A not similar to C, B goes and A and C stay. _pairs.jsonl gives each removed document, the kept one it
+    matched, and their estimated Jaccard ("jaccard").
+
     \b
     Example (local, 4 processes):
       llmctl data dedup --input clean/ --output dedup/ --threshold 0.8 --workers 4

@@ -2,10 +2,15 @@
 
 1. signatures (per shard, parallel): for every document a normalised exact hash, a MinHash signature and its
    LSH band hashes, streamed to raw files in the work dir (bounded memory), plus the document's file/row;
-2. join (once, global): for the exact hashes and for each LSH band, sort all shards' values together and link
-   documents that share one; connected components (min-label propagation in numpy) are duplicate clusters,
-   and each keeps its first document (lowest shard, then position). Writes per-shard removal lists and the
-   removed-pair report (`_pairs.jsonl`: removed, kept, method, estimated similarity);
+2. join (once, global): sort all shards' values together. Exact: each group of equal normalised hashes keeps
+   its first document (lowest shard, then position). MinHash: documents sharing an LSH band bucket are only
+   *candidates*; each candidate pair is verified by its estimated Jaccard (the fraction of equal signature
+   values, as datasketch's `MinHash.jaccard`), read from the memory-mapped signature files, and kept as an edge
+   only if it is >= threshold. Removal over verified edges is greedy in document order: walk the documents in
+   order and remove one if any earlier *kept* document is a verified neighbour. So LSH false positives are never
+   removed, and in a chain A~B~C with A not similar to C, B goes and A and C both stay. (Exact copies go first,
+   so an exact group's later members follow its first document.) Writes per-shard removal lists and the
+   removed-pair report (`_pairs.jsonl`: removed, kept, method, similarity, jaccard = the MinHash estimate);
 3. apply (per shard, parallel): re-read the shard and write every document not on its removal list.
 
 `run_dedup` runs all three locally (`--workers` processes for 1 and 3); a cluster runs phase 1 and 3 as array
@@ -193,6 +198,11 @@ def dedup_signatures(
 # ---- phase 2 ------------------------------------------------------------------------------------------------
 
 
+# in an LSH bucket of more documents, each is checked against the bucket's first and its BUCKET_CAP predecessors
+BUCKET_CAP = 128
+VERIFY_CHUNK = 1 << 16  # candidate pairs whose signatures are read at once
+
+
 def _run_edges(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Edges (first, other) linking every run of equal values (by global position order)."""
     order = np.argsort(values, kind="stable")
@@ -207,23 +217,75 @@ def _run_edges(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[keep].astype(np.int64), order[keep].astype(np.int64)
 
 
-def connected_min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """For nodes 0..n-1 and undirected edges (u, v): the smallest node id of each node's component."""
-    labels = np.arange(n, dtype=np.int64)
+def _bucket_pairs(values: np.ndarray, cap: int = BUCKET_CAP) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (earlier, later) of documents with equal `values` (one LSH band).
+
+    Every pair in a bucket of up to `cap + 1` documents; in a bigger one each document is paired with the
+    `cap` documents before it and with the bucket's first, which bounds the work on degenerate buckets.
+    """
+    n = len(values)
+    order = np.argsort(values, kind="stable")  # stable: ascending document number within a bucket
+    v = values[order]
+    same = v[1:] == v[:-1]
+    if not same.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], ~same]))
+    lens = np.diff(np.concatenate([starts, [n]]))
+    pos = np.arange(n)
+    first = np.repeat(starts, lens)
+    rem = first + np.repeat(lens, lens) - pos - 1  # bucket members after each position
+    us, vs = [], []
+    p = np.flatnonzero(rem >= 1)
+    d = 1
+    while len(p) and d <= cap:
+        us.append(order[p])
+        vs.append(order[p + d])
+        d += 1
+        p = p[rem[p] >= d]
+    far = np.flatnonzero(pos - first > cap)
+    if len(far):
+        us.append(order[first[far]])
+        vs.append(order[far])
+    return np.concatenate(us).astype(np.int64), np.concatenate(vs).astype(np.int64)
+
+
+def greedy_removal(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walk the documents in order; remove one if an earlier *kept* document is a neighbour.
+
+    `u < v` are the (verified) edges. Returns (removed documents, ascending; for each, its earliest kept
+    neighbour). Resolved a dependency level at a time in numpy; long chains finish in a plain ordered pass.
+    """
     if len(u) == 0:
-        return labels
-    while True:
-        m = np.minimum(labels[u], labels[v])
-        before = labels.copy()
-        np.minimum.at(labels, u, m)
-        np.minimum.at(labels, v, m)
-        while True:  # pointer jumping: follow labels to their roots
-            jumped = labels[labels]
-            if np.array_equal(jumped, labels):
-                break
-            labels = jumped
-        if np.array_equal(before, labels):
-            return labels
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    nodes = np.unique(np.concatenate([u, v]))  # work on documents with an edge: memory follows duplicates
+    u, v, n = np.searchsorted(nodes, u), np.searchsorted(nodes, v), len(nodes)
+    state = np.ones(n, np.int8)  # 0 undecided, 1 kept, 2 removed; only documents with an earlier neighbour
+    targets = np.unique(v)  # can go
+    state[targets] = 0
+    for _ in range(32):
+        open_ = state[v] == 0
+        if not open_.any():
+            break
+        src = state[u[open_]]
+        tv = v[open_]
+        kept_src = np.bincount(tv[src == 1], minlength=n) > 0
+        undecided_src = np.bincount(tv[src == 0], minlength=n) > 0
+        undecided = state == 0
+        state[undecided & kept_src] = 2
+        state[undecided & ~kept_src & ~undecided_src] = 1
+    rest = targets[state[targets] == 0]
+    if len(rest):  # long chains: finish in order (a document's undecided sources come before it)
+        order = np.argsort(v, kind="stable")
+        su, sv = u[order], v[order]
+        bounds = np.searchsorted(sv, rest)
+        ends = np.searchsorted(sv, rest, side="right")
+        for t, lo, hi in zip(rest.tolist(), bounds.tolist(), ends.tolist()):
+            state[t] = 2 if (state[su[lo:hi]] == 1).any() else 1
+    removed = np.flatnonzero(state == 2)
+    partner = np.full(n, np.iinfo(np.int64).max, np.int64)
+    sel = (state[u] == 1) & (state[v] == 2)
+    np.minimum.at(partner, v[sel], u[sel])
+    return nodes[removed].astype(np.int64), nodes[partner[removed]].astype(np.int64)
 
 
 def dedup_join(
@@ -263,53 +325,68 @@ def dedup_join(
             parts.append(a.reshape(int(c), width) if width > 1 else a)
         return parts
 
-    us, vs, exact_all = [], [], None
-    if params.exact:
-        exact_all = np.concatenate(load("exact", np.uint64)) if total else np.zeros(0, np.uint64)
-        u, v = _run_edges(exact_all)
-        us.append(u)
-        vs.append(v)
-    sig_parts = load("sig", np.uint32, params.num_perm) if params.minhash else []
+    # exact: every later member of a group of equal normalised hashes goes, pointing at the group's first
+    exact_removed = np.zeros(total, dtype=bool)
+    ex_u = ex_v = np.zeros(0, np.int64)
+    if params.exact and total:
+        ex_u, ex_v = _run_edges(np.concatenate(load("exact", np.uint64)))
+        exact_removed[ex_v] = True
+    sig_parts = load("sig", np.uint32, params.num_perm) if params.minhash and total else []
+    # minhash: LSH candidates among the documents the exact pass kept, verified by estimated Jaccard
+    mu = mv = np.zeros(0, np.int64)
+    candidates = 0
     if params.minhash and total:
         band_parts = load("bands", np.uint64, params.bands)
+        keys = []
         for j in range(params.bands):
             col = np.concatenate([np.asarray(b[:, j]) for b in band_parts])
-            u, v = _run_edges(col)
-            us.append(u)
-            vs.append(v)
-    u = np.concatenate(us) if us else np.zeros(0, np.int64)
-    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
-    # work on the nodes that have an edge only: memory follows duplicates, not corpus size
-    nodes = np.unique(np.concatenate([u, v]))
-    labels_local = connected_min_labels(len(nodes), np.searchsorted(nodes, u), np.searchsorted(nodes, v))
-    rep = nodes[labels_local]
-    removed_mask = rep != nodes
-    removed, kept = nodes[removed_mask], rep[removed_mask]
+            u, v = _bucket_pairs(col)
+            ok = ~(exact_removed[u] | exact_removed[v])
+            keys.append(np.unique(u[ok] * total + v[ok]))
+        key = np.unique(np.concatenate(keys))
+        candidates = len(key)
+        cu, cv = key // total, key % total
+        sims = np.empty(len(key))
+        for lo in range(0, len(key), VERIFY_CHUNK):
+            hi = lo + VERIFY_CHUNK
+            sims[lo:hi] = (
+                _gather(sig_parts, offsets, cu[lo:hi]) == _gather(sig_parts, offsets, cv[lo:hi])
+            ).mean(axis=1)
+        good = sims >= params.threshold
+        mu, mv = cu[good], cv[good]
+    near_removed, near_kept = greedy_removal(mu, mv)
+    # an exact copy of a document removed as a near duplicate points at that document's kept neighbour
+    kept_of = np.full(total, -1, np.int64)
+    kept_of[near_removed] = near_kept
+    ex_kept = np.where(kept_of[ex_u] >= 0, kept_of[ex_u], ex_u)
+    removed = np.concatenate([ex_v, near_removed])
+    kept = np.concatenate([ex_kept, near_kept])
+    method = np.concatenate([np.zeros(len(ex_v), np.int64), np.ones(len(near_removed), np.int64)])
+    order = np.argsort(removed, kind="stable")
+    removed, kept, method = removed[order], kept[order], method[order]
 
     def shard_of(g: np.ndarray) -> np.ndarray:
         return np.searchsorted(offsets, g, side="right") - 1
 
     locs = load("loc", np.int64, 2)
-    method = np.ones(len(removed), dtype=np.int64)
-    if exact_all is not None and len(removed):
-        method[exact_all[removed] == exact_all[kept]] = 0
-    sims = np.ones(len(removed))
+    jacc = np.full(len(removed), np.nan)
     if params.minhash and len(removed):
-        sims = (_gather(sig_parts, offsets, removed) == _gather(sig_parts, offsets, kept)).mean(axis=1)
-        sims[method == 0] = 1.0
+        for lo in range(0, len(removed), VERIFY_CHUNK):
+            hi = lo + VERIFY_CHUNK
+            jacc[lo:hi] = (
+                _gather(sig_parts, offsets, removed[lo:hi]) == _gather(sig_parts, offsets, kept[lo:hi])
+            ).mean(axis=1)
+    sims = np.where(method == 0, 1.0, jacc)
     names_removed, names_kept = (
         _locators(metas, locs, offsets, removed),
         _locators(metas, locs, offsets, kept),
     )
     with atomic_file(pairs_path) as f:
-        for r, k, m, sim in zip(names_removed, names_kept, method.tolist(), sims.tolist()):
-            f.write(
-                json.dumps(
-                    {"removed": r, "kept": k, "method": METHODS[m], "similarity": round(sim, 4)},
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+        rows = zip(names_removed, names_kept, method.tolist(), sims.tolist(), jacc.tolist())
+        for r, k, m, sim, jac in rows:
+            row = {"removed": r, "kept": k, "method": METHODS[m], "similarity": round(sim, 4)}
+            row["jaccard"] = None if np.isnan(jac) else round(jac, 4)  # MinHash estimate (None: no --minhash)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     rshard = shard_of(removed)
     for i, tag in enumerate(tags):
         sel = rshard == i
@@ -319,10 +396,12 @@ def dedup_join(
                 np.save(fh, arr[np.argsort(arr[:, 0])])
     summary = {
         "docs": total,
-        "clusters": int(len(np.unique(rep[removed_mask]))),
+        "clusters": int(len(np.unique(kept))),
         "removed": int(len(removed)),
         "removed_exact": int((method == 0).sum()),
         "removed_minhash": int((method == 1).sum()),
+        "lsh_candidates": int(candidates),
+        "verified_pairs": int(len(mu)),
         "params": asdict(params),
         "pairs": str(pairs_path),
     }
