@@ -179,6 +179,13 @@ def test_bad_rules_file_is_a_one_line_error(tmp_path):
     )
     with pytest.raises(Exception, match="unexpected keyword"):
         build_rules([{"min_length": {"min_charz": 3}}])
+    # unparsable YAML (names the line) and non-UTF-8 bytes are one-line errors too, not tracebacks
+    (tmp_path / "broken.yaml").write_text("rules:\n  - min_length: {min_chars: [1\n")
+    (tmp_path / "latin1.yaml").write_bytes("rules:\n  - keyword_blocklist: {words: [caf\xe9]}\n".encode("latin-1"))
+    for name, expected in (("broken.yaml", "broken.yaml:3: invalid YAML"), ("latin1.yaml", "not UTF-8 text")):
+        res = run_cli(["data", "clean", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "o",
+                       "--rules", tmp_path / name])
+        assert res.exit_code == 2 and expected in res.output, res.output
 
 
 def test_filters_are_registered_through_the_plugin_bus():

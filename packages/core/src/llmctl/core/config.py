@@ -108,10 +108,9 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file of any shape; bad YAML or non-UTF-8 bytes -> one line naming the file (and line)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -120,6 +119,15 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    return data
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file: a mapping of sections (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -322,16 +322,13 @@ def build_rules(spec: str | Sequence[Any] | None = "default") -> list[tuple[str,
         if spec == "default":
             items: Sequence[Any] = DEFAULT_RULES
         else:
-            import yaml
+            from llmctl.core.config import read_yaml
 
             path = Path(spec)
             where = str(path)
             if not path.is_file():
                 raise UserError(f"--rules {spec}: not 'default', 'none' or an existing YAML file")
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as e:
-                raise UserError(f"{path}: invalid YAML ({e})") from None
+            data = read_yaml(path)
             items = data.get("rules", []) if isinstance(data, dict) else data
             if not isinstance(items, list):
                 raise UserError(f"{path}: expected a list of rules (or a mapping with a 'rules' list)")
