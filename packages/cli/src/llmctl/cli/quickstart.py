@@ -37,8 +37,8 @@ PROMPTS = ("The capital of France is", "日本的首都是")
 class Pipeline:
     """Runs `llmctl` sub-commands in-process, one numbered stage at a time, timing each."""
 
-    def __init__(self, root: click.Group, out_dir: Path):
-        self.root, self.out_dir, self.stage = root, out_dir, 0
+    def __init__(self, root: click.Group):
+        self.root, self.stage = root, 0
         self.timings: list[tuple[str, float]] = []
 
     def run(self, title: str, *args: str, capture: bool = False) -> str:
@@ -111,7 +111,7 @@ def quickstart_command(ctx: click.Context, out_dir: str, train_iters: int, seed:
     _fresh_out_dir(out)
     data, tok, ckpt, logs = out / "data", out / "tokenizer", out / "checkpoints", out / "logs"
     prefix = data / "tokens" / "toy"
-    p = Pipeline(ctx.find_root().command, out)
+    p = Pipeline(ctx.find_root().command)
     started = time.perf_counter()
 
     p.run("generate a bilingual toy corpus and a multiple-choice set",
