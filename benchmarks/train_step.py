@@ -21,11 +21,12 @@ import time
 from typing import Callable
 
 import torch
-from llmctl.core.device import peak_flops, pick_device, synchronize
-from llmctl.core.hf_adapters import adapter_for
-from llmctl.core.kernels import select_kernels
-from llmctl.core.loading import parse_dtype
-from llmctl.core.model import ModelConfig, Transformer, get_preset
+from llmctl.core.nn.device import peak_flops, pick_device, synchronize
+from llmctl.core.nn.hf_adapters import adapter_for
+from llmctl.core.nn.kernels import select_kernels
+from llmctl.core.nn.loading import parse_dtype
+from llmctl.core.model_config import ModelConfig, get_preset
+from llmctl.core.nn.model import Transformer
 
 #: The CPU default: a ~58M-parameter llama (untied 32k vocab) that trains a step in seconds on a laptop.
 BENCH_CPU = ModelConfig(

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import torch
-from llmctl.core import checkpoint
-from llmctl.core.checkpoint import (
+from llmctl.core.nn import checkpoint
+from llmctl.core.nn.checkpoint import (
     POINTER,
     latest_iteration,
     list_iterations,
@@ -18,8 +18,9 @@ from llmctl.core.checkpoint import (
 )
 from llmctl.core.config import to_dict
 from llmctl.core.errors import UserError
-from llmctl.core.loading import load_model
-from llmctl.core.model import Transformer, get_preset
+from llmctl.core.nn.loading import load_model
+from llmctl.core.model_config import get_preset
+from llmctl.core.nn.model import Transformer
 
 
 def _state(value: float) -> dict:

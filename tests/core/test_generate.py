@@ -7,9 +7,9 @@ import pytest
 import torch
 from core_helpers import make_hf_model
 from llmctl.core.errors import UserError
-from llmctl.core.generate import apply_repetition_penalty, generate, generate_text, warp_logits
-from llmctl.core.loading import load_model
-from llmctl.core.model import KVCache
+from llmctl.core.nn.generate import apply_repetition_penalty, generate, generate_text, warp_logits
+from llmctl.core.nn.loading import load_model
+from llmctl.core.nn.model import KVCache
 
 transformers = pytest.importorskip("transformers")
 from transformers.generation.logits_process import (  # noqa: E402
@@ -149,7 +149,7 @@ def test_bad_arguments_are_user_errors(pair):
 
 
 def test_generate_text_and_cli_from_native_checkpoint(tmp_path, tiny_tokenizer_dir, cli):
-    from llmctl.core.convert import hf_to_native
+    from llmctl.core.nn.convert import hf_to_native
     from llmctl.core.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_tokenizer_dir)

@@ -8,10 +8,11 @@ import shutil
 import pytest
 import torch
 from core_helpers import HF_KINDS, TOKENIZER_FIXTURES, make_hf_model
-from llmctl.core.checkpoint import save_checkpoint
+from llmctl.core.nn.checkpoint import save_checkpoint
 from llmctl.core.config import to_dict
-from llmctl.core.loading import load_model
-from llmctl.core.model import Transformer, get_preset
+from llmctl.core.nn.loading import load_model
+from llmctl.core.model_config import get_preset
+from llmctl.core.nn.model import Transformer
 from llmctl.core.tokenizer import load_tokenizer
 from safetensors.torch import load_file, save_file
 
@@ -65,7 +66,7 @@ def test_hf_native_hf_round_trip(kind, tmp_path, cli, tiny_tokenizer_dir):
 
 def test_native_checkpoint_exports_to_hf(tmp_path, tiny_tokenizer_dir):
     """A model trained natively (not imported) exports to HF with identical logits; iteration selectable."""
-    from llmctl.core.convert import native_to_hf
+    from llmctl.core.nn.convert import native_to_hf
 
     cfg = get_preset("tiny")
     cfg.vocab_size = 320
@@ -116,7 +117,7 @@ def test_bf16_load_keeps_rope_fp32(tmp_path):
 def test_fixture_tokenizers_travel_both_ways(tmp_path):
     """Real tokenizer layouts survive hf-to-native and native-to-hf byte-for-byte and load in transformers:
     Qwen2 vocab.json + CRLF merges.txt (no tokenizer.json), and a bare Llama sentencepiece tokenizer.model."""
-    from llmctl.core.convert import hf_to_native, native_to_hf
+    from llmctl.core.nn.convert import hf_to_native, native_to_hf
 
     # (transformers 5 picks the tokenizer class from config.json's model_type for qwen2, so each tokenizer
     # rides with its own family, as it would in practice)

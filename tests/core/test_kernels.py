@@ -9,8 +9,9 @@ import pytest
 import torch
 from llmctl.core import plugins
 from llmctl.core.errors import UserError
-from llmctl.core.kernels import default_kernels, fused, reference, select_kernels
-from llmctl.core.model import Transformer, get_preset
+from llmctl.core.nn.kernels import default_kernels, fused, reference, select_kernels
+from llmctl.core.model_config import get_preset
+from llmctl.core.nn.model import Transformer
 
 
 def _qkv(B=2, H=4, Hkv=2, T=7, S=7, D=16, seed=0):

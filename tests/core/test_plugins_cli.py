@@ -18,7 +18,7 @@ from core_helpers import REPO
 from llmctl.core import plugins
 from llmctl.core.config import apply_overrides, from_dict
 from llmctl.core.errors import PluginError, UserError
-from llmctl.core.model import ModelConfig
+from llmctl.core.model_config import ModelConfig
 
 HELLO_SRC = REPO / "tests" / "plugins" / "llmctl_hello"
 

@@ -86,7 +86,7 @@ def test_save_round_trip_and_checkpoint_lookup(tmp_path, tiny_tokenizer_dir):
     (tmp_path / "a" / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 0]}))
     assert load_tokenizer(tmp_path / "a").stop_ids == [2, 0]
     # a checkpoint root resolves to iter_N/tokenizer; a file path to its directory
-    from llmctl.core.checkpoint import save_checkpoint
+    from llmctl.core.nn.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "ck", 3, {"model": {}}, {}, tokenizer_dir=tiny_tokenizer_dir)
     assert find_tokenizer_dir(tmp_path / "ck") == tmp_path / "ck" / "iter_0000003" / "tokenizer"

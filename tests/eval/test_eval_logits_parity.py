@@ -125,7 +125,7 @@ def test_cmmlu_and_ceval_logits_match_transformers(cli, tmp_path, hf_model_dir, 
 
 def test_score_choices_edge_groups_match_transformers(hf_model_dir, hf_pair):
     """No shared prefix (no cache path), one prompt a prefix of another, a group of one, batch of 1 and 3."""
-    from llmctl.core.loading import load_model
+    from llmctl.core.nn.loading import load_model
     from llmctl.eval.scoring import score_choices
 
     hf_model, hf_tok = hf_pair

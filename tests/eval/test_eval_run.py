@@ -39,9 +39,9 @@ def test_generate_mode_matches_transformers_greedy(cli, tmp_path, hf_model_dir, 
 
 
 def test_native_checkpoint_scores_like_its_hf_export(cli, tmp_path, hf_model_dir):
-    from llmctl.core.checkpoint import save_checkpoint
+    from llmctl.core.nn.checkpoint import save_checkpoint
     from llmctl.core.config import to_dict
-    from llmctl.core.loading import read_hf_state
+    from llmctl.core.nn.loading import read_hf_state
 
     cfg, state = read_hf_state(hf_model_dir)
     save_checkpoint(tmp_path / "ckpt", 3, {"model": state}, {"model": to_dict(cfg)}, tokenizer_dir=hf_model_dir)

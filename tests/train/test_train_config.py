@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from llmctl.core.model import get_preset
+from llmctl.core.model_config import get_preset
 from llmctl.core.train import load_train_config, preset_names
 
 

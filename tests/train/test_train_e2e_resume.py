@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmctl.core.checkpoint import latest_iteration, list_iterations, load_checkpoint
+from llmctl.core.nn.checkpoint import latest_iteration, list_iterations, load_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 TOKENIZER = FIXTURES / "tokenizers" / "minimind"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from llmctl.core.checkpoint import latest_iteration, load_checkpoint
+from llmctl.core.nn.checkpoint import latest_iteration, load_checkpoint
 from llmctl.core.errors import UserError
 from llmctl.core.train import load_train_config, pretrain
 from llmctl.core.train.loop import build_model, build_optimizer
@@ -142,8 +142,8 @@ def test_rollback_needs_a_checkpoint(tiny_cfg):
 
 
 def test_checkpoint_is_self_describing(tiny_cfg):
-    from llmctl.core.loading import load_model
-    from llmctl.core.model import ModelConfig
+    from llmctl.core.nn.loading import load_model
+    from llmctl.core.model_config import ModelConfig
     from llmctl.core.config import to_dict
 
     cfg = tiny_cfg("train.train_iters=2", name="describe")

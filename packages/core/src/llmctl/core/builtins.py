@@ -49,7 +49,7 @@ def register_commands(cli):
 
 @hookimpl
 def register_models(register):
-    from .hf_adapters import ADAPTERS  # torch-free
+    from .nn.hf_adapters import ADAPTERS  # torch-free
 
     for family, adapter in ADAPTERS.items():
         register(family, adapter)
@@ -61,7 +61,7 @@ def register_kernels(register):
         import torch  # noqa: F401
     except ImportError:
         return  # torch-free install: no kernels, and commands needing torch say how to install it
-    from .kernels import builtin_kernels
+    from .nn.kernels import builtin_kernels
 
     builtin_kernels(register)
 

@@ -37,7 +37,7 @@ def hf_to_native_command(hf_dir: str, out_dir: str, force: bool) -> None:
       llmctl generate --ckpt-dir ckpt/qwen0.5b --prompt "Hello"
     """
     require_torch("llmctl convert")
-    from .convert import hf_to_native
+    from .nn.convert import hf_to_native
 
     it_dir = hf_to_native(hf_dir, out_dir, overwrite=force)
     click.echo(f"wrote {it_dir}")
@@ -62,7 +62,7 @@ def native_to_hf_command(
       python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('hf/zen-500m')"
     """
     require_torch("llmctl convert")
-    from .convert import native_to_hf
+    from .nn.convert import native_to_hf
 
     click.echo(f"wrote {native_to_hf(ckpt_dir, out_dir, iteration, dtype=dtype, overwrite=force)}")
 
@@ -122,7 +122,7 @@ def generate_command(
       llmctl generate --preset tiny --tokenizer tok/ --prompt "smoke test" --max-new-tokens 8
     """
     require_torch("llmctl generate")
-    from .generate import generate_text
+    from .nn.generate import generate_text
 
     loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration)
     texts = generate_text(
@@ -150,9 +150,10 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
 
     import torch
 
-    from .device import pick_device
-    from .loading import LoadedModel, load_model, parse_dtype
-    from .model import Transformer, get_preset
+    from .nn.device import pick_device
+    from .nn.loading import LoadedModel, load_model, parse_dtype
+    from .model_config import get_preset
+    from .nn.model import Transformer
     from .tokenizer import load_tokenizer
 
     if (ckpt_dir is None) == (preset is None):

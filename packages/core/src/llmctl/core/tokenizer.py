@@ -37,7 +37,7 @@ def find_tokenizer_dir(path: str | os.PathLike) -> Path | None:
         if has_tokenizer(cand):
             return cand
     if (path / "latest_checkpointed_iteration.txt").is_file():
-        from .checkpoint import resolve_iteration_dir  # torch only for checkpoints, which need it anyway
+        from .nn.checkpoint import resolve_iteration_dir  # torch only for checkpoints, which need it anyway
 
         it_dir = resolve_iteration_dir(path)
         if has_tokenizer(it_dir / "tokenizer"):
@@ -116,7 +116,7 @@ class Tokenizer:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         if self.path is not None and has_tokenizer(self.path):
-            from .checkpoint import copy_tokenizer
+            from .nn.checkpoint import copy_tokenizer
 
             copy_tokenizer(self.path, out_dir)
         if not ((out_dir / "tokenizer_config.json").is_file() or (out_dir / "tokenizer.json").is_file()):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import click
     import torch
 
-    from llmctl.core.loading import LoadedModel
+    from llmctl.core.nn.loading import LoadedModel
     from llmctl.core.tokenizer import Tokenizer
 
 

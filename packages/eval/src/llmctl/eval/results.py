@@ -20,7 +20,7 @@ from llmctl.core.io import atomic_file, write_json_atomic, write_text_atomic
 from .api import TaskResult
 
 if TYPE_CHECKING:
-    from llmctl.core.loading import LoadedModel
+    from llmctl.core.nn.loading import LoadedModel
 
 RESULTS_FILE = "results.json"
 
@@ -102,7 +102,7 @@ def weight_files(loaded: "LoadedModel", iteration: int | None = None) -> list[Pa
     path = Path(loaded.path)
     if loaded.source == "hf":
         return sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
-    from llmctl.core.checkpoint import STATE_FILE, resolve_iteration_dir
+    from llmctl.core.nn.checkpoint import STATE_FILE, resolve_iteration_dir
 
     return sorted(resolve_iteration_dir(path, iteration).glob(f"mp_rank_*/{STATE_FILE}"))
 

@@ -163,7 +163,7 @@ def _init_distributed(device_pref: str | None):
     """Join torchrun's process group when launched by it; returns (device, started_group)."""
     import torch.distributed as dist
 
-    from llmctl.core.device import device_type, dist_backend, pick_device
+    from llmctl.core.nn.device import device_type, dist_backend, pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     started = False
@@ -184,7 +184,7 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
     torch = require_torch("llmctl eval run")
     import torch.distributed as dist
 
-    from llmctl.core.loading import load_model, parse_dtype
+    from llmctl.core.nn.loading import load_model, parse_dtype
     from llmctl.core.tokenizer import load_tokenizer
 
     evaluators = [lookup("evaluators", t) for t in tasks]

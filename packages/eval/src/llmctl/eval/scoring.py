@@ -21,7 +21,8 @@ from llmctl.core.progress import progress
 if TYPE_CHECKING:
     import torch
 
-    from llmctl.core.model import KVCache, ModelConfig, Transformer
+    from llmctl.core.model_config import ModelConfig
+    from llmctl.core.nn.model import KVCache, Transformer
     from llmctl.core.tokenizer import Tokenizer
 
 #: Rows per batch never exceed this, whatever memory allows (longer batches stop paying off).
@@ -80,7 +81,7 @@ def auto_batch_size(cfg: "ModelConfig", new_tokens: int, total_tokens: int, devi
                + new_tokens * (3 * cfg.ffn_hidden_size + 6 * cfg.hidden_size) * width
                + cfg.num_heads * new_tokens * total_tokens * 4
                + cfg.num_layers * 2 * cfg.kv_heads * cfg.head_dim * total_tokens * width)
-    from llmctl.core.device import free_memory_bytes
+    from llmctl.core.nn.device import free_memory_bytes
 
     free = free_memory_bytes(device)
     budget = CPU_BUDGET_BYTES if free is None else int(free * 0.6)
@@ -130,7 +131,7 @@ def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice
     `batch_size` None picks one from memory (auto_batch_size)."""
     import torch
 
-    from llmctl.core.model import KVCache
+    from llmctl.core.nn.model import KVCache
 
     if not prompts:
         return []
@@ -223,7 +224,7 @@ def generate_texts(model: "Transformer", tokenizer: "Tokenizer", prompts: Sequen
                    max_new_tokens: int, batch_size: int | None = None, desc: str = "generating") -> list[str]:
     """Greedy continuations (decoded, special tokens skipped) of each prompt, batched by similar length so
     little left padding is fed; stops at the tokenizer's stop ids."""
-    from llmctl.core.generate import generate
+    from llmctl.core.nn.generate import generate
 
     if not prompts:
         return []

@@ -184,7 +184,7 @@ class TrainConfig:
 
     def model_config(self):
         """The ModelConfig this run trains (imports torch: model.py defines it)."""
-        from ..model import ModelConfig
+        from ..model_config import ModelConfig
 
         return from_dict(ModelConfig, self.model, prefix="model")
 
@@ -234,7 +234,7 @@ def _read_source(source: str | os.PathLike | dict) -> dict[str, Any]:
 
 def resolve_model_section(section: dict[str, Any]) -> dict[str, Any]:
     """{preset: tiny, hidden_size: 128} -> every ModelConfig field, preset values overridden by the rest."""
-    from ..model import ModelConfig, get_preset
+    from ..model_config import ModelConfig, get_preset
 
     section = dict(section or {})
     preset = section.pop("preset", None)

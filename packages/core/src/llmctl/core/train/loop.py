@@ -27,12 +27,12 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import latest_iteration, load_checkpoint, save_checkpoint
+from ..nn.checkpoint import latest_iteration, load_checkpoint, save_checkpoint
 from ..config import to_dict
-from ..device import max_memory_allocated_gb, peak_flops, pick_device
+from ..nn.device import max_memory_allocated_gb, peak_flops, pick_device
 from ..errors import UserError
-from ..kernels import select_kernels
-from ..model import Transformer
+from ..nn.kernels import select_kernels
+from ..nn.model import Transformer
 from ..plugins import lookup
 from ..progress import progress
 from .config import TrainConfig, load_train_config

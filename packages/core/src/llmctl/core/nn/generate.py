@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .model import KVCache, Transformer
-from .progress import progress
+from ..progress import progress
 
 if TYPE_CHECKING:
     from .loading import LoadedModel

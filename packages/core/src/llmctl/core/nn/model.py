@@ -7,91 +7,13 @@ parallelism, I/O or logging: parallel layouts are applied to it from outside.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 import torch.nn as nn
 
-from .errors import UserError
+from ..model_config import ModelConfig
 from .kernels import KernelSet, default_kernels
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    vocab_size: int = 32000
-    hidden_size: int = 896
-    num_layers: int = 24
-    num_heads: int = 16
-    num_kv_heads: int | None = None  # None = num_heads (MHA); fewer = GQA
-    ffn_hidden_size: int = 4864
-    max_seq_len: int = 4096
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None  # Llama-3 style: {rope_type: llama3, factor, low_freq_factor, ...}
-    norm_eps: float = 1e-5
-    qkv_bias: bool = False
-    tie_embeddings: bool = False
-    family: str = "llama"  # weight-name adapter for HF import/export: llama | qwen2
-    init_std: float = 0.02
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads or self.num_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    def validate(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise UserError(f"model.hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
-        if self.num_heads % self.kv_heads:
-            raise UserError(f"model.num_heads {self.num_heads} not divisible by num_kv_heads {self.kv_heads}")
-        if self.head_dim % 2:
-            raise UserError(f"model head_dim {self.head_dim} must be even for RoPE")
-        if self.rope_scaling and self.rope_scaling.get("rope_type", self.rope_scaling.get("type")) not in (
-                "llama3", "default", None):
-            raise UserError(f"model.rope_scaling type {self.rope_scaling!r} is not supported (llama3, default)")
-
-    def num_params(self) -> int:
-        h, f, v = self.hidden_size, self.ffn_hidden_size, self.vocab_size
-        attn = h * self.head_dim * (self.num_heads * 2 + self.kv_heads * 2)
-        bias = self.head_dim * (self.num_heads + 2 * self.kv_heads) if self.qkv_bias else 0
-        per_layer = attn + bias + 3 * h * f + 2 * h
-        return self.num_layers * per_layer + v * h * (1 if self.tie_embeddings else 2) + h
-
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (fwd+bwd = 6N plus attention scores), the MFU numerator."""
-        n_matmul = self.num_params() - self.vocab_size * self.hidden_size * (0 if self.tie_embeddings else 1)
-        attn = 12 * self.num_layers * self.hidden_size * seq_len / 2  # causal: half the score matrix
-        return 6 * n_matmul + attn
-
-
-PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                        ffn_hidden_size=176, max_seq_len=256),
-    # The course lab's ~500M llama-2-like model (MindSpeed scripts/pretrain_model.sh).
-    "zen-500m": ModelConfig(vocab_size=32000, hidden_size=896, num_layers=24, num_heads=16,
-                            ffn_hidden_size=4864, max_seq_len=4096),
-    "qwen2.5-0.5b": ModelConfig(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
-                                num_kv_heads=2, ffn_hidden_size=4864, max_seq_len=32768, rope_theta=1e6,
-                                norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, family="qwen2"),
-    "qwen2.5-7b": ModelConfig(vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
-                              num_kv_heads=4, ffn_hidden_size=18944, max_seq_len=32768, rope_theta=1e6,
-                              norm_eps=1e-6, qkv_bias=True, family="qwen2"),
-    "llama2-7b": ModelConfig(vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32,
-                             ffn_hidden_size=11008, max_seq_len=4096),
-    "llama3-8b": ModelConfig(vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8,
-                             ffn_hidden_size=14336, max_seq_len=8192, rope_theta=500000.0),
-}
-
-
-def get_preset(name: str) -> ModelConfig:
-    if name not in PRESETS:
-        from .config import did_you_mean
-
-        raise UserError(f"unknown model preset '{name}'{did_you_mean(name, PRESETS)}; presets: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name])
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:

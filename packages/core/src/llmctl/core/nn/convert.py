@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from .checkpoint import save_checkpoint
-from .config import to_dict
-from .errors import UserError
+from ..config import to_dict
+from ..errors import UserError
 from .hf_adapters import adapter_for
-from .io import atomic_dir, write_json_atomic
+from ..io import atomic_dir, write_json_atomic
 from .loading import _strip_wrappers, parse_dtype, read_hf_state, read_native_state
-from .tokenizer import find_tokenizer_dir, has_tokenizer, load_tokenizer
+from ..tokenizer import find_tokenizer_dir, has_tokenizer, load_tokenizer
 
 
 def _check_out_dir(out_dir: Path, source: Path, overwrite: bool) -> None:

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from . import checkpoint
-from .config import from_dict
+from ..config import from_dict
 from .device import pick_device
-from .errors import UserError
+from ..errors import UserError
 from .hf_adapters import adapter_for_hf_config
-from .model import ModelConfig, Transformer, rope_inv_freq
-from .tokenizer import Tokenizer, find_tokenizer_dir, load_tokenizer
+from ..model_config import ModelConfig
+from .model import Transformer, rope_inv_freq
+from ..tokenizer import Tokenizer, find_tokenizer_dir, load_tokenizer
 
 #: HF buffers some checkpoints carry that are recomputed, not learned.
 _IGNORED_HF_SUFFIXES = ("rotary_emb.inv_freq",)

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import yaml
 
-from .errors import UserError
-from .io import atomic_dir, write_text_atomic
+from ..errors import UserError
+from ..io import atomic_dir, write_text_atomic
 
 POINTER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "model_optim_rng.pt"

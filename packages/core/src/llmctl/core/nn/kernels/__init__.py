@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..errors import UserError
+from ...errors import UserError
 from . import reference
 
 OPS = ("rms_norm", "rope", "attention", "swiglu", "cross_entropy")
@@ -59,7 +59,7 @@ def builtin_kernels(register) -> None:
 
 def select_kernels(device_type: str, overrides: dict[str, str] | None = None) -> KernelSet:
     """Highest-priority available implementation per op for `device_type`; `overrides` maps op -> backend."""
-    from ..plugins import get_bus
+    from ...plugins import get_bus
 
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(OPS)

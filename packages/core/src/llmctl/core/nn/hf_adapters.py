@@ -1,19 +1,15 @@
 """HF <-> native weight names and configs, one adapter per family (llama, qwen2). Pure mapping, no I/O.
 
 Families are registered on the plugin bus (`register_models(register)` -> `register(family, HFAdapter)`), so a
-plugin can add one; this module imports torch only when it builds a ModelConfig."""
+plugin can add one. Torch-free: `llmctl plugins` lists the families on a box without torch."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from typing import TYPE_CHECKING
-
-from .errors import UserError
-
-if TYPE_CHECKING:
-    from .model import ModelConfig
+from ..errors import UserError
+from ..model_config import ModelConfig
 
 # native name (per layer, `{i}`) -> HF name; identical for llama and qwen2 except qkv biases.
 _LAYER_MAP = {
@@ -53,7 +49,6 @@ class HFAdapter:
         return names
 
     def config_from_hf(self, hf: dict[str, Any]) -> ModelConfig:
-        from .model import ModelConfig
         def get(key, default=None):
             return hf.get(key, default)
 
@@ -118,7 +113,7 @@ ADAPTERS = {
 
 
 def registered_adapters() -> dict[str, HFAdapter]:
-    from .plugins import get_bus
+    from ..plugins import get_bus
 
     return {name: entry.value for name, entry in get_bus().registry("models").items()}
 
