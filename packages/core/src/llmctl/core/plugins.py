@@ -66,8 +66,14 @@ class Hookspecs:
         Added beyond DESIGN.md's list so the trainer in core reaches llmctl-data's datasets through the bus
         (core never imports another llmctl package)."""
 
+    @hookspec
+    def register_executors(self, register):
+        """register(name, executor_class): where data stages run ("local" process pool, "ray" tasks)."""
 
-REGISTRY_HOOKS = ("models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets")
+
+REGISTRY_HOOKS = (
+    "models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets", "executors"
+)
 
 
 @dataclasses.dataclass

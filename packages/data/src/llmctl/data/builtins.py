@@ -1,4 +1,4 @@
-"""llmctl-data's built-in plugin: the `llmctl data` commands, corpus readers, cleaning filters and datasets.
+"""llmctl-data's built-in plugin: the `llmctl data` commands, corpus readers, cleaning filters, executors and datasets.
 
 Registered through the `llmctl` entry point like any third-party plugin. Nothing here imports torch, and the
 heavy modules are imported only when a hook is called.
@@ -30,6 +30,14 @@ def register_filters(register):
 
     for name, rule in BUILTIN_FILTERS.items():
         register(name, rule)
+
+
+@hookimpl
+def register_executors(register):
+    from .executors import builtin_executors
+
+    for name, executor in builtin_executors().items():
+        register(name, executor)
 
 
 @hookimpl

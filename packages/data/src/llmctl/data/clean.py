@@ -10,20 +10,11 @@ from llmctl.core.io import write_json_atomic
 
 from .filters import Filter, build_rules
 from .pii import PiiStage
-from .pipeline import (
-    Document,
-    Stage,
-    StageStats,
-    check_shard,
-    make_bar,
-    nbytes,
-    plan_shard,
-    report_progress,
-    run_shards,
-    shard_tag,
-)
-from .readers import expand_inputs, iter_documents, pick_text_key
-from .writers import finish_single_file, make_writer, output_format, parts_output
+from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
+from .executors.local import LocalExecutor
+from .pipeline import Document, Stage, StageStats, make_bar, nbytes, report_progress, shard_tag
+from .readers import expand_inputs, pick_text_key
+from .writers import clear_parts, finish_single_file, make_writer, output_format, parts_output
 
 
 class RuleStage(Stage):
@@ -56,57 +47,77 @@ class RuleStage(Stage):
                 yield doc
 
 
-def clean_shard(
-    inputs: Sequence[str],
-    output: str | os.PathLike,
-    rules: str | Sequence[Any] = "default",
-    pii: str = "mask",
-    text_key: str | None = None,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    out_format: str | None = None,
-    max_file_mb: int = 1024,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Clean shard `shard_index` of `num_shards`; writes `part-<shard>-<k>` files and `_report-<shard>.json`."""
-    check_shard(shard_index, num_shards)
-    plan = plan_shard(expand_inputs(inputs), shard_index, num_shards)
-    read_stats = StageStats("read")
-    rule_stage = RuleStage(build_rules(rules))
-    pii_stage = PiiStage(pii)
-    fmt = output_format(out_format, plan.files)
-    bar = make_bar(quiet, desc=f"clean {shard_index}/{num_shards}", unit="docs")
-    final = StageStats("clean")
+class CleanStage(ShardStage):
+    """Rules then PII over one shard's documents, written as `part-<shard>-<k>` files with a per-shard report."""
 
-    def counted(docs: Iterable[Document]) -> Iterator[Document]:
-        for d in docs:
-            bar.update(1)
-            report_progress(1)
-            yield d
+    name = "clean"
 
-    docs = counted(iter_documents(plan, text_key, read_stats))
-    docs = rule_stage(docs)
-    if pii != "keep":
-        docs = pii_stage(docs)
-    key = None
-    with make_writer(fmt, output, f"part-{shard_index:05d}", max_file_mb << 20) as writer:
-        for doc in docs:
-            key = key or pick_text_key(doc.row, text_key, doc.source)
-            size = nbytes(doc.text)
-            writer.write(doc.to_row(key), size)
-            final.keep(size, doc.language())
-    bar.close()
-    merged = StageStats("clean").merge(read_stats).merge(rule_stage.stats).merge(pii_stage.stats)
-    merged.kept = final.kept
-    report = {
-        "shard": [shard_index, num_shards],
-        "stats": merged.to_dict(),
-        "pii_found": pii_stage.found,
-        "rules": [name for name, _ in rule_stage.rules],
-        "files": writer.files,
-    }
-    write_json_atomic(Path(output) / f"_report-{shard_tag(shard_index, num_shards)}.json", report)
-    return report
+    def __init__(self, output, rules="default", pii="mask", text_key=None, out_format=None, max_file_mb=1024):
+        self.output, self.rules, self.pii, self.text_key = Path(output), rules, pii, text_key
+        self.out_format, self.max_file_mb = out_format, max_file_mb
+        build_rules(rules)  # fail fast on a bad rules file, before any shard starts
+        PiiStage(pii)
+
+    def fingerprint(self) -> dict[str, Any]:
+        rules = self.rules if isinstance(self.rules, str) else repr(self.rules)
+        if isinstance(rules, str) and os.path.isfile(rules):
+            rules = Path(rules).read_text(encoding="utf-8")
+        return {"rules": rules, "pii": self.pii, "text_key": self.text_key, "format": self.out_format,
+                "max_file_mb": self.max_file_mb}
+
+    def reset(self, num_shards: int) -> None:
+        clear_parts(self.output)
+
+    def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
+        rule_stage = RuleStage(build_rules(self.rules))
+        pii_stage = PiiStage(self.pii)
+        fmt = output_format(self.out_format, documents.files)
+        bar = make_bar(self.quiet, desc=f"clean {shard}/{num_shards}", unit="docs")
+        final = StageStats("clean")
+
+        def counted(docs: Iterable[Document]) -> Iterator[Document]:
+            for d in docs:
+                bar.update(1)
+                report_progress(1)
+                yield d
+
+        docs = rule_stage(counted(documents))
+        if self.pii != "keep":
+            docs = pii_stage(docs)
+        key = None
+        with make_writer(fmt, self.output, f"part-{shard:05d}", self.max_file_mb << 20) as writer:
+            for doc in docs:
+                key = key or pick_text_key(doc.row, self.text_key, doc.source)
+                size = nbytes(doc.text)
+                writer.write(doc.to_row(key), size)
+                final.keep(size, doc.language())
+        bar.close()
+        merged = StageStats("clean").merge(documents.stats).merge(rule_stage.stats).merge(pii_stage.stats)
+        merged.kept = final.kept
+        report = {
+            "shard": [shard, num_shards],
+            "stats": merged.to_dict(),
+            "pii_found": pii_stage.found,
+            "rules": [name for name, _ in rule_stage.rules],
+            "files": writer.files,
+        }
+        write_json_atomic(self.output / f"_report-{shard_tag(shard, num_shards)}.json", report)
+        return report
+
+    def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        total = StageStats("clean")
+        pii: dict[str, int] = {}
+        for r in reports:
+            total.merge(StageStats.from_dict(r["stats"]))
+            for k, v in r.get("pii_found", {}).items():
+                pii[k] = pii.get(k, 0) + v
+        return {
+            "stats": total.to_dict(),
+            "pii_found": dict(sorted(pii.items())),
+            "rules": reports[0]["rules"] if reports else [],
+            "files": [f for r in reports for f in r["files"]],
+            "summary": total.summary(),
+        }
 
 
 def run_clean(
@@ -119,48 +130,24 @@ def run_clean(
     num_shards: int | None = None,
     out_format: str | None = None,
     quiet: bool = False,
+    executor: Executor | None = None,
+    shard_index: int | None = None,
 ) -> dict[str, Any]:
-    """Every shard locally (`workers` processes), then one merged `_report.json`.
+    """Every shard (or only `shard_index`) on `executor` (default: `workers` local processes), one report.
 
     `output` is a directory, or a single `.jsonl`/`.parquet` file assembled from the shards' parts (its report
     is then `_<name>.report.json` next to it).
     """
-    n = num_shards or max(1, workers)
-    build_rules(rules)  # fail fast on a bad rules file, before starting workers
+    executor = executor or LocalExecutor(workers)
+    n = num_shards or max(1, executor.workers)
     target, out_dir, out_format = parts_output(output, out_format)
-    reports = run_shards(
-        clean_shard,
-        n,
-        workers,
-        {
-            "inputs": expand_inputs(inputs),
-            "output": out_dir,
-            "rules": rules,
-            "pii": pii,
-            "text_key": text_key,
-            "out_format": out_format,
-        },
-        desc="clean",
-    )
-    report = merge_reports(reports, out_dir)
+    stage = CleanStage(out_dir, rules, pii, text_key, out_format)
+    shards = Shards(n, None if shard_index is None else (shard_index,))
+    report = run_stage(stage, expand_inputs(inputs), out_dir, shards, executor)
+    if shard_index is not None:
+        return report
     if target:
         finish_single_file(report, target, out_dir)
-    return report
-
-
-def merge_reports(reports: list[dict[str, Any]], output: str | os.PathLike) -> dict[str, Any]:
-    total = StageStats("clean")
-    pii: dict[str, int] = {}
-    for r in reports:
-        total.merge(StageStats.from_dict(r["stats"]))
-        for k, v in r.get("pii_found", {}).items():
-            pii[k] = pii.get(k, 0) + v
-    report = {
-        "stats": total.to_dict(),
-        "pii_found": pii,
-        "rules": reports[0]["rules"] if reports else [],
-        "files": [f for r in reports for f in r["files"]],
-        "summary": total.summary(),
-    }
-    write_json_atomic(Path(output) / "_report.json", report)
+    else:
+        write_json_atomic(out_dir / "_report.json", report)
     return report

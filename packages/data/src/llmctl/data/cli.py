@@ -16,8 +16,39 @@ from llmctl.core.errors import UserError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
+def _executor_options(f):
+    f = click.option(
+        "--executor",
+        "executor_name",
+        default="local",
+        show_default=True,
+        help="Where shards run: 'local' (a pool of --workers processes) or 'ray' (Ray tasks; llmctl-data[ray]).",
+    )(f)
+    f = click.option(
+        "--ray-address",
+        default=None,
+        help="--executor ray: 'auto' (the cluster `ray start` began here) or HOST:PORT; default: a local Ray.",
+    )(f)
+    return click.option(
+        "--workers",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Shards running at once (local processes; with ray, CPUs of a local Ray).",
+    )(f)
+
+
+def _executor(name: str, workers: int, ray_address: str | None):
+    """The executor a command's shards run on (`--executor`, looked up on the plugin bus)."""
+    from .executors import get_executor
+
+    if ray_address and name != "ray":
+        raise UserError("--ray-address needs --executor ray")
+    return get_executor(name, workers=workers, address=ray_address)
+
+
 def _shard_options(f):
-    f = click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")(f)
+    f = _executor_options(f)
     f = click.option(
         "--num-shards",
         type=int,
@@ -209,7 +240,9 @@ def sample_cmd(
     help="Default: parquet for parquet input, else jsonl.",
 )
 @_shard_options
-def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, num_shards, workers) -> None:
+def clean_cmd(
+    inputs, output, rules, pii, text_key, output_format, shard_index, num_shards, workers, executor_name, ray_address
+) -> None:
     """Rule-based cleaning (length, char ratios, repetition, URLs, keywords, boilerplate) and PII masking.
 
     \b
@@ -218,8 +251,7 @@ def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, 
       llmctl data clean --input toy/corpus.jsonl --output toy/clean --pii mask --workers 2
       llmctl data clean --input raw/ --output clean/ --rules my_rules.yaml --shard-index 3 --num-shards 16
     """
-    from .clean import clean_shard, run_clean
-    from .pipeline import StageStats
+    from .clean import run_clean
     from .writers import single_file_target
 
     one = _single_shard(shard_index, num_shards)
@@ -227,14 +259,24 @@ def clean_cmd(inputs, output, rules, pii, text_key, output_format, shard_index, 
         raise UserError(
             f"--shard-index: --output must be a directory (one part file per shard), not {output}"
         )
-    if one:
-        r = clean_shard(inputs, output, rules, pii, text_key, one[0], one[1], output_format)
-        click.echo(StageStats.from_dict(r["stats"]).summary())
-    else:
-        r = run_clean(inputs, output, rules, pii, text_key, workers, num_shards, output_format)
-        click.echo(r["summary"])
+    ex = _executor(executor_name, workers, ray_address)
+    r = run_clean(
+        inputs, output, rules, pii, text_key, workers, one[1] if one else num_shards, output_format,
+        executor=ex, shard_index=one[0] if one else None,
+    )
+    click.echo(r["summary"])
+    _echo_resumed(r)
     if r.get("pii_found"):
         click.echo("PII found: " + ", ".join(f"{k} {v}" for k, v in sorted(r["pii_found"].items())))
+
+
+def _echo_resumed(report: dict) -> None:
+    from .executors import resumed_note
+
+    runs = [report["run"]] if "run" in report else list(report.get("runs", []))
+    note = resumed_note(runs)
+    if note:
+        click.echo(note, err=True)
 
 
 def _auto_int(value: str) -> int:

@@ -241,13 +241,22 @@ def side_path(target: Path, what: str) -> Path:
 
 
 def parts_output(output: str | os.PathLike, out_format: str | None) -> tuple[Path | None, Path, str | None]:
-    """(single-file target or None, directory the shards write to, format); clears a target's stale parts."""
+    """(single-file target or None, directory the shards write to, format).
+
+    A target's parts directory survives a crash (its completion markers let a rerun resume); a fresh run
+    clears stale parts through `clear_parts`."""
     target = single_file_target(output)
     if not target:
         return None, Path(output), out_format
-    out_dir = side_path(target, "parts")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return target, out_dir, FILE_SUFFIXES[target.suffix]
+    return target, side_path(target, "parts"), FILE_SUFFIXES[target.suffix]
+
+
+def clear_parts(out_dir: str | os.PathLike) -> None:
+    """Remove the part files and per-shard reports an earlier run (maybe with another shard count) left."""
+    d = Path(out_dir)
+    if d.is_dir():
+        for f in list(d.glob("part-*")) + list(d.glob("_report-*.json")):
+            f.unlink(missing_ok=True)
 
 
 def finish_single_file(report: dict[str, Any], target: Path, out_dir: Path) -> None:
