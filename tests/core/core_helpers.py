@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from real_data import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / ".." / "shared" / "fixtures"
 TOKENIZER_FIXTURES = FIXTURES / "tokenizers"
 
 TEXT = (

@@ -114,7 +114,7 @@ def test_bf16_load_keeps_rope_fp32(tmp_path):
     assert loaded.model.embed.weight.dtype == torch.bfloat16 and loaded.model.inv_freq.dtype == torch.float32
 
 
-def test_fixture_tokenizers_travel_both_ways(tmp_path):
+def test_fixture_tokenizers_travel_both_ways(tmp_path, real_fixtures):
     """Real tokenizer layouts survive hf-to-native and native-to-hf byte-for-byte and load in transformers:
     Qwen2 vocab.json + CRLF merges.txt (no tokenizer.json), and a bare Llama sentencepiece tokenizer.model."""
     from llmctl.core.nn.convert import hf_to_native, native_to_hf

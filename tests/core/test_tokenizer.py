@@ -13,7 +13,7 @@ from llmctl.core.tokenizer import find_tokenizer_dir, load_tokenizer
 TEXTS = ["Hello world, 你好世界", "  leading spaces\nand a newline\ttab", "数字 12345 and émoji 🙂"]
 
 
-def test_sentencepiece_tokenizer_model_matches_sentencepiece():
+def test_sentencepiece_tokenizer_model_matches_sentencepiece(real_fixtures):
     spm = pytest.importorskip("sentencepiece")
     sp = spm.SentencePieceProcessor(model_file=str(TOKENIZER_FIXTURES / "llama2c" / "tokenizer.model"))
     tok = load_tokenizer(TOKENIZER_FIXTURES / "llama2c")
@@ -32,7 +32,7 @@ def test_sentencepiece_tokenizer_model_matches_sentencepiece():
         assert tok.decode(tok.encode(text)) == sp.decode(sp.encode(text))
 
 
-def test_qwen2_vocab_merges_with_crlf_matches_tokenizers_bpe():
+def test_qwen2_vocab_merges_with_crlf_matches_tokenizers_bpe(real_fixtures):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     d = TOKENIZER_FIXTURES / "qwen2"
@@ -64,7 +64,7 @@ def test_qwen2_vocab_merges_with_crlf_matches_tokenizers_bpe():
 
 
 @pytest.mark.parametrize("name", ["minimind", "minimind_pre_v3"])
-def test_tokenizer_json_matches_tokenizers_library(name):
+def test_tokenizer_json_matches_tokenizers_library(name, real_fixtures):
     from tokenizers import Tokenizer
 
     ref = Tokenizer.from_file(str(TOKENIZER_FIXTURES / name / "tokenizer.json"))

@@ -14,7 +14,7 @@ def _quiet_progress(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def fixture_corpus(tmp_path_factory) -> Path:
+def fixture_corpus(tmp_path_factory, real_fixtures) -> Path:
     """The real fixture texts as one jsonl file (built in tmp, never copied into the repo)."""
     path = tmp_path_factory.mktemp("fixture_corpus") / "corpus.jsonl"
     return write_jsonl(path, [{"text": t} for t in fixture_texts()])

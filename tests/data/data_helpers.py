@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from real_data import FIXTURES
+
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / ".." / "shared" / "fixtures"
 TEXT_CORPUS = FIXTURES / "text_corpus"
 
 MIXED_TEXT = [
@@ -50,7 +51,8 @@ def run_tokenize(inp, tokenizer, prefix, *extra):
 
 
 def fixture_texts(max_chinese_lines: int = 3000) -> list[str]:
-    """English (tinyshakespeare paragraphs, tatoeba) and Chinese (tatoeba, classical poetry) documents."""
+    """English (tinyshakespeare paragraphs, tatoeba) and Chinese (tatoeba, classical poetry) documents, from the
+    real-data fixtures: a caller requests the `real_fixtures` fixture (directly or via `fixture_corpus`)."""
     docs = [
         p
         for p in (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n")

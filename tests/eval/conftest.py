@@ -9,12 +9,13 @@ from eval_helpers import build_hf_model
 
 
 @pytest.fixture(scope="session")
-def hf_model_dir(tmp_path_factory) -> Path:
+def hf_model_dir(tmp_path_factory, real_fixtures) -> Path:
+    """Needs the real minimind tokenizer, so every test using the model needs the real-data fixtures."""
     return build_hf_model(tmp_path_factory.mktemp("hf_tiny"))
 
 
 @pytest.fixture(scope="session")
-def hf_short_model_dir(tmp_path_factory) -> Path:
+def hf_short_model_dir(tmp_path_factory, real_fixtures) -> Path:
     """Same family with only 320 positions: 5-shot MMLU prompts no longer fit and shots get dropped."""
     return build_hf_model(tmp_path_factory.mktemp("hf_short"), max_positions=320, seed=1)
 

@@ -9,8 +9,9 @@ import csv
 import json
 from pathlib import Path
 
+from real_data import FIXTURES
+
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / ".." / "shared" / "fixtures"
 MMLU_DIR = FIXTURES / "mmlu" / "data"
 CMMLU_DIR = FIXTURES / "cmmlu" / "data"
 CEVAL_DIR = FIXTURES / "ceval"

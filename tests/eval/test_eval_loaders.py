@@ -14,7 +14,7 @@ from llmctl.eval.prompts import FORMATS, build_prompt, fit_prompt
 from llmctl.eval.scoring import extract_letter
 
 
-def test_fixture_layouts_read_completely():
+def test_fixture_layouts_read_completely(real_fixtures):
     d = MMLU.resolve_dir(FIXTURES / "mmlu")  # the archive's data/ folder is found
     assert d == MMLU_DIR
     assert len(MMLU.subjects(d, "test")) == 10
@@ -25,7 +25,7 @@ def test_fixture_layouts_read_completely():
     assert len(test) == 221 and all(q.answer is None for q in test)  # C-Eval test labels are not public
 
 
-def test_row_contents_and_line_numbers():
+def test_row_contents_and_line_numbers(real_fixtures):
     q = MMLU.read(MMLU_DIR / "dev" / "abstract_algebra_dev.csv", "abstract_algebra")[1]
     assert q.choices == ("True, True", "False, False", "True, False", "False, True") and q.answer == "B"
     c = CMMLU.read(CMMLU_DIR / "dev" / "agronomy.csv", "agronomy")[0]
@@ -35,7 +35,7 @@ def test_row_contents_and_line_numbers():
     assert rows[1].id == "1" and rows[1].answer == "B" and rows[1].where.endswith("law_dev.csv:4")
 
 
-def test_category_maps_match_the_official_tables():
+def test_category_maps_match_the_official_tables(real_fixtures):
     assert len(MMLU.category_map) == 57 and len(CMMLU.category_map) == 67 and len(CEVAL.category_map) == 52
     assert Counter(c for cs in MMLU.category_map.values() for c in cs) == {
         "STEM": 18, "humanities": 13, "social sciences": 12, "other": 14}
@@ -48,7 +48,7 @@ def test_category_maps_match_the_official_tables():
     assert CEVAL.select(CEVAL.subjects(CEVAL_DIR, "val"), ["hard"]) == ["high_school_mathematics", "high_school_physics"]
 
 
-def test_mmlu_prompt_golden():
+def test_mmlu_prompt_golden(real_fixtures):
     dev = MMLU.read(MMLU_DIR / "dev" / "world_religions_dev.csv", "world_religions")[:2]
     q = MMLU.read(MMLU_DIR / "test" / "world_religions_test.csv", "world_religions")[0]
     golden = (
@@ -61,7 +61,7 @@ def test_mmlu_prompt_golden():
     assert build_prompt(FORMATS["mmlu"], MMLU.display_name("world_religions"), dev, q) == golden
 
 
-def test_cmmlu_prompt_golden():
+def test_cmmlu_prompt_golden(real_fixtures):
     dev = CMMLU.read(CMMLU_DIR / "dev" / "agronomy.csv", "agronomy")[:1]
     q = CMMLU.read(CMMLU_DIR / "test" / "agronomy.csv", "agronomy")[0]
     golden = ("以下是关于农学的单项选择题，请直接给出正确答案的选项。\n\n"
@@ -71,7 +71,7 @@ def test_cmmlu_prompt_golden():
     assert build_prompt(FORMATS["cmmlu"], CMMLU.display_name("agronomy"), dev, q) == golden
 
 
-def test_ceval_prompt_golden():
+def test_ceval_prompt_golden(real_fixtures):
     subject = "chinese_language_and_literature"
     dev = CEVAL.read(CEVAL_DIR / "dev" / f"{subject}_dev.csv", subject)[:2]
     q = CEVAL.read(CEVAL_DIR / "val" / f"{subject}_val.csv", subject)[0]
@@ -83,7 +83,7 @@ def test_ceval_prompt_golden():
     assert build_prompt(FORMATS["ceval"], CEVAL.display_name(subject), dev, q) == golden
 
 
-def test_fit_prompt_drops_earliest_shots_then_cuts_the_start():
+def test_fit_prompt_drops_earliest_shots_then_cuts_the_start(real_fixtures):
     dev = MMLU.read(MMLU_DIR / "dev" / "astronomy_dev.csv", "astronomy")
     q = MMLU.read(MMLU_DIR / "test" / "astronomy_test.csv", "astronomy")[0]
     encode = lambda text: list(text.encode())  # noqa: E731  one "token" per byte

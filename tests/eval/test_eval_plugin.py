@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_helpers import REPO
+from eval_helpers import FIXTURES, REPO
 
 TOY_SRC = REPO / "tests" / "plugins" / "llmctl_toy_eval"
 
@@ -52,7 +52,7 @@ def test_toy_evaluator_is_listed_and_runs(toy_site, tmp_path, hf_model_dir, hf_p
     assert "--toy-copy-n" in llmctl(toy_site, "eval", "run", "--help").stdout
 
     res = llmctl(toy_site, "eval", "run", "--task", "toy-copy,mmlu", "--ckpt-dir", hf_model_dir,
-                 "--data-dir", f"mmlu={REPO / '..' / 'shared' / 'fixtures' / 'mmlu'}", "--subjects", "anatomy",
+                 "--data-dir", f"mmlu={FIXTURES / 'mmlu'}", "--subjects", "anatomy",
                  "--limit", 2, "--toy-copy-n", 6, "--out-dir", tmp_path)
     assert res.returncode == 0, res.stderr
     tasks = json.loads((tmp_path / "results.json").read_text())["tasks"]

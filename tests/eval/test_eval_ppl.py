@@ -42,7 +42,7 @@ def hf_sliding_window_ppl(model, input_ids: torch.Tensor, max_length: int, strid
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
+def text_file(tmp_path_factory, real_fixtures):
     path = tmp_path_factory.mktemp("ppl") / "shakespeare.txt"
     path.write_text(TEXT.read_text(encoding="utf-8")[:6000], encoding="utf-8")
     return path

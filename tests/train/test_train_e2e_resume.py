@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from real_data import FIXTURES
 
 from llmctl.core.nn.checkpoint import latest_iteration, list_iterations, load_checkpoint
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 TOKENIZER = FIXTURES / "tokenizers" / "minimind"
 SHAKESPEARE = FIXTURES / "text_corpus" / "tinyshakespeare" / "input.txt"
 ITERS = 24
@@ -27,14 +27,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, real_fixtures):
     """Shakespeare paragraphs as JSONL documents, tokenized by `llmctl data tokenize` with a real tokenizer."""
     from click.testing import CliRunner
 
     from llmctl.cli.main import build_cli
 
-    if not SHAKESPEARE.is_file() or not TOKENIZER.is_dir():
-        pytest.skip("shared fixtures not present")
     root = tmp_path_factory.mktemp("corpus")
     paragraphs = [p.strip() for p in SHAKESPEARE.read_text(encoding="utf-8")[:120_000].split("\n\n") if p.strip()]
     with open(root / "corpus.jsonl", "w", encoding="utf-8") as f:
