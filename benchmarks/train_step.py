@@ -24,7 +24,7 @@ import torch
 from llmctl.core.nn.device import peak_flops, pick_device, synchronize
 from llmctl.core.nn.hf_adapters import adapter_for
 from llmctl.core.nn.kernels import select_kernels
-from llmctl.core.nn.loading import parse_dtype
+from llmctl.core.nn.build import parse_dtype
 from llmctl.core.model_config import ModelConfig, get_preset
 from llmctl.core.nn.model import Transformer
 

@@ -150,10 +150,10 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
 
     import torch
 
-    from .nn.device import pick_device
-    from .nn.loading import LoadedModel, load_model, parse_dtype
     from .model_config import get_preset
-    from .nn.model import Transformer
+    from .nn.build import build_model
+    from .nn.device import pick_device
+    from .nn.loading import LoadedModel, load_model
     from .tokenizer import load_tokenizer
 
     if (ckpt_dir is None) == (preset is None):
@@ -169,6 +169,5 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
     cfg = dataclasses.replace(get_preset(preset), vocab_size=tok.vocab_size)
     torch.manual_seed(0 if seed is None else seed)
     dev = torch.device(device) if device else pick_device()
-    model = Transformer(cfg).to(device=dev, dtype=parse_dtype(dtype)).eval()
-    model.inv_freq = model.inv_freq.float()
+    model = build_model(cfg, device=dev, dtype=dtype).eval()
     return LoadedModel(model, tok, cfg, "preset", Path(tokenizer_path))

@@ -184,7 +184,8 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
     torch = require_torch("llmctl eval run")
     import torch.distributed as dist
 
-    from llmctl.core.nn.loading import load_model, parse_dtype
+    from llmctl.core.nn.build import parse_dtype
+    from llmctl.core.nn.loading import load_model
     from llmctl.core.tokenizer import load_tokenizer
 
     evaluators = [lookup("evaluators", t) for t in tasks]

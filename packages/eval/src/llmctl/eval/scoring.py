@@ -10,7 +10,6 @@ as scoring each full prompt on its own whatever the tokenizer does at the prefix
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 from typing import TYPE_CHECKING, Hashable, Sequence
@@ -93,26 +92,6 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-@contextlib.contextmanager
-def _lm_head_rows(model: "Transformer", positions: "torch.Tensor | None"):
-    """Make the vocab projection run only on the hidden states we read: a pre-hook on `lm_head` keeps, for
-    each batch row, the position in `positions` (None: the last), so the model returns logits [B, 1, V]
-    instead of [B, T, V]. At a 6k-150k vocab that projection is a large share of a forward."""
-    import torch
-
-    def keep(_module, args):
-        (x,) = args
-        if positions is None:
-            return (x[:, -1:],)
-        return (x[torch.arange(x.shape[0], device=x.device), positions][:, None],)
-
-    handle = model.lm_head.register_forward_pre_hook(keep)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def _expand_cache(prefix: "KVCache", rows: int) -> "KVCache":
     """A copy of a one-row cache repeated `rows` times, the prefix left intact for the next batch. Same result
     as `copy.copy(prefix).select(zeros(rows))`, but a broadcast copy: index_select with a repeated index is
@@ -157,16 +136,17 @@ def score_choices(model: "Transformer", prompts: Sequence[Sequence[int]], choice
             prefix_cache = None
             if P > 0:
                 prefix_cache = KVCache(cfg, 1, P + longest, dtype, device)
-                with _lm_head_rows(model, None):  # only the cache is wanted
-                    model(torch.as_tensor([list(seqs[0][:P])], device=device), cache=prefix_cache)
+                prefix = torch.as_tensor([list(seqs[0][:P])], device=device)
+                model(prefix, cache=prefix_cache, logits_at=torch.zeros((1, 1), dtype=torch.long, device=device))
             for chunk in _batches(order, rows):
                 lens = [len(seqs[j]) - P for j in chunk]
                 tokens = torch.zeros((len(chunk), max(lens)), dtype=torch.long, device=device)
                 for r, j in enumerate(chunk):
                     tokens[r, :lens[r]] = torch.as_tensor(list(seqs[j][P:]), device=device)
                 cache = None if prefix_cache is None else _expand_cache(prefix_cache, len(chunk))
-                with _lm_head_rows(model, torch.as_tensor(lens, device=device) - 1):
-                    last = model(tokens, cache=cache)[:, 0]
+                # the vocab projection runs only where we read (a large share of a forward at a big vocab)
+                last_pos = (torch.as_tensor(lens, device=device) - 1)[:, None]
+                last = model(tokens, cache=cache, logits_at=last_pos)[:, 0]
                 scores = last[:, choice_index].float().cpu().tolist()
                 for r, j in enumerate(chunk):
                     out[members[j]] = scores[r]

@@ -17,7 +17,8 @@ from ..config import to_dict
 from ..errors import UserError
 from .hf_adapters import adapter_for
 from ..io import atomic_dir, write_json_atomic
-from .loading import _strip_wrappers, parse_dtype, read_hf_state, read_native_state
+from .build import parse_dtype, strip_wrappers
+from .loading import read_hf_state, read_native_state
 from ..tokenizer import find_tokenizer_dir, has_tokenizer, load_tokenizer
 
 
@@ -67,7 +68,7 @@ def native_to_hf(
     _check_out_dir(out_dir, ckpt_dir, overwrite)
     adapter = adapter_for(cfg)
     names = adapter.name_map(cfg)
-    state = _strip_wrappers(state)
+    state = strip_wrappers(state)
     missing = [n for n in names if n not in state]
     unexpected = [n for n in state if n not in names and not (n == "lm_head.weight" and cfg.tie_embeddings)]
     if missing or unexpected:

@@ -21,24 +21,12 @@ from .device import pick_device
 from ..errors import UserError
 from .hf_adapters import adapter_for_hf_config
 from ..model_config import ModelConfig
-from .model import Transformer, rope_inv_freq
+from .build import build_model, check_keys
+from .model import Transformer
 from ..tokenizer import Tokenizer, find_tokenizer_dir, load_tokenizer
 
 #: HF buffers some checkpoints carry that are recomputed, not learned.
 _IGNORED_HF_SUFFIXES = ("rotary_emb.inv_freq",)
-#: Prefixes wrappers add to state-dict names (torch.compile, DDP).
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-}
 
 
 @dataclasses.dataclass
@@ -48,15 +36,6 @@ class LoadedModel:
     config: ModelConfig
     source: str  # "native" | "hf"
     path: Path
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """torch dtype from a CLI/config spelling ("bf16", "float32", ...)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() not in _DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use one of fp32, bf16, fp16")
-    return _DTYPES[str(dtype).lower()]
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
@@ -87,64 +66,9 @@ def load_model(
             f"{path}: neither a llmctl checkpoint ({checkpoint.POINTER}) nor an HF model dir (config.json)"
         )
     dev = torch.device(device) if device is not None else pick_device()
-    model = build_model(cfg, state, device=dev, dtype=parse_dtype(dtype), source=str(path))
+    model = build_model(cfg, state, device=dev, dtype=dtype, source=str(path)).eval()
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None else None
     return LoadedModel(model, tokenizer, cfg, source, path)
-
-
-def build_model(
-    cfg: ModelConfig,
-    state: dict[str, torch.Tensor],
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    source: str = "checkpoint",
-) -> Transformer:
-    """A Transformer holding `state` (native names), without first paying for a random init."""
-    state = _strip_wrappers(state)
-    if cfg.tie_embeddings:
-        state.setdefault("lm_head.weight", state.get("embed.weight"))
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    expected = set(model.state_dict())
-    check_keys(expected, set(k for k, v in state.items() if v is not None), source)
-    model.load_state_dict(state, strict=True, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
-    model.inv_freq = rope_inv_freq(cfg)  # non-persistent (was on meta): recompute
-    model.to(device=device, dtype=dtype)
-    model.inv_freq = model.inv_freq.float()  # RoPE frequencies stay fp32 in a bf16 model, as in HF
-    try:
-        from .kernels import select_kernels
-
-        model.set_kernels(select_kernels(torch.device(device).type))
-    except UserError:
-        pass  # no plugin bus registrations (e.g. a bare test env): keep default_kernels
-    return model.eval()
-
-
-def check_keys(expected: set[str], found: set[str], source: str) -> None:
-    missing = sorted(expected - found)
-    unexpected = sorted(found - expected)
-    if missing:
-        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise UserError(f"{source}: missing weights {', '.join(missing[:5])}{more}")
-    if unexpected:
-        more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
-        raise UserError(
-            f"{source}: unexpected weights {', '.join(unexpected[:5])}{more} "
-            "(config does not describe this checkpoint)"
-        )
-
-
-def _strip_wrappers(state: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in state.items():
-        for prefix in _WRAPPER_PREFIXES:
-            while k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
 
 
 # ---- native ------------------------------------------------------------------------------------------------
@@ -181,25 +105,11 @@ def read_hf_state(hf_dir: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     cfg = adapter.config_from_hf(hf_cfg)
     cfg.validate()
     hf_state = read_hf_weights(hf_dir)
-    to_native = {hf: native for native, hf in adapter.name_map(cfg).items()}
-    state, unexpected = {}, []
-    for name, tensor in hf_state.items():
-        if name in to_native:
-            state[to_native[name]] = tensor
-        elif name == "lm_head.weight" and cfg.tie_embeddings:
-            continue  # some tied checkpoints store the shared matrix twice
-        elif not name.endswith(_IGNORED_HF_SUFFIXES):
-            unexpected.append(name)
-    if unexpected:
-        more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
-        raise UserError(
-            f"{hf_dir}: unexpected weights {', '.join(sorted(unexpected)[:5])}{more} "
-            f"(not part of a {adapter.architecture} with this config.json)"
-        )
-    missing = [hf for native, hf in adapter.name_map(cfg).items() if native not in state]
-    if missing:
-        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise UserError(f"{hf_dir}: missing weights {', '.join(missing[:5])}{more}")
+    names = adapter.name_map(cfg)  # native -> HF
+    found = {name for name in hf_state if not name.endswith(_IGNORED_HF_SUFFIXES)
+             and not (name == "lm_head.weight" and cfg.tie_embeddings)}  # some tied models store it twice
+    check_keys(set(names.values()), found, f"{hf_dir} ({adapter.architecture} per its config.json)")
+    state = {native: hf_state[hf] for native, hf in names.items()}
     return cfg, state
 
 

@@ -126,8 +126,14 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
-        self.activation_checkpointing = False
         self.reset_parameters()
+
+    def _apply(self, fn, recurse: bool = True):
+        """`.to(bf16)`, `.to_empty()` or meta init would cast or blank the RoPE frequencies: the model owns
+        them and recomputes them in fp32 on the new device after every such move, as HF keeps them."""
+        super()._apply(fn, recurse)
+        self.inv_freq = rope_inv_freq(self.cfg).to(self.inv_freq.device)
+        return self
 
     def set_kernels(self, ops: KernelSet) -> None:
         self.ops = ops
@@ -148,7 +154,6 @@ class Transformer(nn.Module):
                 p.normal_(0.0, std / math.sqrt(2 * self.cfg.num_layers))
             else:
                 p.normal_(0.0, std)
-        self.inv_freq.copy_(rope_inv_freq(self.cfg).to(self.inv_freq.device))
 
     def rope_cos_sin(self, positions: torch.Tensor):
         """cos/sin [B|1, T, head_dim] for integer positions [B|1, T], computed in fp32 like HF."""
@@ -158,8 +163,10 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens."""
+                positions: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens;
+        `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
+        positions, and the vocab projection is the biggest matmul of a small model)."""
         B, T = tokens.shape
         past = cache.length if cache is not None else 0
         if positions is None:
@@ -173,17 +180,16 @@ class Transformer(nn.Module):
         cos, sin = self.rope_cos_sin(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
-            if self.activation_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, cache, i, use_reentrant=False)
-            else:
-                x = layer(x, cos, sin, mask, cache, i)
+            x = layer(x, cos, sin, mask, cache, i)
         if cache is not None:
             cache.length += T
         x = self.norm(x)
-        if targets is None:
-            return self.lm_head(x)
-        loss = self.ops.cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
-        return loss.view(B, T)
+        if targets is not None:
+            loss = self.ops.cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
+            return loss.view(B, T)
+        if logits_at is not None:
+            x = x.gather(1, logits_at[..., None].expand(-1, -1, x.shape[-1]))
+        return self.lm_head(x)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

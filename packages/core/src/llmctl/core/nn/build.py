@@ -1,0 +1,89 @@
+"""The one way a `Transformer` comes into being: for training (random init), for loading a checkpoint or an
+HF directory, for generate, eval and convert. Also the one dtype parser and the one missing/unexpected-key
+check, so every path refuses a checkpoint that does not describe the model in the same words.
+
+Activation checkpointing is applied here from outside the model (torch's checkpoint wrapper around each
+block, as torchtitan does), so `model.py` stays free of training switches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..model_config import ModelConfig
+from .model import Transformer, rope_inv_freq
+
+DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+#: Prefixes wrappers add to state-dict names (torch.compile, DDP, the activation-checkpoint wrapper).
+WRAPPER_PREFIXES = ("_orig_mod.", "module.", "_checkpoint_wrapped_module.")
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """torch dtype from a CLI/config spelling ("bf16", "float32", ...)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of fp32, bf16, fp16")
+    return DTYPES[str(dtype).lower()]
+
+
+def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor] | None = None, *,
+                device: torch.device | str = "cpu", dtype: str | torch.dtype = torch.float32,
+                kernels: dict[str, str] | None = None, source: str = "checkpoint") -> Transformer:
+    """A Transformer on `device` in `dtype` with the kernels chosen for that device (`kernels` overrides
+    op -> backend). `state` (native names, wrapper prefixes allowed) is checked strictly and loaded without
+    paying for a random init; without it the weights are initialised from torch's current RNG."""
+    from .kernels import select_kernels
+
+    device = torch.device(device)
+    ops = select_kernels(device.type, kernels)
+    if state is None:  # initialised on the CPU whatever the device: the same seed gives the same weights
+        return Transformer(cfg, ops).to(device=device, dtype=parse_dtype(dtype))
+    state = strip_wrappers(state)
+    if cfg.tie_embeddings:
+        state.setdefault("lm_head.weight", state.get("embed.weight"))
+    with torch.device("meta"):
+        model = Transformer(cfg, ops)
+    check_keys(set(model.state_dict()), {k for k, v in state.items() if v is not None}, source)
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model.inv_freq = rope_inv_freq(cfg)  # the one non-persistent buffer, still on meta
+    return model.to(device=device, dtype=parse_dtype(dtype))
+
+
+def check_keys(expected: set[str], found: set[str], source: str) -> None:
+    """One line naming the first few missing or unexpected weights."""
+    for what, names, hint in (("missing", expected - found, ""),
+                              ("unexpected", found - expected, " (config does not describe this checkpoint)")):
+        if names:
+            names = sorted(names)
+            more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+            raise UserError(f"{source}: {what} weights {', '.join(names[:5])}{more}{hint}")
+
+
+def strip_wrappers(state: dict[str, Any]) -> dict[str, Any]:
+    """Native names from a state dict saved through torch.compile / DDP / checkpoint wrappers."""
+    out = {}
+    for key, value in state.items():
+        for prefix in WRAPPER_PREFIXES:
+            key = key.replace(prefix, "")
+        out[key] = value
+    return out
+
+
+def apply_activation_checkpointing(model: Transformer) -> Transformer:
+    """Recompute each block's activations in backward instead of storing them (memory for ~30% compute).
+    The wrapper's state-dict hooks keep native names, so checkpoints do not change."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for i, block in enumerate(model.layers):
+        model.layers[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+    return model
