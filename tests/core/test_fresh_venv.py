@@ -5,24 +5,13 @@ build). Slow (~1 min: builds two wheels, fetches pluggy/pyyaml/click/numpy/tqdm 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from core_helpers import REPO
+from fresh_helpers import clean_env, copy_package
 
 pytestmark = pytest.mark.slow
-
-
-def _copy_package(name: str, dst):
-    """Build from a copy so the wheel build leaves no build/ or egg-info behind in the repo."""
-    shutil.copytree(
-        REPO / "packages" / name,
-        dst / name,
-        ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__", "tests"),
-    )
-    return dst / name
 
 
 def test_torch_free_install_runs_cli(tmp_path):
@@ -32,11 +21,8 @@ def test_torch_free_install_runs_cli(tmp_path):
     py = bindir / "python"
     src = tmp_path / "src"
     src.mkdir()
-    pkgs = [str(_copy_package(n, src)) for n in ("core", "cli")]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LLMCTL_LOAD_PLUGINS")
-    }
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    pkgs = [str(copy_package(n, src)) for n in ("core", "cli")]
+    env = clean_env()
     res = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", *pkgs], capture_output=True, text=True, env=env, timeout=600
     )
@@ -56,6 +42,10 @@ def test_torch_free_install_runs_cli(tmp_path):
     res = llmctl("plugins")
     assert res.returncode == 0, res.stderr
     assert "core  (llmctl-core 0.1.0)" in res.stdout and "llmctl-cli" in res.stdout
+    res = llmctl("doctor")  # the report works without torch and says so
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[:3] for line in res.stdout.splitlines() if line.startswith("  torch ")] == \
+        [["torch", "not", "installed"]]
     res = llmctl("convert", "native-to-hf", "--ckpt-dir", str(tmp_path), "--out-dir", str(tmp_path / "hf"))
     assert res.returncode == 2
     assert res.stderr.startswith("error: llmctl convert needs PyTorch") and res.stderr.count("\n") == 1

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import yaml
 
+from llmctl.core import deps
 from llmctl.core.errors import UserError
 from llmctl.core.io import write_json_atomic, write_text_atomic
 from llmctl.core.plugins import lookup
@@ -32,6 +33,10 @@ SEQ_LENGTH = 128
 VOCAB_SIZE = 1024
 TRAIN_ITERS = 600
 PROMPTS = ("The capital of France is", "日本的首都是")
+# What the stages need beyond llmctl-core and llmctl-cli, checked before stage 1 (a missing one would
+# otherwise surface minutes in, at the stage that imports it).
+NEEDS_MODULES = ("torch", "tokenizers", "transformers", "matplotlib")
+NEEDS_COMMANDS = {"data": "llmctl-data", "eval": "llmctl-eval"}  # command -> the distribution providing it
 
 
 class Pipeline:
@@ -107,11 +112,13 @@ def quickstart_command(ctx: click.Context, out_dir: str, train_iters: int, seed:
       llmctl quickstart                       # ./llmctl_quickstart, a few minutes on 2 cores
       llmctl quickstart --out-dir /tmp/qs --train-iters 200
     """
+    root = ctx.find_root().command
+    check_dependencies(root)
     out = Path(out_dir).resolve()
     _fresh_out_dir(out)
     data, tok, ckpt, logs = out / "data", out / "tokenizer", out / "checkpoints", out / "logs"
     prefix = data / "tokens" / "toy"
-    p = Pipeline(ctx.find_root().command)
+    p = Pipeline(root)
     started = time.perf_counter()
 
     p.run("generate a bilingual toy corpus and a multiple-choice set",
@@ -173,6 +180,14 @@ def quickstart_command(ctx: click.Context, out_dir: str, train_iters: int, seed:
     if val is None or not val["val_loss"] < baseline:
         raise UserError(f"quickstart: val loss {val and val['val_loss']} did not beat the unigram baseline "
                         f"{baseline:.3f}; see {out / 'summary.md'}")
+
+
+def check_dependencies(root: click.Group) -> None:
+    """Exit 2 with one line naming everything missing (modules and plugin distributions), before any work."""
+    names = deps.missing(NEEDS_MODULES)
+    names += [dist for cmd, dist in NEEDS_COMMANDS.items() if cmd not in root.commands]
+    if names:
+        raise UserError(deps.needs_line("llmctl quickstart", names))
 
 
 def _fresh_out_dir(out: Path) -> None:

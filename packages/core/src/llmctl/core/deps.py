@@ -1,0 +1,163 @@
+"""Which optional dependencies are installed, found without importing them (torch-free, fast), so a long
+command can refuse to start with one line naming what to install, and `llmctl doctor` can say what a user has.
+
+Torch is the user's own build (DESIGN), so it is optional here like matplotlib or tensorboard.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .errors import UserError
+
+# The llmctl distributions, in the order doctor lists them.
+LLMCTL_DISTS = ("llmctl-core", "llmctl-cli", "llmctl-data", "llmctl-eval", "llmctl-finetune", "llmctl-parallel")
+
+
+@dataclass(frozen=True)
+class Dep:
+    """An optional third-party dependency: import name, distribution, what brings it, what needs it."""
+
+    module: str
+    distribution: str
+    install: str  # a pip requirement: an llmctl-core extra where one exists
+    needed_for: str
+
+
+OPTIONAL: dict[str, Dep] = {o.module: o for o in (
+    Dep("torch", "torch", "llmctl-core[torch]", "pretrain, generate, convert, eval, quickstart"),
+    Dep("safetensors", "safetensors", "llmctl-core[torch]", "HF export and import"),
+    Dep("transformers", "transformers", "llmctl-core[torch]", "HF tokenizers and models, tokenizer training"),
+    Dep("tokenizers", "tokenizers", "llmctl-core[torch]", "fast tokenizers, tokenizer training"),
+    Dep("sentencepiece", "sentencepiece", "llmctl-core[torch]", "sentencepiece tokenizers"),
+    Dep("matplotlib", "matplotlib", "llmctl-core[plot]", "llmctl plot, quickstart"),
+    Dep("tensorboard", "tensorboard", "llmctl-core[tensorboard]", "the tensorboard logging sink"),
+    Dep("ray", "ray", "ray", "data stages on a Ray cluster"),
+    Dep("peft", "peft", "peft", "LoRA adapters in PEFT layout"),
+)}
+
+
+def is_installed(module: str) -> bool:
+    """True when `module` can be imported from sys.path; nothing is imported (cheap even for torch)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def version_of(distribution: str) -> str | None:
+    try:
+        return md.version(distribution)
+    except md.PackageNotFoundError:
+        return None
+
+
+def missing(modules: Iterable[str]) -> list[str]:
+    """The names in `modules` (keys of OPTIONAL) that are not installed, in the order given."""
+    return [m for m in modules if not is_installed(m)]
+
+
+def install_command(names: Iterable[str]) -> str:
+    """One pip command that installs `names` (OPTIONAL modules or llmctl distributions): llmctl-core extras
+    are merged into one requirement, e.g. `pip install 'llmctl-core[plot,torch]' llmctl-eval`."""
+    extras: set[str] = set()
+    others: list[str] = []
+    for name in names:
+        req = OPTIONAL[name].install if name in OPTIONAL else name
+        if req.startswith("llmctl-core["):
+            extras.update(req[len("llmctl-core["):-1].split(","))
+        elif req not in others:
+            others.append(req)
+    reqs = ([f"'llmctl-core[{','.join(sorted(extras))}]'"] if extras else []) + others
+    return "pip install " + " ".join(reqs)
+
+
+def needs_line(what: str, names: list[str]) -> str:
+    """`WHAT needs a, b (not installed): pip install …` — the one line a command exits 2 with."""
+    line = f"{what} needs {', '.join(names)} (not installed): {install_command(names)}"
+    if "torch" in names:
+        line += " (or your own torch build: CPU, CUDA, or the version torch-npu pins)"
+    return line
+
+
+def require(what: str, modules: Iterable[str] = (), distributions: Iterable[str] = ()) -> None:
+    """Raise one UserError naming every missing module and llmctl distribution, before any work starts."""
+    names = missing(modules) + [d for d in distributions if version_of(d) is None]
+    if names:
+        raise UserError(needs_line(what, names))
+
+
+# ---- the report `llmctl doctor` prints ---------------------------------------------------------------------
+def torch_build() -> dict[str, Any]:
+    """torch's version and what it can run on. Imports torch (call only when a report is wanted)."""
+    try:
+        import torch
+
+        from .nn import device
+    except Exception as e:  # an installed but broken torch is exactly what a bug report needs to show
+        return {"import_error": f"{type(e).__name__}: {e}".splitlines()[0]}
+    info: dict[str, Any] = {
+        "version": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "hip_build": getattr(torch.version, "hip", None),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "npu_available": device.npu_available(),
+        "llmctl_device": device.device_type(),
+    }
+    if info["cuda_devices"]:
+        info["cuda_device_name"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def report(with_torch_build: bool = True) -> dict[str, Any]:
+    """Python, the llmctl distributions and every OPTIONAL dependency (installed, version, how to install)."""
+    optional = []
+    for opt in OPTIONAL.values():
+        row: dict[str, Any] = {"name": opt.module, "installed": is_installed(opt.module),
+                               "version": version_of(opt.distribution), "needed_for": opt.needed_for,
+                               "install": install_command([opt.module])}
+        if opt.module == "torch" and row["installed"] and with_torch_build:
+            row["build"] = torch_build()
+        optional.append(row)
+    return {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "llmctl": {d: version_of(d) for d in LLMCTL_DISTS},
+        "optional": optional,
+    }
+
+
+def format_torch_build(build: dict[str, Any]) -> str:
+    if "import_error" in build:
+        return f"fails to import: {build['import_error']}"
+    cuda = f"CUDA {build['cuda_build']} build" if build["cuda_build"] else "no CUDA build"
+    if build.get("hip_build"):
+        cuda += f", ROCm {build['hip_build']}"
+    avail = f"cuda available: {'yes' if build['cuda_available'] else 'no'}"
+    if build["cuda_devices"]:
+        avail += f" ({build['cuda_devices']} × {build.get('cuda_device_name', '?')})"
+    return (f"{cuda}; {avail}; npu available: {'yes' if build['npu_available'] else 'no'}; "
+            f"llmctl picks: {build['llmctl_device']}")
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [f"python {rep['python']} ({rep['executable']}) on {rep['platform']}", "llmctl:"]
+    for dist, ver in rep["llmctl"].items():
+        lines.append(f"  {dist:<16} {ver or 'not installed'}")
+    lines.append("optional dependencies:")
+    for row in rep["optional"]:
+        if row["installed"]:
+            text = row["version"] or "installed (version unknown)"
+            if "build" in row:
+                text += "  " + format_torch_build(row["build"])
+        else:
+            text = f"not installed  (for {row['needed_for']}: {row['install']})"
+        lines.append(f"  {row['name']:<16} {text}")
+    return "\n".join(lines)
