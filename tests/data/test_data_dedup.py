@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from data_helpers import read_jsonl, run_cli, write_jsonl
 
-from llmctl.data.minhash import MinHasher, jaccard_estimate, optimal_bands
+from llmctl.data.dedup.minhash import MinHasher, jaccard_estimate, optimal_bands
 
 datasketch = pytest.importorskip(
     "datasketch", reason="datasketch (requirements-test.txt) is the MinHash reference"

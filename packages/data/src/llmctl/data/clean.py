@@ -65,8 +65,8 @@ class CleanStage(ShardStage):
         return {"rules": rules, "pii": self.pii, "text_key": self.text_key, "format": self.out_format,
                 "max_file_mb": self.max_file_mb}
 
-    def reset(self, num_shards: int) -> None:
-        clear_parts(self.output)
+    def reset(self, shards: list[int] | None) -> None:
+        clear_parts(self.output, shards)
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
         rule_stage = RuleStage(build_rules(self.rules))

@@ -170,6 +170,8 @@ def sample_cmd(
     shard_index,
     num_shards,
     workers,
+    executor_name,
+    ray_address,
 ) -> None:
     """Sample a zh/en subset of a scored parquet corpus to a byte budget and ratio.
 
@@ -336,6 +338,8 @@ def dedup_cmd(
     shard_index,
     num_shards,
     workers,
+    executor_name,
+    ray_address,
 ) -> None:
     """Remove exact and near duplicates (MinHash-LSH), across all shards, keeping one per cluster.
 
@@ -346,16 +350,15 @@ def dedup_cmd(
     matched, and their estimated Jaccard ("jaccard").
 
     \b
-    Example (local, 4 processes):
+    Example (local, 4 processes; or one Ray task per shard and one for the join):
       llmctl data dedup --input clean/ --output dedup/ --threshold 0.8 --workers 4
+      llmctl data dedup --input clean/ --output dedup/ --num-shards 64 --executor ray --ray-address auto
     Example (cluster: 3 phases; signatures and apply as array jobs i = 0..N-1):
       llmctl data dedup --input clean/ --output dedup/ --phase signatures --shard-index $i --num-shards N
       llmctl data dedup --input clean/ --output dedup/ --phase join --num-shards N
       llmctl data dedup --input clean/ --output dedup/ --phase apply --shard-index $i --num-shards N
     """
-    from pathlib import Path
-
-    from .dedup import DedupParams, dedup_apply, dedup_join, dedup_signatures, default_work_dir, run_dedup
+    from .dedup import DedupParams, run_dedup
     from .pipeline import StageStats
     from .writers import single_file_target
 
@@ -363,32 +366,28 @@ def dedup_cmd(
     params = DedupParams(
         exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands), _auto_int(rows), seed
     )
-    work = Path(work_dir) if work_dir else default_work_dir(output)
-    if phase == "all":
-        if shard_index is not None:
-            raise UserError(
-                "--shard-index needs --phase signatures or apply (the join phase needs every shard)"
-            )
-        r = run_dedup(inputs, output, params, text_key, workers, num_shards, work, output_format)
-        click.echo(r["summary"])
-        click.echo(f"pairs: {r['join']['pairs']}")
-        return
-    if single_file_target(output):
+    if phase == "all" and shard_index is not None:
+        raise UserError("--shard-index needs --phase signatures or apply (the join phase needs every shard)")
+    if phase != "all" and single_file_target(output):
         raise UserError(
             f"--phase {phase}: --output must be a directory (one part file per shard), not {output}"
         )
-    n = num_shards or 1
-    if phase == "join":
-        s = dedup_join(work, n, Path(output) / "_pairs.jsonl")
-        click.echo(json.dumps({k: v for k, v in s.items() if k != "params"}))
-        return
-    if shard_index is None:
+    if phase in ("signatures", "apply") and shard_index is None and num_shards not in (None, 1):
         raise UserError(f"--phase {phase} needs --shard-index (and --num-shards)")
-    if phase == "signatures":
-        m = dedup_signatures(inputs, work, params, text_key, shard_index, n)
-        click.echo(f"shard {shard_index}/{n}: {m['docs']} documents hashed into {work}")
+    ex = _executor(executor_name, workers, ray_address)
+    r = run_dedup(
+        inputs, output, params, text_key, workers, num_shards, work_dir, output_format,
+        executor=ex, phase=phase, shard_index=shard_index,
+    )
+    _echo_resumed(r)
+    if phase == "all":
+        click.echo(r["summary"])
+        click.echo(f"pairs: {r['join']['pairs']}")
+    elif phase == "join":
+        click.echo(json.dumps({k: v for k, v in r.items() if k not in ("params", "run", "runs")}))
+    elif phase == "signatures":
+        click.echo(f"shard {shard_index}/{num_shards or 1}: {r['docs']} documents hashed")
     else:
-        r = dedup_apply(inputs, output, work, text_key, shard_index, n, output_format)
         click.echo(StageStats.from_dict(r["stats"]).summary())
 
 
@@ -457,7 +456,7 @@ def train_tokenizer_cmd(
 )
 @click.option("--output-prefix", required=True, help="Writes PREFIX_train.bin/.idx and PREFIX_val.bin/.idx.")
 @_text_key_option
-@click.option("--workers", type=int, default=1, show_default=True, help="Tokenizer worker processes.")
+@_executor_options
 @click.option(
     "--append-eod/--no-append-eod", default=True, show_default=True, help="Append EOS after each document."
 )
@@ -477,13 +476,16 @@ def train_tokenizer_cmd(
     "--tokenizer-type", default=None, hidden=True, help="Accepted for Megatron compatibility; ignored."
 )
 @click.option(
-    "--num-shards", type=int, default=None, help="With --shard-index: process one shard of the input."
+    "--num-shards",
+    type=int,
+    default=None,
+    help="Split the input into this many shards (default: --workers); the output does not depend on it.",
 )
 @click.option(
     "--shard-index",
     type=int,
     default=None,
-    help="Write PREFIX-<i>-of-<n>_{train,val}; combine later with `llmctl data merge`.",
+    help="Run only this shard (e.g. $SLURM_ARRAY_TASK_ID): writes PREFIX-<i>-of-<n>_{train,val} for `data merge`.",
 )
 def tokenize_cmd(
     inputs,
@@ -499,18 +501,20 @@ def tokenize_cmd(
     tokenizer_type,
     num_shards,
     shard_index,
+    executor_name,
+    ray_address,
 ) -> None:
     """Tokenize documents into Megatron MMIDIDX datasets PREFIX_train / PREFIX_val.
 
     \b
     Example (Megatron/MindSpeed flag spellings work too):
       llmctl data tokenize --input toy/dedup --tokenizer toy/tok --output-prefix data/toy --workers 4
+      llmctl data tokenize --input big/ --tokenizer tok --output-prefix data/big --executor ray --ray-address auto
       llmctl data tokenize --input sample/ --tokenizer-name-or-path assets/zen_tokenizer \\
         --output-prefix data/pretrain --json-keys text --append-eod --workers 16 --log-interval 10000
     """
     from .tokenize_corpus import tokenize_corpus
 
-    one = _single_shard(shard_index, num_shards) or (0, 1)
     r = tokenize_corpus(
         inputs,
         tokenizer,
@@ -522,17 +526,19 @@ def tokenize_cmd(
         seed,
         dtype,
         log_interval,
-        one[0],
-        one[1],
+        shard_index,
+        num_shards,
+        executor=_executor(executor_name, workers, ray_address),
     )
     rep = r.report
     for split, o in rep["outputs"].items():
-        click.echo(f"{split}: {o['documents']:,} documents, {o['tokens']:,} tokens -> {o['prefix']}.bin/.idx")
+        click.echo(f"{split}: {o['documents']:,} documents, {o['tokens']:,} tokens -> {r.prefixes[split]}.bin/.idx")
     skipped = rep.get("skipped") or {}
     click.echo(
-        f"dtype {rep['dtype']}, {rep['tokens_per_s']:,.0f} tokens/s"
+        f"dtype {rep['dtype']}, {rep['run']['tokens_per_s']:,.0f} tokens/s"
         + (f"; skipped {', '.join(f'{v} {k}' for k, v in skipped.items())} documents" if skipped else "")
     )
+    _echo_resumed(rep)
 
 
 @data_group.command("merge", context_settings=CONTEXT)

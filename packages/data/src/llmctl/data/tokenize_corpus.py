@@ -1,21 +1,22 @@
-"""Tokenize a corpus into Megatron MMIDIDX `PREFIX_train` / `PREFIX_val` datasets, streaming and in parallel.
+"""Tokenize a corpus into Megatron MMIDIDX `PREFIX_train` / `PREFIX_val` datasets: a stage on `run_stage`.
 
-The parent frames raw records into chunks (`chunks.py`: jsonl lines are parsed by the workers, not here) and
-hands them to worker processes running the fast `tokenizers` backend's `encode_batch`; at most a few chunks
-are in flight, so memory stays flat whatever the corpus size. Results come back in order and are streamed to
-two builders; a document goes to val when a hash of (file, row, seed) falls
-under --val-ratio, so the split is reproducible and does not depend on workers or shards.
+Each shard streams its documents in chunks of raw records (`chunks.py`) through the fast `tokenizers` backend's
+`encode_batch` into two builders, so memory stays flat whatever the corpus size. A document goes to val when a
+hash of (file, row, seed) falls under --val-ratio. Every shard also records each document's (file, row) key,
+and the final step merges the shards' datasets in key order: the output is byte-identical whatever the number
+of shards, workers or executor, and a rerun after a crash only redoes the shards that had not finished.
+With --shard-index (a Slurm array) a shard writes `PREFIX-<i>-of-<n>_{train,val}` for `llmctl data merge`.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,12 +24,16 @@ import numpy as np
 from llmctl.core.errors import UserError
 from llmctl.core.io import write_json_atomic
 
-from .hashing import uniform01, row_keys, stable_hash64
+from .chunks import Chunk, decode_chunk
+from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
+from .executors.local import LocalExecutor
+from .hashing import row_keys, stable_hash64, uniform01
 from .hf_tokenizer import TokenizerInfo, load_tokenizer_info
 from .indexed import IndexedDatasetBuilder, dtype_for_vocab
-from .pipeline import StageStats, check_shard, make_bar, mp_context, plan_shard, report_progress, shard_tag
-from .chunks import Chunk, decode_chunk, iter_chunks
+from .pipeline import StageStats, check_shard, make_bar, report_progress, shard_tag
 from .readers import expand_inputs
+from .tokens_merge import merge_in_key_order
+from .writers import side_path
 
 CHUNK_DOCS = 1024
 CHUNK_CHARS = 2 << 20
@@ -55,22 +60,11 @@ def resolve_dtype(dtype: str, vocab_size: int) -> type:
     raise UserError(f"--dtype must be auto, uint16 or int32, got '{dtype}'")
 
 
-# ---- worker side -------------------------------------------------------------------------------------------
-
-_TOK = None
+# ---- encoding ------------------------------------------------------------------------------------------------
 
 
-def _worker_init(tokenizer_json: str) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
-    global _TOK
-    from tokenizers import Tokenizer
-
-    _TOK = Tokenizer.from_str(tokenizer_json)
-
-
-def encode_chunk(texts: list[str], eod: int | None, tok=None) -> tuple[np.ndarray, np.ndarray]:
+def encode_chunk(texts: list[str], eod: int | None, tok) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of `texts` concatenated (EOD after each when `eod` is set) and the per-document lengths."""
-    tok = tok or _TOK
     encs = tok.encode_batch(texts, add_special_tokens=False)
     lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
     if eod is None:
@@ -86,42 +80,12 @@ def encode_chunk(texts: list[str], eod: int | None, tok=None) -> tuple[np.ndarra
     return flat, lengths + 1
 
 
-def encode_raw_chunk(chunk: Chunk, eod: int | None, tok=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a raw chunk and encode its non-empty documents: (tokens, lengths, kept mask over the chunk)."""
-    texts, kept = decode_chunk(chunk)
-    flat, lengths = encode_chunk(texts, eod, tok) if texts else (np.zeros(0, np.int32), np.zeros(0, np.int64))
-    return flat, lengths, kept
-
-
-# ---- parent side -------------------------------------------------------------------------------------------
-
-
 def _is_val(src: int, rows: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     """Val membership from a hash of (file, row, seed): independent of chunking, workers and shards."""
     if ratio <= 0:
         return np.zeros(len(rows), dtype=bool)
     keys = row_keys(0, np.asarray(rows), seed) ^ np.uint64(src)
     return uniform01(keys) < ratio
-
-
-def _split_write(
-    builders: dict[str, IndexedDatasetBuilder],
-    flat: np.ndarray,
-    lengths: np.ndarray,
-    is_val: np.ndarray,
-    counts: dict[str, list[int]],
-) -> None:
-    if "val" not in builders or not is_val.any():
-        builders["train"].add_documents(flat, lengths)
-        counts["train"][0] += len(lengths)
-        counts["train"][1] += int(lengths.sum())
-        return
-    token_is_val = np.repeat(is_val, lengths)
-    for split, mask, tmask in (("train", ~is_val, ~token_is_val), ("val", is_val, token_is_val)):
-        if mask.any():
-            builders[split].add_documents(flat[tmask], lengths[mask])
-            counts[split][0] += int(mask.sum())
-            counts[split][1] += int(lengths[mask].sum())
 
 
 def output_prefixes(
@@ -132,6 +96,139 @@ def output_prefixes(
     if val_ratio > 0:
         out["val"] = f"{base}_val"
     return out
+
+
+def _check_options(val_ratio: float, append_eod: bool, tokenizer: str, info: TokenizerInfo) -> int | None:
+    if not 0 <= val_ratio < 1:
+        raise UserError(f"--val-ratio must be in [0, 1), got {val_ratio}")
+    if not append_eod:
+        return None
+    if info.eos_id is None:
+        raise UserError(
+            f"--tokenizer {tokenizer}: no EOS token found to append as EOD "
+            "(set eos_token in tokenizer_config.json or pass --no-append-eod)"
+        )
+    return int(info.eos_id)
+
+
+# ---- the stage -------------------------------------------------------------------------------------------------
+
+KEY_ROW_BITS = 40  # a document's merge key: (global file index << 40) | row in that file
+
+
+class TokenizeStage(ShardStage):
+    """One shard -> `<work>/shard-<i>-of-<n>_{train,val}` plus each document's key; `merge` orders them."""
+
+    name = "tokenize"
+
+    def __init__(self, files, tokenizer, output_prefix, text_key=None, append_eod=True, val_ratio=0.01,
+                 seed=1234, dtype="auto", log_interval=0, slurm=False):
+        self.files, self.tokenizer, self.output_prefix = list(files), str(tokenizer), str(output_prefix)
+        self.text_key, self.append_eod, self.val_ratio, self.seed = text_key, append_eod, val_ratio, seed
+        self.dtype, self.log_interval, self.slurm = dtype, log_interval, slurm
+        self.info = load_tokenizer_info(tokenizer)
+        self.np_dtype = resolve_dtype(dtype, self.info.vocab_size)
+        self.eod = _check_options(val_ratio, append_eod, self.tokenizer, self.info)
+        self.work = side_path(Path(self.output_prefix), "tokenize_work")
+        self.marker_dir = self.work / "_done"
+        root = os.path.commonpath([os.path.abspath(os.path.dirname(f)) for f in self.files])
+        self.source_hash = {f: stable_hash64(os.path.relpath(os.path.abspath(f), root)) for f in self.files}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"tokenizer": self.info.json, "prefix": self.output_prefix, "text_key": self.text_key,
+                "eod": self.eod, "val_ratio": self.val_ratio, "seed": self.seed, "dtype": str(self.np_dtype),
+                "slurm": self.slurm}
+
+    def shard_prefixes(self, shard: int, num_shards: int) -> dict[str, str]:
+        if self.slurm:
+            return output_prefixes(self.output_prefix, self.val_ratio, shard, num_shards)
+        return output_prefixes(str(self.work / f"shard-{shard_tag(shard, num_shards)}"), self.val_ratio)
+
+    def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
+        prefixes = self.shard_prefixes(shard, num_shards)
+        file_index = {f: i for i, f in enumerate(self.files)}
+        stats = StageStats("tokenize")
+        counts = {s: [0, 0] for s in prefixes}
+        keys: dict[str, list[np.ndarray]] = {s: [] for s in prefixes}
+        builders = {s: IndexedDatasetBuilder(p, self.np_dtype) for s, p in prefixes.items()}
+        tok = self.info.load()
+        t0 = time.perf_counter()
+        bar = make_bar(self.quiet, desc=f"tokenize {shard}/{num_shards}", unit="docs")
+        done, next_log = 0, self.log_interval
+        try:
+            for chunk in documents.chunks(CHUNK_DOCS, CHUNK_CHARS):
+                texts, kept = decode_chunk(chunk)
+                flat, lengths = encode_chunk(texts, self.eod, tok) if texts else (np.zeros(0, np.int32),
+                                                                                 np.zeros(0, np.int64))
+                for _ in range(int((~kept).sum())):
+                    stats.drop("empty", 0)
+                rows = chunk.rows[kept]
+                is_val = _is_val(self.source_hash[chunk.source], rows, self.val_ratio, self.seed)
+                key = (np.int64(file_index[chunk.source]) << KEY_ROW_BITS) | rows
+                token_is_val = np.repeat(is_val, lengths)
+                for split, mask, tmask in (("train", ~is_val, ~token_is_val), ("val", is_val, token_is_val)):
+                    if split in builders and mask.any():
+                        builders[split].add_documents(flat[tmask], lengths[mask])
+                        keys[split].append(key[mask])
+                        counts[split][0] += int(mask.sum())
+                        counts[split][1] += int(lengths[mask].sum())
+                done += len(kept)
+                bar.update(len(kept))
+                report_progress(len(kept))
+                if self.log_interval and done >= next_log:
+                    dt = max(time.perf_counter() - t0, 1e-9)
+                    tokens = sum(c[1] for c in counts.values())
+                    print(f"processed {done} documents ({done / dt:.1f} docs/s, {tokens / dt / 1e6:.2f} M tokens/s)",
+                          file=sys.stderr)
+                    next_log += self.log_interval
+            for split, b in builders.items():
+                if not self.slurm:
+                    np.save(f"{prefixes[split]}.keys.npy", np.concatenate(keys[split] or [np.zeros(0, np.int64)]))
+                b.finalize()
+        except BaseException:
+            for b in builders.values():
+                b.abort()
+            raise
+        finally:
+            bar.close()
+        report = self._report(list(documents.files), prefixes, counts, stats, [shard, num_shards])
+        if self.slurm:
+            write_json_atomic(f"{prefixes['train'][: -len('_train')]}_tokenize.json", report)
+        return report
+
+    def _report(self, files, prefixes, counts, stats, shard) -> dict[str, Any]:
+        return {
+            "inputs": files,
+            "tokenizer": self.tokenizer,
+            "vocab_size": self.info.vocab_size,
+            "padded_vocab_size": self.info.padded_vocab_size,
+            "dtype": np.dtype(self.np_dtype).name,
+            "append_eod": self.append_eod,
+            "eod_id": self.eod,
+            "val_ratio": self.val_ratio,
+            "seed": self.seed,
+            "shard": shard,
+            "outputs": {s: {"prefix": prefixes[s], "documents": counts[s][0], "tokens": counts[s][1]}
+                        for s in prefixes},
+            "skipped": {r: c.docs for r, c in stats.dropped.items()},
+        }
+
+    def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        """Sum the shards' counts; after a full run, write PREFIX_{train,val} in key order and drop the work dir."""
+        finals = output_prefixes(self.output_prefix, self.val_ratio)
+        counts = {s: [sum(r["outputs"][s][k] for r in reports) for k in ("documents", "tokens")] for s in finals}
+        stats = StageStats("tokenize")
+        for r in reports:
+            for reason, n in r["skipped"].items():
+                stats.dropped.setdefault(reason, type(stats.kept)()).add(0, None, docs=n)
+        if not complete:
+            return {**self._report(self.files, finals, counts, stats, reports[0]["shard"]), "shards": reports}
+        for split, final in finals.items():
+            merge_in_key_order([r["outputs"][split]["prefix"] for r in reports], final, self.np_dtype)
+        report = self._report(self.files, finals, counts, stats, [0, 1])
+        write_json_atomic(f"{self.output_prefix}_tokenize.json", report)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return report
 
 
 def tokenize_corpus(
@@ -145,108 +242,33 @@ def tokenize_corpus(
     seed: int = 1234,
     dtype: str = "auto",
     log_interval: int = 0,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    quiet: bool = False,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+    executor: Executor | None = None,
 ) -> TokenizeResult:
-    """Tokenize shard `shard_index` of `num_shards` of `inputs` into `<prefix>_train` / `<prefix>_val`."""
-    check_shard(shard_index, num_shards)
-    if not 0 <= val_ratio < 1:
-        raise UserError(f"--val-ratio must be in [0, 1), got {val_ratio}")
-    info: TokenizerInfo = load_tokenizer_info(tokenizer)
-    np_dtype = resolve_dtype(dtype, info.vocab_size)
-    eod = None
-    if append_eod:
-        if info.eos_id is None:
-            raise UserError(
-                f"--tokenizer {tokenizer}: no EOS token found to append as EOD "
-                "(set eos_token in tokenizer_config.json or pass --no-append-eod)"
-            )
-        eod = int(info.eos_id)
+    """Tokenize `inputs` into `<prefix>_train` / `<prefix>_val` on `executor` (default: `workers` processes).
 
+    Without `shard_index` every shard runs (as many as workers unless `num_shards` says) and the result is
+    merged; with it only that shard runs and writes `<prefix>-<i>-of-<n>_{train,val}`.
+    """
+    executor = executor or LocalExecutor(workers)
+    n = num_shards or (1 if shard_index is not None else max(1, executor.workers))
+    if shard_index is not None:
+        check_shard(shard_index, n)
     files = expand_inputs(inputs)
-    plan = plan_shard(files, shard_index, num_shards)
-    root = os.path.commonpath([os.path.abspath(os.path.dirname(f)) for f in files])
-    source_hash = {f: stable_hash64(os.path.relpath(os.path.abspath(f), root)) for f in plan.files}
-    prefixes = output_prefixes(output_prefix, val_ratio, shard_index, num_shards)
-    stats = StageStats("tokenize")
-    counts = {s: [0, 0] for s in prefixes}
-    builders = {s: IndexedDatasetBuilder(p, np_dtype) for s, p in prefixes.items()}
-    t0 = time.perf_counter()
-    pool = None
-    bar = make_bar(quiet, desc="tokenize", unit="docs")
+    stage = TokenizeStage(files, tokenizer, output_prefix, text_key, append_eod, val_ratio, seed, dtype,
+                          log_interval, slurm=shard_index is not None)
+    shards = Shards(n, None if shard_index is None else (shard_index,))
     try:
-        chunks = iter_chunks(plan, text_key, CHUNK_DOCS, CHUNK_CHARS)
-        docs_done = 0
-        next_log = log_interval or 0
-
-        def consume(chunk: Chunk, result) -> None:
-            nonlocal docs_done, next_log
-            flat, lengths, kept = result
-            skipped = int((~kept).sum())
-            for _ in range(skipped):
-                stats.drop("empty", 0)
-            is_val = _is_val(source_hash[chunk.source], chunk.rows[kept], val_ratio, seed)
-            _split_write(builders, flat, lengths, is_val, counts)
-            docs_done += len(kept)
-            bar.update(len(kept))
-            report_progress(len(kept))
-            if log_interval and docs_done >= next_log:
-                dt = time.perf_counter() - t0
-                print(
-                    f"processed {docs_done} documents ({docs_done / dt:.1f} docs/s, "
-                    f"{sum(c[1] for c in counts.values()) / dt / 1e6:.2f} M tokens/s)",
-                    file=sys.stderr,
-                )
-                next_log += log_interval
-
-        if workers <= 1:
-            tok = info.load()
-            for chunk in chunks:
-                consume(chunk, encode_raw_chunk(chunk, eod, tok))
-        else:
-            pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=mp_context(), initializer=_worker_init, initargs=(info.json,)
-            )
-            inflight: deque = deque()
-            for chunk in chunks:
-                inflight.append((chunk, pool.submit(encode_raw_chunk, chunk, eod)))
-                while len(inflight) > 2 * workers:
-                    c, fut = inflight.popleft()
-                    consume(c, fut.result())
-            while inflight:
-                c, fut = inflight.popleft()
-                consume(c, fut.result())
-        for b in builders.values():
-            b.finalize()
+        report = run_stage(stage, files, None, shards, executor)
     except BaseException:
-        for b in builders.values():
-            b.abort()
+        if not any(stage.marker_dir.glob("*.json")):  # nothing finished: nothing to resume from
+            shutil.rmtree(stage.work, ignore_errors=True)
         raise
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    elapsed = time.perf_counter() - t0
-    for split, (d, t) in counts.items():
-        stats.kept.add(t, split, docs=d)  # per split: docs and tokens (the "bytes" slot holds tokens here)
-    report = {
-        "inputs": list(plan.files),
-        "tokenizer": str(tokenizer),
-        "vocab_size": info.vocab_size,
-        "padded_vocab_size": info.padded_vocab_size,
-        "dtype": np.dtype(np_dtype).name,
-        "append_eod": append_eod,
-        "eod_id": eod,
-        "val_ratio": val_ratio,
-        "seed": seed,
-        "shard": [shard_index, num_shards],
-        "outputs": {
-            s: {"prefix": prefixes[s], "documents": counts[s][0], "tokens": counts[s][1]} for s in prefixes
-        },
-        "skipped": {r: c.docs for r, c in stats.dropped.items()},
-        "seconds": round(elapsed, 3),
-        "tokens_per_s": round(sum(c[1] for c in counts.values()) / max(elapsed, 1e-9), 1),
-    }
-    write_json_atomic(f"{prefixes['train'][: -len('_train')]}_tokenize.json", report)
+    run = report["run"]
+    tokens = sum(o["tokens"] for o in report["outputs"].values())
+    run["tokens_per_s"] = round(tokens / max(run["seconds"], 1e-9), 1)
+    prefixes = {s: o["prefix"] for s, o in report["outputs"].items()}
+    if shard_index is not None:
+        prefixes = stage.shard_prefixes(shard_index, n)
     return TokenizeResult(prefixes, report)

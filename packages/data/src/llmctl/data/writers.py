@@ -251,11 +251,16 @@ def parts_output(output: str | os.PathLike, out_format: str | None) -> tuple[Pat
     return target, side_path(target, "parts"), FILE_SUFFIXES[target.suffix]
 
 
-def clear_parts(out_dir: str | os.PathLike) -> None:
-    """Remove the part files and per-shard reports an earlier run (maybe with another shard count) left."""
+def clear_parts(out_dir: str | os.PathLike, shards: Sequence[int] | None = None) -> None:
+    """Remove the part files and per-shard reports an earlier run left, for `shards` (None: all of them)."""
     d = Path(out_dir)
-    if d.is_dir():
-        for f in list(d.glob("part-*")) + list(d.glob("_report-*.json")):
+    if not d.is_dir():
+        return
+    patterns = ["part-*", "_report-*.json"] if shards is None else [
+        p for i in shards for p in (f"part-{i:05d}-*", f"_report-{i:05d}-of-*.json")
+    ]
+    for pattern in patterns:
+        for f in d.glob(pattern):
             f.unlink(missing_ok=True)
 
 

@@ -74,8 +74,9 @@ class ShardStage:
         """Everything besides the inputs that changes this stage's output (a marker from other params is stale)."""
         return {}
 
-    def reset(self, num_shards: int) -> None:
-        """Called before a fresh (not resumed) run: remove what an older run with other settings left."""
+    def reset(self, shards: list[int] | None) -> None:
+        """Called before shards run: remove what an older run left for `shards` (None: for every shard, as
+        before a fresh full run, which may follow a run with another shard count)."""
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -175,9 +176,9 @@ def run_stage(
     t0 = time.perf_counter()
     todo = plan.todo()
     done = {i: r for i in todo if (r := read_marker(marker_path(stage, i, plan.num_shards), fp)) is not None}
-    if not done:
-        stage.reset(plan.num_shards)
     pending = [i for i in todo if i not in done]
+    if pending:
+        stage.reset(None if not done and plan.indices is None else pending)
     calls = [(stage, files, i, plan.num_shards, fp, executor.workers > 1) for i in pending]
     results = executor.map(run_one, calls, stage.name, stage.resources) if calls else []
     reports = {**done, **dict(zip(pending, results))}

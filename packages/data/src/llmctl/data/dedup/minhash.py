@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .hashing import splitmix64
+from ..hashing import splitmix64
 
 U64 = np.uint64
 MAX32 = np.uint32(0xFFFFFFFF)
