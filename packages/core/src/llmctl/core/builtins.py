@@ -52,7 +52,7 @@ def register_models(register):
     from .nn.hf_adapters import ADAPTERS  # torch-free
 
     for family, adapter in ADAPTERS.items():
-        register(family, adapter)
+        register(family, adapter, mcore="gpt")  # state-dict layout for Megatron-core checkpoints (nn/mcore.py)
 
 
 @hookimpl
@@ -64,6 +64,17 @@ def register_kernels(register):
     from .nn.kernels import builtin_kernels
 
     builtin_kernels(register)
+
+
+@hookimpl
+def register_tasks(register):
+    register("pretrain", "llmctl.core.train.pretrain_task:PretrainTask")
+
+
+@hookimpl
+def register_parallelisms(register):
+    register("single", "llmctl.core.train.parallelism:Parallelism")
+    register("ddp", "llmctl.core.train.parallelism:DDP")
 
 
 @hookimpl

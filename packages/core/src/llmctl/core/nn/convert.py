@@ -66,6 +66,14 @@ def native_to_hf(
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     cfg, state, it_dir = read_native_state(ckpt_dir, iteration)
     _check_out_dir(out_dir, ckpt_dir, overwrite)
+    return write_hf_dir(cfg, state, out_dir, it_dir / "tokenizer", source=str(it_dir), dtype=dtype)
+
+
+def write_hf_dir(cfg, state: dict[str, torch.Tensor], out_dir: Path, tok_dir: Path | None, *, source: str,
+                 dtype: str | torch.dtype | None = None) -> Path:
+    """Write a native state dict (+ the tokenizer in `tok_dir`, if any) as an HF dir; shared by every export."""
+    from safetensors.torch import save_file
+
     adapter = adapter_for(cfg)
     names = adapter.name_map(cfg)
     state = strip_wrappers(state)
@@ -77,12 +85,11 @@ def native_to_hf(
             if missing
             else f"unexpected weights {', '.join(unexpected[:5])}"
         )
-        raise UserError(f"{it_dir}: {what} for the model in config.yaml")
+        raise UserError(f"{source}: {what} for the model in its config")
     out_dtype = parse_dtype(dtype) if dtype is not None else state["embed.weight"].dtype
     hf_state = {hf: state[native].detach().to(out_dtype).contiguous() for native, hf in names.items()}
 
-    tok_dir = it_dir / "tokenizer"
-    tokenizer = load_tokenizer(tok_dir) if has_tokenizer(tok_dir) else None
+    tokenizer = load_tokenizer(tok_dir) if tok_dir is not None and has_tokenizer(tok_dir) else None
     ids = {}
     if tokenizer is not None:
         ids = {

@@ -22,6 +22,7 @@ from ..errors import UserError
 from .hf_adapters import adapter_for_hf_config
 from ..model_config import ModelConfig
 from .build import build_model, check_keys
+from .mcore_io import is_mcore_checkpoint, read_mcore_state
 from .model import Transformer
 from ..tokenizer import Tokenizer, find_tokenizer_dir, load_tokenizer
 
@@ -34,7 +35,7 @@ class LoadedModel:
     model: Transformer
     tokenizer: Tokenizer | None
     config: ModelConfig
-    source: str  # "native" | "hf"
+    source: str  # "native" | "hf" | "mcore"
     path: Path
 
 
@@ -58,6 +59,9 @@ def load_model(
     if is_hf_dir(path):
         cfg, state = read_hf_state(path)
         source, tok_dir = "hf", find_tokenizer_dir(path)
+    elif is_mcore_checkpoint(path, iteration):  # same directory layout as native: told apart by its keys
+        cfg, state, it_dir, _ = read_mcore_state(path, iteration)
+        source, tok_dir = "mcore", find_tokenizer_dir(it_dir / "tokenizer")
     elif checkpoint.is_checkpoint_dir(path):
         cfg, state, it_dir = read_native_state(path, iteration)
         source, tok_dir = "native", find_tokenizer_dir(it_dir / "tokenizer")

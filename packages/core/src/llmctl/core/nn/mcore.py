@@ -1,0 +1,303 @@
+"""Native <-> Megatron-core (`GPTModel`) state dicts: names, fused QKV / fc1 layout, TP shards, PP stages.
+
+Pure tensor mapping, no file I/O (that is `mcore_io`). Megatron-core keeps what llmctl stores as separate
+matrices fused and sharded, and MindSpeed users hold weights in exactly that form:
+
+- `linear_qkv` is interleaved per query group: for each of the `ng` groups, its `nh/ng` query heads, then its
+  key head, then its value head (each `head_dim` rows). A TP rank holds `ng/tp` whole groups, so a TP shard is
+  a plain dim-0 chunk of the fused matrix, and TP must divide the KV heads.
+- `linear_fc1` is `[gate; up]`; TP rank r holds `cat(chunk(gate, tp)[r], chunk(up, tp)[r])`.
+- `linear_proj` and `linear_fc2` split on dim 1; embedding and output layer on dim 0 (vocab); norms replicate.
+- Layer indices restart at 0 on every pipeline stage; the embedding lives on the first stage, the final norm
+  and output layer on the last (the output layer also when tied but PP > 1: Megatron keeps a copy there).
+
+Every transform is a reshape/cat/chunk, so HF -> mcore -> HF is bit-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import UserError
+from ..model_config import ModelConfig
+
+_LAYER = "decoder.layers.{j}."
+#: Linear layers whose (weightless, local-spec) `_extra_state` entries megatron-core's state_dict() carries.
+_EXTRA_STATE = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
+#: Transformer Engine specs fuse the norms into the following linear layer.
+_TE_NORMS = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+             "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
+_LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.")
+
+
+def parse_layer_list(value: Any) -> list[int] | None:
+    """MindSpeed's `--num-layer-list` ("3,5", or a list) as ints; None when absent/empty."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return [int(str(x).strip()) for x in items]
+    except ValueError:
+        raise UserError(f"--num-layer-list {value!r}: expected comma-separated layer counts, e.g. 3,5") from None
+
+
+def layer_counts(num_layers: int, pp: int, num_layer_list: Any = None) -> list[int]:
+    """Layers per pipeline stage: `--num-layer-list` when given (must sum to the layers), else an even split."""
+    counts = parse_layer_list(num_layer_list)
+    if counts is None:
+        if num_layers % pp:
+            raise UserError(f"{num_layers} layers do not split evenly over pipeline size {pp}; "
+                            "give --num-layer-list")
+        return [num_layers // pp] * pp
+    if len(counts) != pp:
+        raise UserError(f"--num-layer-list {','.join(map(str, counts))} has {len(counts)} stages but the "
+                        f"pipeline size is {pp}")
+    if sum(counts) != num_layers or min(counts) < 1:
+        raise UserError(f"--num-layer-list {','.join(map(str, counts))} sums to {sum(counts)} but the model has "
+                        f"{num_layers} layers (each stage needs at least 1)")
+    return counts
+
+
+def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:
+    """One-line errors for a TP/PP layout the model cannot be cut into."""
+    if tp < 1 or pp < 1:
+        raise UserError(f"tensor/pipeline parallel sizes must be >= 1 (got TP={tp}, PP={pp})")
+    if cfg.kv_heads % tp:
+        raise UserError(f"tensor parallel size {tp} does not divide the {cfg.kv_heads} KV heads (query groups)")
+    if cfg.ffn_hidden_size % tp:
+        raise UserError(f"tensor parallel size {tp} does not divide ffn_hidden_size {cfg.ffn_hidden_size}")
+    if cfg.vocab_size % tp:
+        raise UserError(f"tensor parallel size {tp} does not divide the vocabulary ({cfg.vocab_size}); "
+                        "pad the embedding to a multiple of it first")
+
+
+# ---- fused QKV -------------------------------------------------------------------------------------------------
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """[q; k; v] (HF order) -> megatron's per-group interleave. Works for weights [out, in] and biases [out]."""
+    ng, hd = cfg.kv_heads, cfg.head_dim
+    rest = q.shape[1:]
+    groups = [q.reshape(ng, (cfg.num_heads // ng) * hd, *rest), k.reshape(ng, hd, *rest), v.reshape(ng, hd, *rest)]
+    return torch.cat(groups, dim=1).reshape(-1, *rest)
+
+
+def unfuse_qkv(w: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ng, hd = cfg.kv_heads, cfg.head_dim
+    per = cfg.num_heads // ng
+    rest = w.shape[1:]
+    if w.shape[0] != ng * (per + 2) * hd:
+        raise UserError(f"linear_qkv has {w.shape[0]} rows; {cfg.num_heads} heads in {ng} groups of "
+                        f"head_dim {hd} need {ng * (per + 2) * hd}")
+    q, k, v = w.reshape(ng, (per + 2) * hd, *rest).split([per * hd, hd, hd], dim=1)
+    return q.reshape(-1, *rest).clone(), k.reshape(-1, *rest).clone(), v.reshape(-1, *rest).clone()
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """`t` with storage of its own: torch.save writes a view's whole base storage, so shards must not be views."""
+    whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    return t if whole and t.is_contiguous() and t.storage_offset() == 0 else t.clone()
+
+
+# ---- native -> mcore -------------------------------------------------------------------------------------------
+def to_mcore_stage(native: dict[str, torch.Tensor], cfg: ModelConfig, tp: int, stage: int,
+                   counts: Sequence[int]) -> list[dict[str, Any]]:
+    """The `tp` model state dicts of pipeline `stage` (layers given by `counts`), in megatron-core names."""
+    shards: list[dict[str, Any]] = [{} for _ in range(tp)]
+
+    def put(name: str, t: torch.Tensor, dim: int | None) -> None:
+        parts = [t] * tp if dim is None else torch.chunk(t, tp, dim=dim)
+        for r in range(tp):
+            shards[r][name] = _own(parts[r])
+
+    def extra(name: str) -> None:
+        for r in range(tp):
+            shards[r][name + "._extra_state"] = None
+
+    last = stage == len(counts) - 1
+    if stage == 0:
+        put("embedding.word_embeddings.weight", native["embed.weight"], 0)
+    first = sum(counts[:stage])
+    for j in range(counts[stage]):
+        n, m = f"layers.{first + j}.", _LAYER.format(j=j)
+        put(m + "input_layernorm.weight", native[n + "input_norm.weight"], None)
+        qkv = [native[n + f"attn.{p}_proj.weight"] for p in "qkv"]
+        put(m + "self_attention.linear_qkv.weight", fuse_qkv(*qkv, cfg), 0)
+        if cfg.qkv_bias:
+            bias = [native[n + f"attn.{p}_proj.bias"] for p in "qkv"]
+            put(m + "self_attention.linear_qkv.bias", fuse_qkv(*bias, cfg), 0)
+        put(m + "self_attention.linear_proj.weight", native[n + "attn.o_proj.weight"], 1)
+        put(m + "pre_mlp_layernorm.weight", native[n + "post_attn_norm.weight"], None)
+        gate = torch.chunk(native[n + "mlp.gate_proj.weight"], tp, dim=0)
+        up = torch.chunk(native[n + "mlp.up_proj.weight"], tp, dim=0)
+        for r in range(tp):
+            shards[r][m + "mlp.linear_fc1.weight"] = torch.cat([gate[r], up[r]], dim=0)
+        put(m + "mlp.linear_fc2.weight", native[n + "mlp.down_proj.weight"], 1)
+        for name in _EXTRA_STATE:
+            extra(m + name)
+    if last:
+        put("decoder.final_layernorm.weight", native["norm.weight"], None)
+        if not cfg.tie_embeddings or len(counts) > 1:
+            head = native["embed.weight"] if cfg.tie_embeddings else native["lm_head.weight"]
+            put("output_layer.weight", head, 0)
+        extra("output_layer")
+    return shards
+
+
+# ---- mcore -> native -------------------------------------------------------------------------------------------
+def stage_num_layers(state: dict[str, Any]) -> int:
+    """Layers held by one stage's state dict (local indices 0..n-1)."""
+    found = {int(m.group(1)) for k in state if (m := _LAYER_RE.match(k))}
+    if found and found != set(range(len(found))):
+        raise UserError(f"decoder layer indices {sorted(found)[:8]} are not 0..{len(found) - 1} on one stage")
+    return len(found)
+
+
+def from_mcore(pieces: Sequence[Sequence[dict[str, Any]]], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Native state from megatron-core shards: `pieces` in layer order (pipeline stages, virtual chunks), each
+    the list of its TP ranks' state dicts. Every weight must be used; `_extra_state` entries are ignored."""
+    tp = len(pieces[0])
+    native: dict[str, torch.Tensor] = {}
+    used: set[tuple[int, str]] = set()
+
+    def get(p: int, name: str, dim: int | None, required: bool = True) -> torch.Tensor | None:
+        shards = pieces[p]
+        if name not in shards[0]:
+            if required:
+                raise UserError(f"megatron-core checkpoint: missing weight {name} (stage piece {p})")
+            return None
+        used.add((p, name))
+        parts = [s[name] for s in shards]
+        if any(not isinstance(t, torch.Tensor) for t in parts):
+            raise UserError(f"megatron-core checkpoint: {name} is not a tensor on every TP rank")
+        return parts[0] if dim is None else torch.cat(parts, dim=dim)
+
+    layer = 0
+    for p, shards in enumerate(pieces):
+        for s in shards:  # TE specs: norms fused into the next linear, renamed to the local-spec names
+            for k in [k for k in s if k.endswith(tuple(_TE_NORMS))]:
+                s[_LAYER_RE.match(k).group(0) + _TE_NORMS[k[_LAYER_RE.match(k).end():]]] = s.pop(k)
+        if p == 0:
+            native["embed.weight"] = get(p, "embedding.word_embeddings.weight", 0)
+        for j in range(stage_num_layers(shards[0])):
+            n, m = f"layers.{layer}.", _LAYER.format(j=j)
+            native[n + "input_norm.weight"] = get(p, m + "input_layernorm.weight", None)
+            # each TP rank holds ng/tp whole groups: the dim-0 concatenation is the TP1 fused tensor
+            q, k, v = unfuse_qkv(get(p, m + "self_attention.linear_qkv.weight", 0), cfg)
+            native.update({n + "attn.q_proj.weight": q, n + "attn.k_proj.weight": k, n + "attn.v_proj.weight": v})
+            if cfg.qkv_bias:
+                q, k, v = unfuse_qkv(get(p, m + "self_attention.linear_qkv.bias", 0), cfg)
+                native.update({n + "attn.q_proj.bias": q, n + "attn.k_proj.bias": k, n + "attn.v_proj.bias": v})
+            native[n + "attn.o_proj.weight"] = get(p, m + "self_attention.linear_proj.weight", 1)
+            native[n + "post_attn_norm.weight"] = get(p, m + "pre_mlp_layernorm.weight", None)
+            fc1 = [t.chunk(2, dim=0) for t in get(p, m + "mlp.linear_fc1.weight", 0).chunk(tp, dim=0)]
+            native[n + "mlp.gate_proj.weight"] = torch.cat([g for g, _ in fc1], dim=0)
+            native[n + "mlp.up_proj.weight"] = torch.cat([u for _, u in fc1], dim=0)
+            native[n + "mlp.down_proj.weight"] = get(p, m + "mlp.linear_fc2.weight", 1)
+            layer += 1
+        if p == len(pieces) - 1:
+            native["norm.weight"] = get(p, "decoder.final_layernorm.weight", None)
+            head = get(p, "output_layer.weight", 0, required=not cfg.tie_embeddings)
+            if head is not None and not cfg.tie_embeddings:
+                native["lm_head.weight"] = head
+    if layer != cfg.num_layers:
+        raise UserError(f"megatron-core checkpoint holds {layer} decoder layers but args.num_layers is "
+                        f"{cfg.num_layers}")
+    stray = sorted(k for p, shards in enumerate(pieces) for k, v in shards[0].items()
+                   if (p, k) not in used and not k.endswith("._extra_state"))
+    if stray:
+        more = f" (+{len(stray) - 5} more)" if len(stray) > 5 else ""
+        raise UserError(f"megatron-core checkpoint: unexpected weights {', '.join(stray[:5])}{more} "
+                        "(not a llama/qwen2-style GPTModel with these args)")
+    return native
+
+
+# ---- args <-> config ---------------------------------------------------------------------------------------------
+_REQUIRED_ARGS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads")
+
+
+def config_from_args(args: dict[str, Any], *, vocab_size: int, qkv_bias: bool, has_output_layer: bool,
+                     source: str) -> ModelConfig:
+    """ModelConfig from the few `args` fields llmctl needs; a missing required field is a one-line error."""
+    for key in _REQUIRED_ARGS:
+        if args.get(key) is None:
+            raise UserError(f"{source}: args has no '{key}' (needed to rebuild the model)")
+    if args.get("group_query_attention") and args.get("num_query_groups") is None:
+        raise UserError(f"{source}: args.group_query_attention is set but args has no 'num_query_groups'")
+    kv = args.get("num_query_groups") if args.get("group_query_attention") else None
+    if args.get("normalization", "RMSNorm") != "RMSNorm" or args.get("swiglu") is False:
+        raise UserError(f"{source}: args normalization={args.get('normalization')!r} swiglu={args.get('swiglu')!r};"
+                        " only RMSNorm + SwiGLU (llama/qwen2) models are supported")
+    tied = not args.get("untie_embeddings_and_output_weights", not has_output_layer)
+    rope_scaling = None
+    if args.get("rope_scaling_type") == "llama3":
+        rope_scaling = {"rope_type": "llama3", "factor": args.get("rope_scaling_factor"),
+                        "low_freq_factor": args.get("low_freq_factor"),
+                        "high_freq_factor": args.get("high_freq_factor"),
+                        "original_max_position_embeddings": args.get("rope_scaling_original_max_position_embeddings")}
+    hf_type = str(args.get("model_type_hf") or "")
+    family = "qwen2" if "qwen" in hf_type else "llama" if "llama" in hf_type else ("qwen2" if qkv_bias else "llama")
+    cfg = ModelConfig(
+        vocab_size=vocab_size, hidden_size=int(args["hidden_size"]), num_layers=int(args["num_layers"]),
+        num_heads=int(args["num_attention_heads"]), num_kv_heads=int(kv) if kv else None,
+        ffn_hidden_size=int(args["ffn_hidden_size"]),
+        max_seq_len=int(args.get("max_position_embeddings") or args.get("seq_length") or 4096),
+        rope_theta=float(args.get("rotary_base") or 10000.0), rope_scaling=rope_scaling,
+        norm_eps=float(args.get("norm_epsilon") or 1e-5), qkv_bias=qkv_bias, tie_embeddings=tied, family=family,
+        init_std=float(args.get("init_method_std") or 0.02))
+    kv_channels = args.get("kv_channels")
+    if kv_channels and int(kv_channels) != cfg.head_dim:
+        raise UserError(f"{source}: args.kv_channels={kv_channels} != hidden_size/num_attention_heads; not supported")
+    cfg.validate()
+    return cfg
+
+
+def args_from_config(cfg: ModelConfig, tp: int, pp: int, counts: Sequence[int], dtype: torch.dtype,
+                     iteration: int) -> dict[str, Any]:
+    """The `args` fields a MindSpeed/Megatron run checks or needs to rebuild this model (Megatron's names)."""
+    args: dict[str, Any] = dict(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, ffn_hidden_size=cfg.ffn_hidden_size,
+        num_attention_heads=cfg.num_heads, group_query_attention=cfg.kv_heads != cfg.num_heads,
+        num_query_groups=cfg.kv_heads, kv_channels=cfg.head_dim, padded_vocab_size=cfg.vocab_size,
+        make_vocab_size_divisible_by=1, max_position_embeddings=cfg.max_seq_len, seq_length=cfg.max_seq_len,
+        position_embedding_type="rope", use_rotary_position_embeddings=True, rotary_base=cfg.rope_theta,
+        normalization="RMSNorm", norm_epsilon=cfg.norm_eps, swiglu=True, add_bias_linear=False,
+        add_qkv_bias=cfg.qkv_bias, untie_embeddings_and_output_weights=not cfg.tie_embeddings,
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        num_layer_list=",".join(map(str, counts)) if pp > 1 else None, params_dtype=dtype,
+        bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_mcore_models=True,
+        transformer_impl="local", model_type_hf="qwen2" if cfg.family == "qwen2" else "llama2",
+        init_method_std=cfg.init_std, iteration=iteration, consumed_train_samples=0, consumed_valid_samples=0)
+    if cfg.rope_scaling:
+        rs = cfg.rope_scaling
+        args.update(rope_scaling_type="llama3", rope_scaling_factor=rs.get("factor"),
+                    low_freq_factor=rs.get("low_freq_factor"), high_freq_factor=rs.get("high_freq_factor"),
+                    rope_scaling_original_max_position_embeddings=rs.get("original_max_position_embeddings"))
+    return args
+
+
+@dataclasses.dataclass(frozen=True)
+class McoreLayout:
+    """The state-dict adapter a model family registers for megatron-core checkpoints (`register_models`
+    extra `mcore=`). One layout, "gpt", serves llama and qwen2: they differ only by the qkv bias."""
+
+    name: str = "gpt"
+
+    to_stage = staticmethod(to_mcore_stage)
+    from_pieces = staticmethod(from_mcore)
+
+
+LAYOUTS = {"gpt": McoreLayout("gpt")}
+
+
+def layout_for(family: str) -> McoreLayout:
+    """The megatron-core layout a family registered (`register(family, adapter, mcore="gpt")`)."""
+    from ..plugins import get_bus
+
+    entry = get_bus().registry("models").get(family)
+    name = entry.extra.get("mcore") if entry is not None else None
+    if name not in LAYOUTS:
+        raise UserError(f"model family '{family}' has no megatron-core layout registered")
+    return LAYOUTS[name]
