@@ -175,8 +175,8 @@ def sample_cmd(
 ) -> None:
     """Sample a zh/en subset of a scored parquet corpus to a byte budget and ratio.
 
-    Deterministic for a seed and a shard count: --num-shards N splits the files and the budget N ways (default 1;
-    the sample depends on N), --workers runs those shards in parallel.
+    Each row is chosen by a hash of (file, row, seed), so the sample depends on the seed and the data, not on
+    --num-shards or --workers (which only split and parallelise the work; --executor ray spreads it on Ray).
 
     \b
     Example (the course lab's 50 GB sample, 20% Chinese):
@@ -184,7 +184,7 @@ def sample_cmd(
         --out-dir /data2/datasets/pretrain_subset_50GB --train-size-gb 50 \\
         --zh-ratio 0.2 --en-ratio 0.8 --min-score-zh 0.5 --min-score-en 0.5 --target-shard-mb 500
     """
-    from .sample import run_sample, sample_shard
+    from .sample import run_sample
 
     kw = dict(
         input_root=input_root,
@@ -201,10 +201,14 @@ def sample_cmd(
         seed=seed,
     )
     one = _single_shard(shard_index, num_shards)
-    if one:
-        m = sample_shard(**kw, shard_index=one[0], num_shards=one[1])
-    else:
-        m = run_sample(workers=workers, num_shards=num_shards, **kw)
+    m = run_sample(
+        workers=workers,
+        num_shards=one[1] if one else num_shards,
+        executor=_executor(executor_name, workers, ray_address),
+        shard_index=one[0] if one else None,
+        **kw,
+    )
+    _echo_resumed(m)
     shares = ", ".join(
         f"{k} {v['share']:.1%} ({v['bytes']:,} B, {v['rows']:,} rows)" for k, v in m["by_lang"].items()
     )

@@ -83,25 +83,50 @@ read_jsonl.extensions = (".jsonl", ".jsonl.gz", ".ndjson")
 
 
 def read_json(path: str) -> Iterator[dict]:
-    """A JSON list of objects (or an object holding one list of objects). Loaded whole: use jsonl for big data."""
+    """A JSON list of objects (or an object holding one list of objects), streamed item by item with ijson,
+    so a whole-file `.json` corpus takes the memory of one item, not of the file."""
+    import ijson
+
+    def items(prefix: str) -> Iterator[dict]:
+        with _open_text(path, binary=True) as f:
+            for i, obj in enumerate(ijson.items(f, prefix, use_float=True)):
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}: item {i} is {type(obj).__name__}, expected an object")
+                yield obj
+
     try:
         with _open_text(path, binary=True) as f:
-            data = json.loads(f.read().decode("utf-8"))
+            head = next(ijson.parse(f), None)
+        if head is None:
+            raise UserError(f"{path}: expected a JSON list of objects, got nothing")
+        if head[1] == "start_array":
+            yield from items("item")
+        elif head[1] == "start_map":
+            yield from items(_only_list_key(path))
+        else:
+            raise UserError(f"{path}: expected a JSON list of objects, got {head[1]}")
+    except ijson.JSONError as e:
+        raise UserError(f"{path}: invalid JSON ({str(e).splitlines()[0][:200]})") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise UserError(f"{path}: expected a JSON list of objects (or an object with exactly one list)")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-    for i, obj in enumerate(data):
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}: item {i} is {type(obj).__name__}, expected an object")
-        yield obj
+
+
+def _only_list_key(path: str) -> str:
+    """The key of the one list of a top-level object (`{"data": [...]}`), found in a streaming pass."""
+    import ijson
+
+    lists, depth = [], 0
+    with _open_text(path, binary=True) as f:
+        for prefix, event, value in ijson.parse(f):
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth == 2 and event == "start_array":
+                    lists.append(prefix)
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+    if len(lists) != 1:
+        raise UserError(f"{path}: expected a JSON list of objects (or an object with exactly one list)")
+    return f"{lists[0]}.item"
 
 
 read_json.extensions = (".json", ".json.gz")

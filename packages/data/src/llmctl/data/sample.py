@@ -1,36 +1,41 @@
 """Sample a zh/en training subset from a scored parquet corpus (Ultra-FineWeb layout) to a byte budget.
 
 Languages come from sub-folders (`ROOT/zh/*.parquet`, `ROOT/en/...`, or names like `ultrafineweb_zh`) or from
-a language column. Two streaming passes over Arrow record batches:
-  1. count the eligible bytes per language (rows scoring at least that language's minimum);
-  2. keep each eligible row with probability p = 1.1 * budget / eligible, decided by a hash of (file, row,
-     seed), reading files in a seeded order, until each language's byte budget (size * ratio) is met.
-Languages are interleaved by deficit (the one furthest below its share goes next), so every output shard has
-the target mix, and shards are rolled at --target-shard-mb on disk. Bytes are UTF-8 bytes of the text column;
+a language column. Every row draws u in [0, 1) from a hash of (file, row, seed), and two steps on the executor
+stream Arrow record batches:
+  1. count (per shard): a histogram of the eligible bytes (rows scoring at least their language's minimum) over
+     u, per language; the histograms of all shards are summed and each language's cut is the smallest u bucket
+     whose cumulative bytes reach its budget (size * ratio);
+  2. write (per shard): every eligible row whose u falls at or under its language's cut.
+So the selected rows depend on the seed and the data only, never on --num-shards or --workers. Within a shard
+the languages are interleaved by deficit (the one furthest below its share goes next), so every output file
+has the target mix, and files are rolled at --target-shard-mb on disk. Bytes are UTF-8 bytes of the text column;
 1 GB = 2^30 bytes. A `manifest.json` records rows, bytes, per-language share and the source files.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from llmctl.core.errors import UserError
-from llmctl.core.io import write_json_atomic
+from llmctl.core.io import atomic_path, write_json_atomic
 
+from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
+from .executors.local import LocalExecutor
 from .hashing import row_keys, stable_hash64, uniform01
-from .pipeline import check_shard, make_bar, plan_shard, report_progress, run_shards, shard_tag
-from .writers import ParquetWriter
+from .pipeline import make_bar, plan_shard, report_progress, shard_tag
+from .writers import ParquetWriter, clear_parts
 
 GB = 1 << 30
 MB = 1 << 20
 LANGS = ("zh", "en")
-OVERSAMPLE = 1.1
+BUCKETS = 1 << 16  # resolution of the per-document draw u: the budget is met to within one bucket's bytes
 _LANG_IN_NAME = re.compile(r"(?:^|[_\-.])(zh|en)(?:$|[_\-.])", re.IGNORECASE)
 
 
@@ -133,28 +138,34 @@ class _Source:
             ok &= (np.arange(start, start + n) % k) == i
         return ok, lengths, langs
 
-    def eligible_bytes(self, bar) -> int:
-        total = 0
+    def _draws(self, path: str, start: int, n: int) -> np.ndarray:
+        """u of rows start..start+n of `path`, as bucket numbers (the per-document hash, not the shard)."""
+        rows = np.arange(start, start + n)
+        u = uniform01(row_keys(stable_hash64(os.path.relpath(path, self.root)), rows, self.seed))
+        return np.minimum((u * BUCKETS).astype(np.int64), BUCKETS - 1)
+
+    def histogram(self, bar) -> np.ndarray:
+        """Eligible bytes by u bucket."""
+        hist = np.zeros(BUCKETS, np.int64)
         for path in self.files:
             for start, batch in _batches(path, self._columns()):
                 ok, lengths, _ = self._mask(path, start, batch)
-                total += int(lengths[ok].sum())
+                buckets = self._draws(path, start, batch.num_rows)
+                hist += np.bincount(buckets[ok], weights=lengths[ok], minlength=BUCKETS).astype(np.int64)
                 bar.update(batch.num_rows)
-        return total
+                report_progress(batch.num_rows)
+        return hist
 
-    def stream(self) -> Iterator[tuple[Any, np.ndarray]]:
+    def stream(self, cut: int) -> Iterator[tuple[Any, np.ndarray]]:
+        """Arrow tables of the eligible rows whose bucket is at most `cut`, with their text byte lengths."""
         import pyarrow as pa
 
-        order = list(self.files)
-        random.Random(f"{self.seed}:{self.lang}").shuffle(order)
-        for path in order:
+        for path in self.files:
             rel = os.path.relpath(path, self.root)
-            h = stable_hash64(rel)
             for start, batch in _batches(path, self._columns()):
                 ok, lengths, _ = self._mask(path, start, batch)
+                ok &= self._draws(path, start, batch.num_rows) <= cut
                 rows = np.arange(start, start + batch.num_rows)
-                if self.p < 1.0:
-                    ok &= uniform01(row_keys(h, rows, self.seed)) < self.p
                 idx = np.flatnonzero(ok)
                 if len(idx) == 0:
                     continue
@@ -176,148 +187,193 @@ class _Source:
                 yield table, lengths[idx]
 
 
-def sample_shard(
-    input_root: str,
-    out_dir: str | os.PathLike,
-    train_size_gb: float,
-    zh_ratio: float,
-    en_ratio: float,
-    min_score_zh: float = 0.0,
-    min_score_en: float = 0.0,
-    target_shard_mb: float = 500,
-    text_key: str | None = None,
-    lang_key: str | None = None,
-    score_key: str | None = "score",
-    seed: int = 42,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Sample shard `shard_index` of `num_shards` (each shard gets 1/num_shards of the budget)."""
-    check_shard(shard_index, num_shards)
-    validate_ratios(zh_ratio, en_ratio)
-    if train_size_gb <= 0:
-        raise UserError(f"--train-size-gb must be > 0, got {train_size_gb}")
-    if target_shard_mb <= 0:
-        raise UserError(f"--target-shard-mb must be > 0, got {target_shard_mb}")
-    ratios = {"zh": zh_ratio, "en": en_ratio}
-    by_lang = discover(input_root, lang_key)
-    first = next(iter(by_lang.values()))[0]
-    text_col = text_key or _guess_text_column(first)
-    cols = {"text": text_col, "score": score_key or None, "lang": lang_key}
-    min_score = {"zh": min_score_zh, "en": min_score_en}
-    sources = []
-    for lang in LANGS:
-        if ratios[lang] <= 0:
-            continue
-        files = by_lang.get(lang, []) if not lang_key else by_lang["*"]
-        if not files:
-            raise UserError(
-                f"--input-root {input_root}: no {lang} files, but --{lang}-ratio is {ratios[lang]}"
-            )
-        plan = plan_shard(files, shard_index, num_shards)
-        sources.append(
-            _Source(
-                lang,
-                list(plan.files),
-                input_root,
-                cols,
-                min_score,
-                (shard_index, num_shards) if plan.by_document else None,
-                seed,
-            )
-        )
+@dataclass
+class SampleSpec:
+    """What to sample (the command's options), shared by the count and write steps."""
 
-    bar = make_bar(quiet, desc="sample: counting eligible rows", unit="rows")
-    eligible = {s.lang: s.eligible_bytes(bar) for s in sources}
-    bar.close()
-    target = train_size_gb * GB / num_shards
-    budgets = {s.lang: target * ratios[s.lang] for s in sources}
-    # too little eligible data in one language: shrink the whole sample so the ratio still holds
+    input_root: str
+    out_dir: str
+    train_size_gb: float
+    zh_ratio: float
+    en_ratio: float
+    min_score_zh: float = 0.0
+    min_score_en: float = 0.0
+    target_shard_mb: float = 500
+    text_key: str | None = None
+    lang_key: str | None = None
+    score_key: str | None = "score"
+    seed: int = 42
+
+    def validate(self) -> None:
+        validate_ratios(self.zh_ratio, self.en_ratio)
+        if self.train_size_gb <= 0:
+            raise UserError(f"--train-size-gb must be > 0, got {self.train_size_gb}")
+        if self.target_shard_mb <= 0:
+            raise UserError(f"--target-shard-mb must be > 0, got {self.target_shard_mb}")
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {"zh": self.zh_ratio, "en": self.en_ratio}
+
+    def files(self) -> dict[str, list[str]]:
+        """Files per language taking part (ratio > 0)."""
+        by_lang = discover(self.input_root, self.lang_key)
+        out = {}
+        for lang in LANGS:
+            if self.ratios[lang] <= 0:
+                continue
+            files = by_lang["*"] if self.lang_key else by_lang.get(lang, [])
+            if not files:
+                raise UserError(
+                    f"--input-root {self.input_root}: no {lang} files, but --{lang}-ratio is {self.ratios[lang]}"
+                )
+            out[lang] = files
+        return out
+
+    def sources(self, shard: int, num_shards: int) -> list[_Source]:
+        files = self.files()
+        first = next(iter(files.values()))[0]
+        cols = {"text": self.text_key or _guess_text_column(first), "score": self.score_key or None,
+                "lang": self.lang_key}
+        min_score = {"zh": self.min_score_zh, "en": self.min_score_en}
+        out = []
+        for lang, fs in files.items():
+            plan = plan_shard(fs, shard, num_shards)
+            by_doc = (shard, num_shards) if plan.by_document else None
+            out.append(_Source(lang, list(plan.files), self.input_root, cols, min_score, by_doc, self.seed))
+        return out
+
+
+class _SampleStep(ShardStage):
+    def __init__(self, spec: SampleSpec):
+        self.spec = spec
+        self.marker_dir = Path(spec.out_dir) / "_done"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(vars(self.spec))
+
+
+class CountStage(_SampleStep):
+    """Step 1: each shard's eligible bytes by u bucket, per language, saved next to the markers."""
+
+    name = "sample-count"
+
+    def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
+        bar = make_bar(self.quiet, desc=f"sample: counting {shard}/{num_shards}", unit="rows")
+        out = {}
+        for src in self.spec.sources(shard, num_shards):
+            path = Path(self.spec.out_dir) / "_sample_work" / f"hist-{src.lang}-{shard_tag(shard, num_shards)}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, src.histogram(bar))
+            out[src.lang] = str(path)
+        bar.close()
+        return {"shard": [shard, num_shards], "histograms": out}
+
+    def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        return {"histograms": [r["histograms"] for r in reports]}
+
+
+def cuts_for(spec: SampleSpec, hist: dict[str, np.ndarray], share: float = 1.0) -> dict[str, Any]:
+    """Each language's cut bucket for its byte budget (scaled down, keeping the ratio, if one runs short)."""
+    target = spec.train_size_gb * GB * share
+    budgets = {lang: target * spec.ratios[lang] for lang in hist}
+    eligible = {lang: int(h.sum()) for lang, h in hist.items()}
     scale = min([1.0] + [eligible[lang] / b for lang, b in budgets.items() if b > 0])
     short = None
     if scale < 1.0:
-        short = {
-            "requested_bytes": int(target),
-            "scaled_to_bytes": int(target * scale),
-            "eligible": {k: int(v) for k, v in eligible.items()},
-        }
+        short = {"requested_bytes": int(target), "scaled_to_bytes": int(target * scale), "eligible": eligible}
         budgets = {k: v * scale for k, v in budgets.items()}
-    for s in sources:
-        s.p = min(1.0, OVERSAMPLE * budgets[s.lang] / eligible[s.lang]) if eligible[s.lang] else 0.0
+    cuts = {}
+    for lang, h in hist.items():
+        cum = np.cumsum(h)
+        cuts[lang] = int(min(np.searchsorted(cum, budgets[lang], side="left"), BUCKETS - 1))
+    return {"cuts": cuts, "eligible": eligible, "short": short, "target": int(target)}
 
-    written = {s.lang: 0 for s in sources}
-    rows = {s.lang: 0 for s in sources}
-    streams = {s.lang: s.stream() for s in sources}
-    pending: dict[str, tuple[Any, np.ndarray] | None] = {lang: None for lang in streams}
-    chunk_bytes = max(1, int(target_shard_mb * MB / 32))
-    bar = make_bar(quiet, desc="sample: writing", unit="B", unit_scale=True, total=sum(budgets.values()))
-    writer = ParquetWriter(
-        out_dir,
-        f"part-{shard_index:05d}",
-        max_bytes=int(target_shard_mb * MB),
-        row_group_bytes=max(1, int(target_shard_mb * MB / 8)),
-        compression="zstd",
-    )
-    try:
-        active = [lang for lang in streams if budgets[lang] > 0]
-        while active:
-            lang = min(active, key=lambda k: (written[k] / budgets[k], k))
-            item = pending[lang]
-            if item is None:
-                item = next(streams[lang], None)
+
+class WriteStage(_SampleStep):
+    """Step 2: the shard's rows under the cuts, languages interleaved by deficit, rolled at the file size."""
+
+    name = "sample"
+
+    def __init__(self, spec: SampleSpec, cuts: dict[str, Any], hist_paths: list[dict[str, str]]):
+        super().__init__(spec)
+        self.cuts, self.hist_paths = cuts, hist_paths
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "cuts": self.cuts["cuts"]}
+
+    def reset(self, shards: list[int] | None) -> None:
+        clear_parts(self.spec.out_dir, shards)
+
+    def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
+        spec, cuts = self.spec, self.cuts["cuts"]
+        sources = spec.sources(shard, num_shards)
+        mine = self.hist_paths[shard] if len(self.hist_paths) > 1 else self.hist_paths[0]
+        expected = {s.lang: int(np.load(mine[s.lang])[: cuts[s.lang] + 1].sum()) for s in sources}
+        streams = {s.lang: s.stream(cuts[s.lang]) for s in sources}
+        written = {s.lang: 0 for s in sources}
+        rows = {s.lang: 0 for s in sources}
+        bar = make_bar(self.quiet, desc="sample: writing", unit="B", unit_scale=True, total=sum(expected.values()))
+        writer = ParquetWriter(
+            spec.out_dir,
+            f"part-{shard:05d}",
+            max_bytes=int(spec.target_shard_mb * MB),
+            row_group_bytes=max(1, int(spec.target_shard_mb * MB / 8)),
+            compression="zstd",
+        )
+        chunk_bytes = max(1, int(spec.target_shard_mb * MB / 32))
+        pending: dict[str, Any] = {lang: None for lang in streams}
+        try:
+            active = [lang for lang in streams if expected[lang] > 0]
+            while active:
+                lang = min(active, key=lambda k: (written[k] / expected[k], k))
+                item = pending[lang] or next(streams[lang], None)
                 if item is None:
-                    active.remove(lang)  # ran out of eligible rows (only by the OVERSAMPLE margin's luck)
+                    active.remove(lang)
                     continue
-            table, lengths = item
-            remaining = budgets[lang] - written[lang]
-            cum = np.cumsum(lengths)
-            # rows up to the chunk size, and up to (and including) the row that meets the budget
-            n = int(min(np.searchsorted(cum, min(remaining, chunk_bytes), side="left") + 1, len(lengths)))
-            part, rest = table.slice(0, n), (table.slice(n), lengths[n:]) if n < len(lengths) else None
-            pending[lang] = rest
-            size = int(cum[n - 1])
-            writer.write_table(part, size)
-            written[lang] += size
-            rows[lang] += n
-            bar.update(size)
-            report_progress(n)
-            if written[lang] >= budgets[lang]:
-                active.remove(lang)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        bar.close()
-    total = sum(written.values())
-    manifest = {
-        "rows": sum(rows.values()),
-        "bytes": total,
-        "by_lang": {
-            k: {"rows": rows[k], "bytes": written[k], "share": written[k] / total if total else 0.0}
-            for k in written
-        },
-        "target": {
-            "train_size_gb": train_size_gb,
-            "bytes": int(target),
-            "ratios": ratios,
-            "min_score": min_score,
-            "target_shard_mb": target_shard_mb,
-        },
-        "seed": seed,
-        "shard": [shard_index, num_shards],
-        "columns": cols,
-        "eligible_bytes": {k: int(v) for k, v in eligible.items()},
-        "keep_probability": {s.lang: s.p for s in sources},
-        "files": writer.files,
-        "sources": sorted({f for s in sources for f in s.files}),
-    }
-    if short:
-        manifest["short"] = short
-    name = "manifest.json" if num_shards == 1 else f"_manifest-{shard_tag(shard_index, num_shards)}.json"
-    write_json_atomic(Path(out_dir) / name, manifest)
-    return manifest
+                table, lengths = item
+                cum = np.cumsum(lengths)
+                n = int(min(np.searchsorted(cum, chunk_bytes, side="left") + 1, len(lengths)))
+                pending[lang] = (table.slice(n), lengths[n:]) if n < len(lengths) else None
+                size = int(cum[n - 1])
+                writer.write_table(table.slice(0, n), size)
+                written[lang] += size
+                rows[lang] += n
+                bar.update(size)
+                report_progress(n)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+        return {"rows": rows, "bytes": written, "files": writer.files, "shard": [shard, num_shards],
+                "sources": sorted({f for s in sources for f in s.files})}
+
+    def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        spec = self.spec
+        written = {lang: sum(r["bytes"][lang] for r in reports) for lang in reports[0]["bytes"]}
+        rows = {lang: sum(r["rows"][lang] for r in reports) for lang in written}
+        total = sum(written.values())
+        manifest = {
+            "rows": sum(rows.values()),
+            "bytes": total,
+            "by_lang": {k: {"rows": rows[k], "bytes": written[k], "share": written[k] / total if total else 0.0}
+                        for k in written},
+            "target": {"train_size_gb": spec.train_size_gb, "bytes": self.cuts["target"], "ratios": spec.ratios,
+                       "min_score": {"zh": spec.min_score_zh, "en": spec.min_score_en},
+                       "target_shard_mb": spec.target_shard_mb},
+            "seed": spec.seed,
+            "num_shards": reports[0]["shard"][1],
+            "eligible_bytes": self.cuts["eligible"],
+            "cut": {lang: (c + 1) / BUCKETS for lang, c in self.cuts["cuts"].items()},
+            "files": [f for r in reports for f in r["files"]],
+            "sources": sorted({f for r in reports for f in r["sources"]}),
+        }
+        if self.cuts["short"]:
+            manifest["short"] = self.cuts["short"]
+        return manifest
 
 
 def validate_ratios(zh_ratio: float, en_ratio: float) -> None:
@@ -345,35 +401,30 @@ def _guess_text_column(path: str) -> str:
 
 
 def run_sample(
-    workers: int = 1, num_shards: int | None = None, quiet: bool = False, **kw: Any
+    workers: int = 1,
+    num_shards: int | None = None,
+    quiet: bool = False,
+    executor: Executor | None = None,
+    shard_index: int | None = None,
+    **kw: Any,
 ) -> dict[str, Any]:
-    """All shards locally (`workers` processes); several shards get one merged manifest.json."""
-    n = num_shards or 1
-    validate_ratios(kw["zh_ratio"], kw["en_ratio"])
-    manifests = run_shards(sample_shard, n, workers, kw, desc="sample", unit="rows")
-    if n == 1:
-        return manifests[0]
-    total = sum(m["bytes"] for m in manifests)
-    by_lang: dict[str, dict[str, float]] = {}
-    for m in manifests:
-        for k, v in m["by_lang"].items():
-            slot = by_lang.setdefault(k, {"rows": 0, "bytes": 0})
-            slot["rows"] += v["rows"]
-            slot["bytes"] += v["bytes"]
-    for v in by_lang.values():
-        v["share"] = v["bytes"] / total if total else 0.0
-    merged = {
-        "rows": sum(m["rows"] for m in manifests),
-        "bytes": total,
-        "by_lang": by_lang,
-        "target": {**manifests[0]["target"], "bytes": sum(m["target"]["bytes"] for m in manifests)},
-        "seed": manifests[0]["seed"],
-        "num_shards": n,
-        "files": [f for m in manifests for f in m["files"]],
-        "sources": sorted({f for m in manifests for f in m["sources"]}),
-    }
-    shorts = [m["short"] for m in manifests if m.get("short")]
-    if shorts:
-        merged["short"] = shorts
-    write_json_atomic(Path(kw["out_dir"]) / "manifest.json", merged)
-    return merged
+    """Count, cut, write on `executor` (default: `workers` local processes); writes `manifest.json`.
+
+    With `shard_index` only that shard runs (a Slurm array task): it cuts from its own counts for 1/num_shards
+    of the budget and writes `_manifest-<i>-of-<n>.json`; a full run's selection is independent of the shards.
+    """
+    spec = SampleSpec(**kw)
+    spec.validate()
+    executor = executor or LocalExecutor(workers)
+    n = num_shards or max(1, executor.workers)
+    shards = Shards(n, None if shard_index is None else (shard_index,))
+    files = sorted({f for fs in spec.files().values() for f in fs})
+    counted = run_stage(CountStage(spec), files, None, shards, executor)
+    hist_paths = counted["histograms"]
+    hist = {lang: sum(np.load(h[lang]) for h in hist_paths) for lang in hist_paths[0]}
+    cuts = cuts_for(spec, hist, 1.0 if shard_index is None else 1.0 / n)
+    manifest = run_stage(WriteStage(spec, cuts, hist_paths), files, None, shards, executor)
+    manifest["runs"] = [counted["run"], manifest.pop("run")]
+    name = "manifest.json" if shard_index is None else f"_manifest-{shard_tag(shard_index, n)}.json"
+    write_json_atomic(Path(spec.out_dir) / name, manifest)
+    return manifest
