@@ -13,12 +13,14 @@ from .errors import UserError, require_torch
 
 @click.group("convert")
 def convert_group() -> None:
-    """Convert between Hugging Face model directories and llmctl (Megatron-layout) checkpoints.
+    """Convert between Hugging Face dirs, llmctl checkpoints and Megatron-core (MindSpeed) checkpoints.
 
     \b
     Example:
       llmctl convert hf-to-native --hf-dir Qwen2.5-0.5B --out-dir ckpt/qwen
       llmctl convert native-to-hf --ckpt-dir ckpt/run1 --out-dir hf/run1
+      llmctl convert hf2mcore --hf-dir Qwen2.5-7B --out-dir mcore/qwen7b --target-tensor-parallel-size 8
+      llmctl convert mcore2hf --ckpt-dir mcore/qwen7b --out-dir hf/qwen7b
     """
 
 
@@ -125,6 +127,8 @@ def generate_command(
     from .nn.generate import generate_text
 
     loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration)
+    if loaded.source == "mcore":
+        click.echo(f"read a megatron-core checkpoint from {ckpt_dir}", err=True)
     texts = generate_text(
         loaded,
         list(prompts),
@@ -171,3 +175,8 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
     dev = torch.device(device) if device else pick_device()
     model = build_model(cfg, device=dev, dtype=dtype).eval()
     return LoadedModel(model, tok, cfg, "preset", Path(tokenizer_path))
+
+
+from .commands_mcore import add_mcore_commands  # noqa: E402  (Megatron-core conversions, own module)
+
+add_mcore_commands(convert_group)
