@@ -12,7 +12,9 @@ from llmctl.core.plugins import hookimpl
 @hookimpl
 def register_commands(cli):
     from .cli import data_group
+    from .sft.cli import add_sft_commands
 
+    add_sft_commands(data_group)  # `llmctl data sft` / `llmctl data preprocess`
     cli.add_command(data_group)
 
 
@@ -45,3 +47,15 @@ def register_datasets(register):
     from .gpt_dataset import build_gpt_dataset
 
     register("gpt", build_gpt_dataset)
+    from .sft.datasets import build_dpo_dataset, build_sft_dataset
+
+    register("sft", build_sft_dataset)
+    register("dpo", build_dpo_dataset)
+
+
+@hookimpl
+def register_templates(register):
+    from .sft.templates import builtin_templates
+
+    for name, template in builtin_templates().items():
+        register(name, template)
