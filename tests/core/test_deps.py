@@ -18,8 +18,8 @@ ISSUE_LIST = {"torch", "matplotlib", "tensorboard", "safetensors", "sentencepiec
 
 def test_missing_and_install_command():
     assert deps.missing(["json", "llmctl_no_such_module", "os.path"]) == ["llmctl_no_such_module"]
-    assert deps.install_command(["torch", "matplotlib", "llmctl-eval", "ray", "safetensors"]) == \
-        "pip install 'llmctl-core[plot,torch]' llmctl-eval ray"
+    assert deps.install_command(["torch", "matplotlib", "llmctl-eval", "ray", "safetensors", "peft"]) == \
+        "pip install 'llmctl-core[plot,torch]' llmctl-eval 'llmctl-data[ray]' peft"
     assert deps.install_command(["tensorboard"]) == "pip install 'llmctl-core[tensorboard]'"
 
 

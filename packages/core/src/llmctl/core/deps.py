@@ -37,7 +37,7 @@ OPTIONAL: dict[str, Dep] = {o.module: o for o in (
     Dep("sentencepiece", "sentencepiece", "llmctl-core[torch]", "sentencepiece tokenizers"),
     Dep("matplotlib", "matplotlib", "llmctl-core[plot]", "llmctl plot, quickstart"),
     Dep("tensorboard", "tensorboard", "llmctl-core[tensorboard]", "the tensorboard logging sink"),
-    Dep("ray", "ray", "ray", "data stages on a Ray cluster"),
+    Dep("ray", "ray", "llmctl-data[ray]", "data stages on a Ray cluster"),
     Dep("peft", "peft", "peft", "LoRA adapters in PEFT layout"),
 )}
 
@@ -63,17 +63,13 @@ def missing(modules: Iterable[str]) -> list[str]:
 
 
 def install_command(names: Iterable[str]) -> str:
-    """One pip command that installs `names` (OPTIONAL modules or llmctl distributions): llmctl-core extras
-    are merged into one requirement, e.g. `pip install 'llmctl-core[plot,torch]' llmctl-eval`."""
-    extras: set[str] = set()
-    others: list[str] = []
+    """One pip command that installs `names` (OPTIONAL modules or llmctl distributions), each distribution's
+    extras merged into one requirement, e.g. `pip install 'llmctl-core[plot,torch]' llmctl-eval`."""
+    extras: dict[str, set[str]] = {}  # distribution -> extras, in first-seen order
     for name in names:
-        req = OPTIONAL[name].install if name in OPTIONAL else name
-        if req.startswith("llmctl-core["):
-            extras.update(req[len("llmctl-core["):-1].split(","))
-        elif req not in others:
-            others.append(req)
-    reqs = ([f"'llmctl-core[{','.join(sorted(extras))}]'"] if extras else []) + others
+        dist, _, rest = (OPTIONAL[name].install if name in OPTIONAL else name).partition("[")
+        extras.setdefault(dist, set()).update(e for e in rest.rstrip("]").split(",") if e)
+    reqs = [f"'{d}[{','.join(sorted(x))}]'" if x else d for d, x in extras.items()]
     return "pip install " + " ".join(reqs)
 
 
