@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import types
@@ -14,13 +13,11 @@ from pathlib import Path
 
 import click
 import pytest
-from core_helpers import REPO
 from llmctl.core import plugins
 from llmctl.core.config import apply_overrides, from_dict
 from llmctl.core.errors import PluginError, UserError
 from llmctl.core.model_config import ModelConfig
-
-HELLO_SRC = REPO / "tests" / "plugins" / "llmctl_hello"
+from plugin_sites import install_plugins
 
 
 def _plugin(**hooks):
@@ -106,32 +103,7 @@ def test_config_unknown_key_type_error_and_overrides():
 # ---- a real third-party distribution ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hello_site(tmp_path_factory) -> Path:
-    """pip-install tests/plugins/llmctl_hello into a private --target dir (a real wheel build + dist-info with
-    its entry point), so discovery is the real importlib.metadata path without touching the shared venv."""
-    tmp = tmp_path_factory.mktemp("hello")
-    src, site = tmp / "src", tmp / "site"
-    shutil.copytree(HELLO_SRC, src)  # build in tmp: no build/ or egg-info left in the repo
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-deps",
-        "--no-input",
-        "--target",
-        str(site),
-        str(src),
-    ]
-    try:
-        import setuptools  # noqa: F401
-
-        cmd.insert(4, "--no-build-isolation")  # fast, offline path when the venv has setuptools
-    except ImportError:
-        pass
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    assert list(site.glob("llmctl_hello-*.dist-info"))
-    return site
+    return install_plugins(["llmctl_hello"], tmp_path_factory.mktemp("hello"))
 
 
 def _run_llmctl(site: Path, *args: str, env: dict | None = None):

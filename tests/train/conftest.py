@@ -50,3 +50,12 @@ def tiny_cfg(tmp_path, pattern_data):
         return load_train_config("tiny", [*base, *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def engine_plugins(tmp_path_factory):
+    """tests/plugins' fault-injection callbacks and toy third-party Task, installed as real distributions; a
+    subprocess with this dir on PYTHONPATH discovers them through their entry points."""
+    from plugin_sites import install_plugins
+
+    return install_plugins(["llmctl_faults", "llmctl_toy_task"], tmp_path_factory.mktemp("engine-plugins"))

@@ -87,5 +87,5 @@ def test_config_file_and_model_overrides(tmp_path):
     path.write_text("model:\n  preset: tiny\n  hidden_size: 128\n  num_heads: 8\n"
                     "train:\n  train_tokens: 1.0e5\n  global_batch_size: 4\ndata:\n  seq_length: 100\n")
     cfg = load_train_config(path, ["train.lr=5e-4"])
-    assert cfg.model["hidden_size"] == 128 and cfg.model["num_layers"] == get_preset("tiny").num_layers
+    assert cfg.model.hidden_size == 128 and cfg.model.num_layers == get_preset("tiny").num_layers
     assert cfg.train_iters == 250 and cfg.train.lr == 5e-4  # ceil(1e5 / (4 * 100))

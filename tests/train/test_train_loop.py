@@ -14,9 +14,25 @@ import yaml
 from llmctl.core.nn.checkpoint import latest_iteration, load_checkpoint
 from llmctl.core.errors import UserError
 from llmctl.core.train import load_train_config, pretrain
-from llmctl.core.train.loop import build_model, build_optimizer
+from llmctl.core.nn.build import build_model
+from llmctl.core.train.loop import build_optimizer
 
 from train_helpers import PatternDataset, read_jsonl
+
+
+class NanLossAt:
+    """Fault injection from outside the driver: the loss is NaN at these steps, once per step number (a
+    rollback that replays a step number trains it normally)."""
+
+    def __init__(self, *steps: int):
+        self.pending, self.active = set(steps), False
+
+    def on_step_start(self, trainer, step):
+        self.active = step in self.pending
+        self.pending.discard(step)
+
+    def on_micro_batch_loss(self, trainer, step, loss_sum):
+        return loss_sum * float("nan") if self.active else loss_sum
 
 
 def _train_records(path):
@@ -37,7 +53,8 @@ def test_grad_accumulation_equals_one_big_batch(tiny_cfg):
     wa, wb = _model_state(one.checkpoint_dir), _model_state(four.checkpoint_dir)
     assert wa.keys() == wb.keys()
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=name)
+        # Adam turns fp32 summation-order noise in a near-zero gradient into up to ~lr/1000 of weight
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
     assert not torch.equal(wa["layers.0.mlp.up_proj.weight"], _init_weights(tiny_cfg())["layers.0.mlp.up_proj.weight"])
 
 
@@ -45,7 +62,7 @@ def _init_weights(cfg):
     from llmctl.core.train.state import seed_everything
 
     seed_everything(cfg.train.seed)
-    return build_model(cfg, torch.device("cpu")).state_dict()
+    return build_model(cfg.model).state_dict()
 
 
 def test_exact_resume_in_process(tiny_cfg):
@@ -73,7 +90,7 @@ def test_channel_and_validation_loss_match_torch_cross_entropy(tiny_cfg, pattern
     rec = _train_records(result.log_path)[0]
     val = [r for r in read_jsonl(result.log_path) if "val_loss" in r][-1]
 
-    model = build_model(cfg, torch.device("cpu"))
+    model = build_model(cfg.model)
     model.load_state_dict(_model_state(result.checkpoint_dir))
     model.eval()
 
@@ -102,7 +119,7 @@ def test_channel_and_validation_loss_match_torch_cross_entropy(tiny_cfg, pattern
 
 
 def test_injected_nan_is_skipped_logged_and_training_continues(tiny_cfg, capsys):
-    result = pretrain(tiny_cfg("guards.inject_nan_at_steps=[3]", name="nan"))
+    result = pretrain(tiny_cfg(name="nan"), callbacks=[NanLossAt(3)])
     records = read_jsonl(result.log_path)
     skips = [r for r in records if r.get("event") == "skip"]
     assert [s["step"] for s in skips] == [3] and "non-finite loss" in skips[0]["reason"]
@@ -119,9 +136,8 @@ def test_injected_nan_is_skipped_logged_and_training_continues(tiny_cfg, capsys)
 
 
 def test_consecutive_bad_steps_roll_back_and_skip_data(tiny_cfg):
-    cfg = tiny_cfg("guards.inject_nan_at_steps=[4, 5, 6]", "guards.max_consecutive=3", "checkpoint.interval=2",
-                   "train.train_iters=8", name="rollback")
-    result = pretrain(cfg)
+    cfg = tiny_cfg("guards.max_consecutive=3", "checkpoint.interval=2", "train.train_iters=8", name="rollback")
+    result = pretrain(cfg, callbacks=[NanLossAt(4, 5, 6)])
     records = read_jsonl(result.log_path)
     events = [(r["event"], r["step"]) for r in records if r.get("event")]
     assert events == [("skip", 4), ("skip", 5), ("skip", 6), ("rollback", 6)]
@@ -138,7 +154,7 @@ def test_consecutive_bad_steps_roll_back_and_skip_data(tiny_cfg):
 
 def test_rollback_needs_a_checkpoint(tiny_cfg):
     with pytest.raises(UserError, match="no checkpoint to roll back to"):
-        pretrain(tiny_cfg("guards.inject_nan_at_steps=[1, 2]", "guards.max_consecutive=2", name="norollback"))
+        pretrain(tiny_cfg("guards.max_consecutive=2", name="norollback"), callbacks=[NanLossAt(1, 2)])
 
 
 def test_checkpoint_is_self_describing(tiny_cfg):
@@ -151,13 +167,13 @@ def test_checkpoint_is_self_describing(tiny_cfg):
     state, config, it_dir = load_checkpoint(result.checkpoint_dir)  # weights_only=True inside
     assert state["iteration"] == 2 and set(state) >= {"model", "optimizer", "opt_param_scheduler", "rng_state",
                                                       "train_state"}
-    assert config["model"] == to_dict(cfg.model_config()) and set(config["model"]) == set(to_dict(ModelConfig()))
+    assert config["model"] == to_dict(cfg.model) and set(config["model"]) == set(to_dict(ModelConfig()))
     assert yaml.safe_load((it_dir / "config.yaml").read_text())["train"]["global_batch_size"] == 8
     again = load_train_config(it_dir / "config.yaml")  # the stored config is a valid config as-is
     assert again.model == cfg.model and again.data.path == cfg.data.path
     loaded = load_model(result.checkpoint_dir, device="cpu")
     tokens = torch.arange(3, 19)[None]
-    model = build_model(cfg, torch.device("cpu"))
+    model = build_model(cfg.model)
     model.load_state_dict(state["model"])
     model.eval()
     with torch.no_grad():
@@ -166,8 +182,8 @@ def test_checkpoint_is_self_describing(tiny_cfg):
 
 def test_no_weight_decay_on_norms_and_biases(tiny_cfg):
     cfg = tiny_cfg("model.qkv_bias=true")
-    model = build_model(cfg, torch.device("cpu"))
-    opt = build_optimizer(model, cfg)
+    model = build_model(cfg.model)
+    opt = build_optimizer(list(model.parameters()), cfg)
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     plain = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}

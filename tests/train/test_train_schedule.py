@@ -19,7 +19,7 @@ def _ours(schedule: str, **extra) -> list[float]:
     """The LR the optimizer holds while training iteration i = 1..TOTAL."""
     cfg = load_train_config({"train": {"train_iters": TOTAL, "global_batch_size": 1, "lr": LR, "min_lr": MIN_LR,
                                        "schedule": schedule, "warmup_iters": WARMUP, **extra}},
-                            resolve_model=False)
+                            resolve_vocab=False)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
     sched = build_scheduler(opt, cfg)
     lrs = []
@@ -73,5 +73,5 @@ def test_schedule_landmarks_closed_form():
 
 def test_warmup_fraction_like_megatron():
     cfg = load_train_config({"train": {"train_iters": 20000, "tokens_per_step": 524288}, "data": {"seq_length": 4096}},
-                            resolve_model=False)
+                            resolve_vocab=False)
     assert cfg.warmup_iters == 200 and cfg.global_batch_size == 128 and cfg.tokens_per_step == 524288

@@ -67,6 +67,17 @@ def register_kernels(register):
 
 
 @hookimpl
+def register_tasks(register):
+    register("pretrain", "llmctl.core.train.pretrain_task:PretrainTask")
+
+
+@hookimpl
+def register_parallelisms(register):
+    register("single", "llmctl.core.train.parallelism:Parallelism")
+    register("ddp", "llmctl.core.train.parallelism:DDP")
+
+
+@hookimpl
 def register_loggers(register):
     from .train.metrics import register_builtin_loggers
 

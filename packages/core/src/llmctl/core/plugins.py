@@ -8,6 +8,7 @@ duplicate name raises a PluginError naming both plugins.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.metadata as md
 import os
 from typing import Any, Callable
@@ -70,9 +71,23 @@ class Hookspecs:
     def register_executors(self, register):
         """register(name, executor_class): where data stages run ("local" process pool, "ray" tasks)."""
 
+    @hookspec
+    def register_tasks(self, register):
+        """register(name, TaskClass | "module:Class"): what the training driver trains (pretrain, sft, dpo)."""
+
+    @hookspec
+    def register_parallelisms(self, register):
+        """register(name, ParallelismClass | "module:Class"): how a model is spread (single, ddp, fsdp2, ...)."""
+
+    @hookspec
+    def register_callbacks(self, register):
+        """register(name, callback): an object with some of train.callbacks.Callback's hooks, called by
+        every training run in the process (profilers, extra sinks, fault injection in tests)."""
+
 
 REGISTRY_HOOKS = (
-    "models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets", "executors"
+    "models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets", "executors",
+    "tasks", "parallelisms", "callbacks",
 )
 
 
@@ -208,14 +223,24 @@ def get_bus(reload: bool = False) -> PluginBus:
 
 
 def lookup(kind: str, name: str) -> Any:
-    """The registered value for `name`, or a UserError listing what is available."""
+    """The registered value for `name`, or a UserError listing what is available. A value registered as
+    "package.module:attr" (how torch-side classes register from a torch-free plugin module) is imported now;
+    a failing import is a PluginError naming the plugin, never a silent fall-back."""
     from .errors import UserError
     from .config import did_you_mean
 
     reg = get_bus().registry(kind)
     if name not in reg:
         raise UserError(f"unknown {kind[:-1]} '{name}'{did_you_mean(name, reg)}; available: {', '.join(sorted(reg))}")
-    return reg[name].value
+    value = reg[name].value
+    if isinstance(value, str) and ":" in value:
+        module, _, attr = value.partition(":")
+        try:
+            value = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise PluginError(f"{kind[:-1]} '{name}' from plugin '{reg[name].plugin}': cannot load {reg[name].value} "
+                              f"({e})") from None
+    return value
 
 
 Register = Callable[..., None]

@@ -16,13 +16,13 @@ import pickle
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
 
 from ..errors import UserError
-from ..io import atomic_dir, write_text_atomic
+from ..io import atomic_path, write_text_atomic
 
 POINTER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "model_optim_rng.pt"
@@ -63,23 +63,59 @@ def list_iterations(ckpt_dir: str | os.PathLike) -> list[int]:
 def save_checkpoint(ckpt_dir: str | os.PathLike, iteration: int, state: dict[str, Any],
                     config: dict[str, Any] | None = None, *, tokenizer_dir: str | os.PathLike | None = None,
                     keep: int | None = None, tp_rank: int = 0, pp_rank: int | None = None) -> Path:
-    """Write one complete checkpoint, then move the pointer to it, then prune to the last `keep`."""
+    """One process writes one complete checkpoint, then moves the pointer to it, then prunes to `keep`."""
+    return save_sharded_checkpoint(ckpt_dir, iteration, rank_dir_name(tp_rank, pp_rank), state, config,
+                                   tokenizer_dir=tokenizer_dir, keep=keep)
+
+
+def save_sharded_checkpoint(ckpt_dir: str | os.PathLike, iteration: int, shard: str | None,
+                            state: dict[str, Any] | None, config: dict[str, Any] | None = None, *,
+                            tokenizer_dir: str | os.PathLike | None = None, keep: int | None = None,
+                            is_writer: bool = True, barrier: Callable[[], None] = lambda: None,
+                            before_publish: Callable[[Path], None] | None = None) -> Path:
+    """A checkpoint written by every rank that holds a shard, published by one.
+
+    Every rank calls this. The writer makes `.iter_N.tmp/`; each rank with a `shard` ("mp_rank_00", ...)
+    saves its state there; after a barrier the writer adds config.yaml and the tokenizer, renames the temp
+    dir to `iter_N` and only then moves the pointer. A crash at any moment leaves the pointer on the last
+    complete checkpoint (a leftover temp dir is removed by the next run). `before_publish(tmp)` runs on
+    the writer just before the rename (fault-injection tests stop there)."""
     ckpt_dir = Path(ckpt_dir)
-    final = ckpt_dir / iter_dir_name(iteration)
-    with atomic_dir(final) as tmp:
-        rank_dir = tmp / rank_dir_name(tp_rank, pp_rank)
-        rank_dir.mkdir(parents=True)
-        torch.save(state, rank_dir / STATE_FILE)
+    final, tmp = ckpt_dir / iter_dir_name(iteration), ckpt_dir / f".{iter_dir_name(iteration)}.tmp"
+    if is_writer:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    if shard is not None:
+        (tmp / shard).mkdir(parents=True, exist_ok=True)
+        with atomic_path(tmp / shard / STATE_FILE) as path:
+            torch.save(state, path)
+    barrier()
+    if is_writer:
         if config is not None:
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp / "tokenizer")
-    write_text_atomic(ckpt_dir / POINTER, f"{iteration}\n")
-    if keep:
-        for old in list_iterations(ckpt_dir)[:-keep]:
-            if old != iteration:
-                shutil.rmtree(ckpt_dir / iter_dir_name(old), ignore_errors=True)
+        if before_publish is not None:
+            before_publish(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text_atomic(ckpt_dir / POINTER, f"{iteration}\n")
+        if keep:
+            for old in list_iterations(ckpt_dir)[:-keep]:
+                if old != iteration:
+                    shutil.rmtree(ckpt_dir / iter_dir_name(old), ignore_errors=True)
+    barrier()
     return final
+
+
+def remove_stale_temps(ckpt_dir: str | os.PathLike) -> None:
+    """Temp dirs a killed save left behind (the pointer never named them)."""
+    ckpt_dir = Path(ckpt_dir)
+    if ckpt_dir.is_dir():
+        for tmp in ckpt_dir.glob(".iter_*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -118,10 +154,12 @@ def resolve_iteration_dir(path: str | os.PathLike, iteration: int | None = None)
 
 
 def load_checkpoint(path: str | os.PathLike, iteration: int | None = None, *, map_location: Any = "cpu",
-                    tp_rank: int = 0, pp_rank: int | None = None) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """(state, config, iteration_dir). Loads with weights_only=True: a pickled object is refused, not run."""
+                    tp_rank: int = 0, pp_rank: int | None = None, shard: str | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """(state, config, iteration_dir) of one shard folder (`shard`, else mp_rank_{tp}[_{pp}]). Loads with
+    weights_only=True: a pickled object is refused, not run."""
     it_dir = resolve_iteration_dir(path, iteration)
-    state_file = it_dir / rank_dir_name(tp_rank, pp_rank) / STATE_FILE
+    state_file = it_dir / (shard or rank_dir_name(tp_rank, pp_rank)) / STATE_FILE
     if not state_file.is_file():
         raise UserError(f"{it_dir}: missing {state_file.relative_to(it_dir)}")
     try:

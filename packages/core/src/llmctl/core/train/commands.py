@@ -40,7 +40,7 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
     from . import load_train_config
 
     if auto_restart:  # the supervisor only waits: no torch here, the child resolves and checks the model
-        cfg = load_train_config(config, overrides, resolve_model=False)
+        cfg = load_train_config(config, overrides, resolve_vocab=False)
         _supervised(cfg, config, list(overrides), resume, stop_at_step, auto_restart)
         return
     require_torch("llmctl pretrain")

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from ..config import apply_overrides, did_you_mean, from_dict, load_yaml, to_dict
 from ..errors import UserError
+from ..model_config import ModelConfig, get_preset
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -72,6 +73,7 @@ class OptimConfig:
     kernels: dict = dataclasses.field(default_factory=dict)  # op -> backend, e.g. {attention: reference}
     exit_interval: int | None = None  # Megatron --exit-interval: save and stop when step % N == 0
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume checks
+    task: str = "pretrain"  # what is trained: a name in the plugin bus's "tasks" registry (its keys: `task:`)
 
     def validate(self) -> None:
         _choice(self.schedule, SCHEDULES, "train.schedule")
@@ -138,7 +140,6 @@ class GuardsConfig:
     min_history: int = 10  # good steps needed before the z-score test applies
     max_consecutive: int = 3
     max_rollbacks: int = 3  # then stop with an error: the data or the settings need a human
-    inject_nan_at_steps: list[int] = dataclasses.field(default_factory=list)  # test hook: NaN loss at these
 
     def validate(self) -> None:
         if self.max_consecutive < 1 or self.window < 2:
@@ -147,13 +148,18 @@ class GuardsConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    model: dict = dataclasses.field(default_factory=dict)  # {preset: NAME} and/or ModelConfig fields
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # YAML: {preset: NAME} and/or fields
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
     guards: GuardsConfig = dataclasses.field(default_factory=GuardsConfig)
+    # Plugin-owned sections: `task:` holds the keys of the task named by train.task, `parallel:` the
+    # strategy (a name in the "parallelisms" registry; auto = ddp under torchrun, else single) and its keys.
+    # Each plugin validates its own section (unknown keys fail with a did-you-mean there).
+    task: dict = dataclasses.field(default_factory=dict)
+    parallel: dict = dataclasses.field(default_factory=lambda: {"strategy": "auto"})
 
     # ---- derived values (the loop reads these, never the raw either/or keys) -----------------------------
     @property
@@ -174,40 +180,37 @@ class TrainConfig:
             return min(self.train.warmup_iters, self.train_iters)
         return round(self.train.warmup_fraction * self.train_iters)
 
-    def grad_accum_steps(self, world_size: int = 1) -> int:
-        return self.global_batch_size // (self.train.micro_batch_size * world_size)
+    def grad_accum_steps(self, dp_size: int = 1) -> int:
+        return self.global_batch_size // (self.train.micro_batch_size * dp_size)
 
     def run_name(self) -> str:
         if self.logging.name:
             return self.logging.name
-        return Path(self.checkpoint.dir).name if self.checkpoint.dir else "pretrain"
+        return Path(self.checkpoint.dir).name if self.checkpoint.dir else self.train.task
 
-    def model_config(self):
-        """The ModelConfig this run trains (imports torch: model.py defines it)."""
-        from ..model_config import ModelConfig
+    @property
+    def strategy(self) -> str:
+        return str(self.parallel.get("strategy", "auto"))
 
-        return from_dict(ModelConfig, self.model, prefix="model")
-
-    def check(self, world_size: int = 1) -> None:
-        """Cross-section checks that need the whole config (batch divisibility, data present)."""
+    def check(self, dp_size: int = 1) -> None:
+        """Cross-section checks that need the whole config (batch divisibility, data present). `dp_size` is
+        the data-parallel size (the world size divided by the model-parallel sizes), not the world size."""
         t = self.train
         if t.tokens_per_step is not None and t.tokens_per_step % self.data.seq_length:
             raise UserError(f"config: train.tokens_per_step {t.tokens_per_step} is not divisible by "
                             f"data.seq_length {self.data.seq_length}")
-        per_step = t.micro_batch_size * world_size
+        per_step = t.micro_batch_size * dp_size
         if self.global_batch_size % per_step:
             raise UserError(f"config: global batch size {self.global_batch_size} is not divisible by "
-                            f"train.micro_batch_size {t.micro_batch_size} x data-parallel size {world_size}")
-        if not self.data.path:
-            raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
-                            "or a Megatron blend like '0.7 data/en 0.3 data/zh'")  # the dataset checks the files
+                            f"train.micro_batch_size {t.micro_batch_size} x data-parallel size {dp_size}: "
+                            "gradient accumulation = GBS / (DP x MBS) must be a whole number")
         from ..plugins import lookup
 
         for sink in self.logging.sinks:
             lookup("loggers", sink)  # an unknown sink fails before any work, naming what exists
-        max_len = self.model.get("max_seq_len")
-        if max_len is not None and self.data.seq_length > max_len:
-            raise UserError(f"config: data.seq_length {self.data.seq_length} exceeds model.max_seq_len {max_len}")
+        if self.data.seq_length > self.model.max_seq_len:
+            raise UserError(f"config: data.seq_length {self.data.seq_length} exceeds model.max_seq_len "
+                            f"{self.model.max_seq_len}")
 
 
 # ---- loading ---------------------------------------------------------------------------------------------
@@ -232,38 +235,36 @@ def _read_source(source: str | os.PathLike | dict) -> dict[str, Any]:
                     + f"; presets: {', '.join(preset_names())}")
 
 
-def resolve_model_section(section: dict[str, Any]) -> dict[str, Any]:
-    """{preset: tiny, hidden_size: 128} -> every ModelConfig field, preset values overridden by the rest."""
-    from ..model_config import ModelConfig, get_preset
-
+def resolve_model_section(section: dict[str, Any]) -> ModelConfig:
+    """{preset: tiny, hidden_size: 128} -> the ModelConfig, preset values overridden by the rest."""
     section = dict(section or {})
     preset = section.pop("preset", None)
     base = to_dict(get_preset(preset)) if preset else to_dict(ModelConfig())
     base.update(section)
-    return to_dict(from_dict(ModelConfig, base, prefix="model"))
+    return from_dict(ModelConfig, base, prefix="model")
 
 
 def load_train_config(source: str | os.PathLike | dict, overrides: Iterable[str] = (), *,
-                      resolve_model: bool = True) -> TrainConfig:
+                      resolve_vocab: bool = True) -> TrainConfig:
     """Read a YAML file, a preset name (tiny, zen-500m) or a dict; apply `section.key=value` overrides; check.
 
-    With `resolve_model` (needs torch) the model section becomes the complete ModelConfig, and a tokenizer
-    sets the vocab size unless the config gives one."""
+    The model section (a preset plus overrides) becomes the complete ModelConfig. With `resolve_vocab` a
+    tokenizer (data.tokenizer) sets the vocab size unless the config gives one; the torch-free supervisor
+    skips that, its child does it."""
     data = apply_overrides(_read_source(source), overrides)
-    for section in ("model",):
+    for section in ("model", "task", "parallel"):
         if section in data and not isinstance(data[section], dict):
             raise UserError(f"config key '{section}' must be a mapping")
+    model_section = data.pop("model", None) or {}
     cfg = from_dict(TrainConfig, data)
-    if resolve_model:
-        explicit_vocab = "vocab_size" in cfg.model
-        cfg.model = resolve_model_section(cfg.model)
-        if cfg.data.tokenizer:
-            from ..tokenizer import load_tokenizer
+    cfg.model = resolve_model_section(model_section)
+    if resolve_vocab and cfg.data.tokenizer:
+        from ..tokenizer import load_tokenizer
 
-            n = load_tokenizer(cfg.data.tokenizer).vocab_size
-            if not explicit_vocab:
-                cfg.model["vocab_size"] = n
-            elif cfg.model["vocab_size"] < n:
-                raise UserError(f"config: model.vocab_size {cfg.model['vocab_size']} is smaller than the "
-                                f"tokenizer's {n} ({cfg.data.tokenizer})")
+        n = load_tokenizer(cfg.data.tokenizer).vocab_size
+        if "vocab_size" not in model_section:
+            cfg.model.vocab_size = n
+        elif cfg.model.vocab_size < n:
+            raise UserError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the "
+                            f"tokenizer's {n} ({cfg.data.tokenizer})")
     return cfg

@@ -1,14 +1,14 @@
-"""The pretraining loop: AdamW on the llama-family Transformer over a blended GPT dataset, with grad
-accumulation, closed-form LR schedules, mixed precision, guards with rollback, channel loss, Megatron-style
-logs and exact resume.
+"""The training driver: one loop for every Task (what is trained) and every Parallelism (how it is spread).
 
-Parallelism is not in here: the model and optimizer come from `build_model` / `build_optimizer`, the model can
-be wrapped by a `wrap_model` callable (DDP/FSDP from llmctl-parallel), and rank/world size are read from
-torch.distributed when it is initialised. Each rank reads its own contiguous shard of every global batch.
+The loop owns cadence only: steps, gradient accumulation, the LR schedule, clipping, guards with rollback,
+logging, validation, checkpoint cadence and exact resume. The loss is Megatron's per-token loss: each
+micro-batch's summed loss is back-propagated, the step's token count is summed over micro-batches and
+data-parallel ranks, and the gradients are scaled once by (ranks averaged over) / (global count) — so masked
+labels and uneven lengths weigh exactly as in one forward over the whole global batch.
 
-The step keeps everything on the device: losses accumulate as tensors and are read (one packed `.tolist()`)
-only at log intervals. The one exception is the guard, which must know before the optimizer step whether
-the step is sane; it reads loss and grad norm together once per step (set guards.enabled=false to avoid it).
+The step keeps everything on the device: one packed all-reduce of [loss sum, count, metrics] per step, read
+on the host (one `.tolist()`) only at log intervals — except by the guard, which must know before the
+optimizer step whether the step is sane (set guards.enabled=false to avoid that read).
 """
 
 from __future__ import annotations
@@ -18,30 +18,28 @@ import dataclasses
 import itertools
 import math
 import os
-import shutil
-import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
-import torch.distributed as dist
 
-from ..nn.checkpoint import latest_iteration, load_checkpoint, save_checkpoint
 from ..config import to_dict
-from ..nn.device import max_memory_allocated_gb, peak_flops, pick_device
 from ..errors import UserError
-from ..nn.kernels import select_kernels
-from ..nn.model import Transformer
+from ..nn.build import apply_activation_checkpointing, parse_dtype
+from ..nn.checkpoint import latest_iteration, load_checkpoint, remove_stale_temps, save_sharded_checkpoint
+from ..nn.device import max_memory_allocated_gb, peak_flops
 from ..plugins import lookup
 from ..progress import progress
+from .callbacks import CallbackList, bus_callbacks
 from .config import TrainConfig, load_train_config
 from .guards import Guard
 from .metrics import RunLog
+from .parallelism import Parallelism, iter_dp_positions, resolve_strategy, torchrun_world
 from .schedule import lr_lambda
 from .state import TrainState, capture_rng, restore_rng, seed_everything
+from .task import Task
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_VERSION = 3.0  # Megatron's field name; our layout of the state dict below
 
 
@@ -55,25 +53,30 @@ class PretrainResult:
     stopped_early: bool  # stop_at_step / exit_interval ended the run before train_iters
 
 
-# ---- the pieces a parallel plugin wraps or replaces ------------------------------------------------------
-def build_model(cfg: TrainConfig, device: torch.device) -> Transformer:
-    model = Transformer(cfg.model_config())
-    model.set_kernels(select_kernels(device.type, cfg.train.kernels))
-    model.activation_checkpointing = cfg.train.activation_checkpointing
-    return model.to(device)
+# ---- the pieces the driver is assembled from -------------------------------------------------------------
+def build_parallelism(cfg: TrainConfig) -> Parallelism:
+    name = resolve_strategy(cfg)
+    par = lookup("parallelisms", name)(cfg)
+    if par.world_size != torchrun_world()[1]:
+        raise UserError(f"parallel.strategy {name} runs one process but torchrun started "
+                        f"{torchrun_world()[1]}; use ddp (or auto) under torchrun")
+    return par
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_task(cfg: TrainConfig) -> Task:
+    return lookup("tasks", cfg.train.task)(cfg)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; like Megatron, no weight decay on biases and norm weights (every 1-D parameter)."""
     t = cfg.train
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, **_adamw_impl(model))
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, **_adamw_impl(params))
 
 
-def _adamw_impl(model: torch.nn.Module) -> dict[str, bool]:
-    on_cuda = next(model.parameters()).device.type == "cuda"
+def _adamw_impl(params: list[torch.nn.Parameter]) -> dict[str, bool]:
+    on_cuda = params[0].device.type == "cuda"
     return {"fused": True, "foreach": False} if on_cuda else {"fused": False, "foreach": True}
 
 
@@ -84,20 +87,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [fn] * len(optimizer.param_groups))
 
 
-def channel_names(source_names: list[str]) -> list[str]:
-    """Short names for the per-source losses: the prefix's file name ("data/zh_corpus" -> "zh_corpus"), or the
-    whole prefix where two sources share a file name."""
-    short = [Path(str(n)).name for n in source_names]
-    return short if len(set(short)) == len(short) else [str(n) for n in source_names]
-
-
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-# ---- data ------------------------------------------------------------------------------------------------
 class _Cyclic(torch.utils.data.Dataset):
     """Index modulo the dataset length: guard rollbacks jump past samples, so a run may read a few more
     samples than train_iters x global batch; those wrap to the start."""
@@ -110,60 +99,57 @@ class _Cyclic(torch.utils.data.Dataset):
 
 
 class _Positions(torch.utils.data.Sampler):
-    """This rank's sample indices in order from data position `start`: every global batch of `gbs` samples
-    is cut into `world` contiguous shards. The data position is the whole resume state of the data."""
-
-    def __init__(self, start: int, gbs: int, rank: int, world: int):
-        self.start, self.gbs, self.rank, self.per_rank = start, gbs, rank, gbs // world
+    def __init__(self, start: int, gbs: int, dp_rank: int, dp_size: int):
+        self.args = (start, gbs, dp_rank, dp_size)
 
     def __iter__(self) -> Iterator[int]:
-        for base in itertools.count(self.start + self.rank * self.per_rank, self.gbs):
-            yield from range(base, base + self.per_rank)
+        return iter_dp_positions(*self.args)
 
 
-class _HangWhenPickled:
-    """Test hook (LLMCTL_TEST_HANG_IN_SAVE=ITER): stalls torch.save mid-file so a test can SIGKILL a save."""
-
-    def __reduce__(self):
-        time.sleep(3600)
-        return (int, (0,))
+def _scale_grads(params: list[torch.nn.Parameter], factor: torch.Tensor) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads and all(type(g) is torch.Tensor for g in grads):
+        torch._foreach_mul_(grads, factor)
+    else:  # DTensor grads (FSDP2/TP) scale one by one
+        for g in grads:
+            g.mul_(factor)
 
 
 # ---- the trainer -----------------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-                 echo: Callable[[str], None] | None = None):
+    def __init__(self, cfg: TrainConfig, *, callbacks: Iterable[Any] = (), echo=None):
         self.cfg = cfg
-        self.rank, self.world = dist_info()
-        cfg.check(self.world)
         t = cfg.train
+        self.par = build_parallelism(cfg)
+        cfg.check(self.par.dp_size)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.device = pick_device(None if t.device == "auto" else t.device)
-        self.amp_dtype = DTYPES[t.dtype]
+        self.device = self.par.device
+        self.amp_dtype = parse_dtype(t.dtype)
         self.gbs, self.mbs, self.seq = cfg.global_batch_size, t.micro_batch_size, cfg.data.seq_length
-        self.accum = cfg.grad_accum_steps(self.world)
+        self.accum = cfg.grad_accum_steps(self.par.dp_size)
         self.total = cfg.train_iters
+        self.callbacks = CallbackList([*bus_callbacks(), *callbacks])
 
-        build = lookup("datasets", cfg.data.dataset)  # first: a wrong data path fails before any model work
-        self.train_ds = build(cfg.data.path, seq_len=self.seq, num_samples=self.total * self.gbs,
-                              seed=t.seed, split="train")
-        self.val_ds = (build(cfg.data.path, seq_len=self.seq, num_samples=cfg.eval.iters * self.gbs,
-                             seed=t.seed, split="val") if cfg.eval.iters > 0 else None)
-        self.sources = channel_names(self.train_ds.source_names)
+        self.task = build_task(cfg)  # datasets first: a wrong data path fails before any model work
+        self.train_ds, self.val_ds = self.task.build_datasets(
+            self.total * self.gbs, cfg.eval.iters * self.gbs if cfg.eval.iters > 0 else 0)
+        self.metric_names = self.task.metric_names()
 
         seed_everything(t.seed)
-        self.raw = build_model(cfg, self.device)
-        self.model = wrap_model(self.raw) if wrap_model else self.raw
-        if t.compile:
-            self.model = torch.compile(self.model)
-        self.optimizer = build_optimizer(self.raw, cfg)
+        model = self.task.prepare(self.task.build_model(self.device))
+        if t.activation_checkpointing:
+            apply_activation_checkpointing(model)
+        self.module = self.par.parallelize(model)
+        self.forward_model = torch.compile(self.module) if t.compile else self.module
+        self.params = list(self.task.trainable_parameters(self.par.unwrap(self.module)))
+        if not self.params:
+            raise UserError(f"task {cfg.train.task}: no parameter requires grad; nothing would train")
+        self.optimizer = build_optimizer(self.params, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.dtype == "fp16" else None
-        self.params = [p for p in self.raw.parameters() if p.requires_grad]
         self.guard = Guard(cfg.guards) if cfg.guards.enabled else None
         self.state = TrainState()
-        self._injected: set[int] = set()
 
         self.ckpt_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
         self.tokenizer_dir = None
@@ -171,11 +157,15 @@ class Trainer:
             from ..tokenizer import find_tokenizer_dir
 
             self.tokenizer_dir = find_tokenizer_dir(cfg.data.tokenizer)
-        self.bar = progress(total=self.total, desc="pretrain", unit="step") if self.rank == 0 else None
-        self.log = RunLog(cfg.logging.dir, cfg.run_name(), cfg.logging.sinks, enabled=self.rank == 0,
+        writer = self.par.is_log_writer
+        self.bar = progress(total=self.total, desc=cfg.train.task, unit="step") if writer else None
+        self.log = RunLog(cfg.logging.dir, cfg.run_name(), cfg.logging.sinks, enabled=writer,
                           echo=echo or (self.bar.write if self.bar is not None else None))
         self.peak = peak_flops(self.device, self.amp_dtype)
-        self.flops_per_token = self.raw.cfg.flops_per_token(self.seq)
+        self.flops_per_token = cfg.model.flops_per_token(self.seq)
+        # A fixed divisor keeps backward's gradients in the usual range (fp16 scaling); the exact
+        # per-token normalisation is applied to the gradients once the step's global count is known.
+        self.loss_divisor = float(self.mbs * self.seq * self.accum * self.par.dp_size)
         self._reset_interval()
 
     # ---- helpers -----------------------------------------------------------------------------------------
@@ -183,56 +173,57 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
 
     def _loader(self, ds, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        sampler = _Positions(start, self.gbs, self.par.dp_rank, self.par.dp_size)
         return iter(torch.utils.data.DataLoader(
-            _Cyclic(ds), batch_size=self.mbs, sampler=_Positions(start, self.gbs, self.rank, self.world),
+            _Cyclic(ds), batch_size=self.mbs, sampler=sampler, collate_fn=self.task.collate,
             num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda"))
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
 
     def _reset_interval(self) -> None:
         z = lambda n=(): torch.zeros(n, device=self.device)  # noqa: E731
-        n = len(self.sources)
-        self.acc = {"loss": z(), "n": z(), "nan": z(), "src_loss": z(n), "src_tok": z(n)}
+        m = len(self.metric_names)
+        self.acc = {"loss": z(), "n": z(), "nan": z(), "metric_sum": z(m), "metric_count": z(m)}
         self.interval_skipped = 0
         self.last_grad_norm = z()
         self.interval_start = (time.perf_counter(), self.state.iteration)
 
-    def _sum_across_ranks(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t
+    def _micro_batch_sums(self, loss_sum, count, metrics) -> torch.Tensor:
+        """[loss sum, count, metric sums..., metric counts...] of one micro-batch, as one fp32 vector."""
+        zero = torch.zeros((), device=self.device)
+        parts = [loss_sum.detach().float(), count.float()]
+        parts += [metrics[n][0].float() if n in metrics else zero for n in self.metric_names]
+        parts += [metrics[n][1].float() if n in metrics else zero for n in self.metric_names]
+        return torch.stack(parts)
 
     # ---- one optimizer step ------------------------------------------------------------------------------
     def train_step(self, step: int, batches: list[dict[str, torch.Tensor]]) -> tuple[str | None, bool, float]:
         """Forward/backward over the micro-batches, then (unless the guard objects) one optimizer step.
         Returns (guard reason or None, fp16 overflow, grad norm as read by the guard or nan without one)."""
-        self.model.train()
-        denom = float(self.mbs * self.seq * len(batches))  # mean over this rank's tokens of the global batch
-        loss_step = torch.zeros((), device=self.device)
-        src_loss = torch.zeros(len(self.sources), device=self.device)
-        src_tok = torch.zeros(len(self.sources), device=self.device)
-        inject = step in self.cfg.guards.inject_nan_at_steps and step not in self._injected
-        if inject:
-            self._injected.add(step)
+        self.module.train()
+        sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
         for j, batch in enumerate(batches):
-            tokens = batch["tokens"].to(self.device, non_blocking=True)
-            source = batch["source"].to(self.device, non_blocking=True)
+            batch = self._to_device(batch)
             last = j == len(batches) - 1
-            no_sync = getattr(self.model, "no_sync", None)
-            with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
+            with (contextlib.nullcontext() if last else self.par.no_sync(self.module)):
                 with self._autocast():
-                    per_token = self.model(tokens[:, :-1], tokens[:, 1:])
-                if inject:
-                    per_token = per_token * float("nan")
-                loss = per_token.sum() / denom
+                    loss_sum, count, metrics = self.task.loss(self.forward_model, batch)
+                loss_sum = self.callbacks.transform_loss(self, step, loss_sum)
+                loss = loss_sum / self.loss_divisor
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_step += loss.detach()
-            per_sample = per_token.detach().sum(1)
-            src_loss.index_add_(0, source, per_sample)
-            src_tok.index_add_(0, source, torch.full_like(per_sample, self.seq))
+            sums += self._micro_batch_sums(loss_sum, count, metrics)
+        self.par.sum_over_dp(sums)
+        count = sums[1].clamp_min(1.0)
+        loss_step = sums[0] / count
 
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
+        # grads now hold sum(d loss_sum) / loss_divisor, averaged over grad_mean_divisor ranks
+        _scale_grads(self.params, self.loss_divisor * self.par.grad_mean_divisor / count)
         clip = self.cfg.train.clip_grad if self.cfg.train.clip_grad > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        grad_norm = self.par.clip_grad_norm(self.module, self.params, clip)
 
         reason, overflow, good, norm_v = None, False, True, float("nan")
         if self.guard is not None:
@@ -250,37 +241,38 @@ class Trainer:
 
         if good:
             finite = torch.isfinite(loss_step)
+            m = len(self.metric_names)
             self.acc["loss"] += torch.where(finite, loss_step, 0.0)
             self.acc["n"] += finite
-            self.acc["src_loss"] += torch.where(finite, src_loss, 0.0)
-            self.acc["src_tok"] += torch.where(finite, src_tok, 0.0)
+            self.acc["metric_sum"] += torch.where(finite, sums[2:2 + m], 0.0)
+            self.acc["metric_count"] += torch.where(finite, sums[2 + m:], 0.0)
         self.acc["nan"] += ~torch.isfinite(loss_step)
         self.last_grad_norm = grad_norm.detach().float()
         return reason, overflow, norm_v
 
     # ---- logging -----------------------------------------------------------------------------------------
     def _log_train(self, step: int, lr: float) -> float | None:
-        n_src = len(self.sources)
+        m = len(self.metric_names)
         packed = torch.cat([torch.stack([self.acc["loss"], self.acc["n"], self.acc["nan"], self.last_grad_norm]),
-                            self.acc["src_loss"], self.acc["src_tok"]])
-        values = self._sum_across_ranks(packed).tolist()
-        loss_sum, n_good, n_nan, grad_norm = values[0], values[1], values[2] / self.world, values[3] / self.world
+                            self.acc["metric_sum"], self.acc["metric_count"]])
+        values = packed.tolist()  # already reduced over ranks each step: the same on every rank
+        loss_sum, n_good, n_nan, grad_norm = values[:4]
         elapsed = time.perf_counter() - self.interval_start[0]
         iters = max(1, step - self.interval_start[1])
         step_ms = 1000.0 * elapsed / iters
         tokens_per_s = self.cfg.tokens_per_step / (step_ms / 1000.0)
         loss = loss_sum / n_good if n_good else None
-        rec: dict[str, Any] = {
-            "step": step, "consumed_samples": self.state.consumed_samples,
-            "consumed_tokens": self.state.consumed_samples * self.seq,
-            "tokens": self.state.consumed_samples * self.seq, "loss": loss}
-        for i, name in enumerate(self.sources if n_src > 1 else []):  # channel losses for a blend only
-            tok = values[4 + n_src + i]
-            rec[f"loss/{name}"] = values[4 + i] / tok if tok else None
+        tokens = self.state.consumed_samples * self.seq
+        rec: dict[str, Any] = {"step": step, "consumed_samples": self.state.consumed_samples,
+                               "consumed_tokens": tokens, "tokens": tokens, "loss": loss}
+        for i, name in enumerate(self.metric_names):
+            count = values[4 + m + i]
+            rec[name] = values[4 + i] / count if count else None
+        world = self.par.world_size
         rec.update({
             "lr": lr, "grad_norm": grad_norm if math.isfinite(grad_norm) else None, "step_ms": step_ms,
             "tokens_per_s": tokens_per_s,
-            "mfu": (self.flops_per_token * tokens_per_s / (self.peak * self.world)) if self.peak else None,
+            "mfu": (self.flops_per_token * tokens_per_s / (self.peak * world)) if self.peak else None,
             "mem_gb": max_memory_allocated_gb(self.device), "loss_scale": self.scaler.get_scale() if self.scaler
             else 1.0, "skipped": self.interval_skipped, "nan_iterations": int(round(n_nan)),
             "skipped_samples": self.state.skipped_samples})
@@ -292,58 +284,52 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> float:
-        """Mean token loss over the first eval.iters global batches of the _val split (the same batches every
-        time, so validation losses along a run are comparable)."""
-        self.model.eval()
-        names = channel_names(self.val_ds.source_names)
-        src = torch.zeros(2, len(names), device=self.device)  # [loss sum, tokens] per source
+        """Mean loss over the first eval.iters global batches of the validation split (the same batches
+        every time, so validation losses along a run are comparable)."""
+        self.module.eval()
+        sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
         for batch in itertools.islice(self._loader(self.val_ds, 0), self.cfg.eval.iters * self.accum):
-            tokens = batch["tokens"].to(self.device, non_blocking=True)
-            source = batch["source"].to(self.device, non_blocking=True)
             with self._autocast():
-                per_sample = self.model(tokens[:, :-1], tokens[:, 1:]).float().sum(1)
-            src[0].index_add_(0, source, per_sample)
-            src[1].index_add_(0, source, torch.full_like(per_sample, self.seq))
-        loss_sums, tokens = self._sum_across_ranks(src).tolist()
-        val_loss = sum(loss_sums) / max(sum(tokens), 1.0)
+                sums += self._micro_batch_sums(*self.task.loss(self.forward_model, self._to_device(batch)))
+        values = self.par.sum_over_dp(sums).tolist()
+        val_loss = values[0] / max(values[1], 1.0)
         rec: dict[str, Any] = {"step": step, "consumed_tokens": self.state.consumed_samples * self.seq,
                                "val_loss": val_loss, "val_ppl": math.exp(min(20.0, val_loss))}
-        for name, loss_sum, tok in zip(names, loss_sums, tokens):
-            if tok and len(names) > 1:
-                rec[f"val_loss/{name}"] = loss_sum / tok
+        m = len(self.metric_names)
+        for i, name in enumerate(self.metric_names):
+            if values[2 + m + i]:
+                rec[f"val_{name}"] = values[2 + i] / values[2 + m + i]
         self.log.validation(rec)
-        self.model.train()
+        self.module.train()
         return val_loss
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         self.state.guard_window = list(self.guard.window) if self.guard else []
-        state = {"iteration": self.state.iteration, "checkpoint_version": CHECKPOINT_VERSION,
-                 "model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "opt_param_scheduler": self.scheduler.state_dict(),
-                 "grad_scaler": self.scaler.state_dict() if self.scaler else {},
-                 "rng_state": capture_rng(self.device), "train_state": self.state.to_dict()}
-        if os.environ.get("LLMCTL_TEST_HANG_IN_SAVE") == str(self.state.iteration):
-            state["zz_test_hang"] = _HangWhenPickled()
-        return state
+        model_state = self.task.saved_state(self.par.model_state_dict(self.module))
+        return {"iteration": self.state.iteration, "checkpoint_version": CHECKPOINT_VERSION,
+                "model": model_state, "optimizer": self.par.optimizer_state_dict(self.module, self.optimizer),
+                "opt_param_scheduler": self.scheduler.state_dict(),
+                "grad_scaler": self.scaler.state_dict() if self.scaler else {},
+                "rng_state": capture_rng(self.device), "train_state": self.state.to_dict()}
 
     def save(self) -> None:
         if self.ckpt_dir is None:
             return
+        shard = self.par.checkpoint_shard()
         state = self.state_dict()
-        if self.rank == 0:
-            path = save_checkpoint(self.ckpt_dir, self.state.iteration, state, config=to_dict(self.cfg),
-                                   tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep)
-            self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
-        if self.world > 1:
-            dist.barrier()
+        path = save_sharded_checkpoint(
+            self.ckpt_dir, self.state.iteration, shard, state if shard else None, to_dict(self.cfg),
+            tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep, is_writer=self.par.is_log_writer,
+            barrier=self.par.barrier,
+            before_publish=lambda tmp: self.callbacks.call("on_checkpoint_publish", self, tmp))
+        self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.raw.load_state_dict(state["model"])
-        impl = _adamw_impl(self.raw)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.task.load_saved_state(self.module, state["model"], self.par.load_model_state_dict)
+        self.par.load_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
         for group in self.optimizer.param_groups:  # the device may differ from the one that saved
-            group.update(impl)
+            group.update(_adamw_impl(self.params))
         self.scheduler.load_state_dict(state["opt_param_scheduler"])
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
@@ -351,6 +337,9 @@ class Trainer:
         self.state = TrainState.from_dict(state["train_state"])
         if self.guard is not None:
             self.guard = Guard(self.cfg.guards, self.state.guard_window)
+
+    def _load(self, source: str | Path):
+        return load_checkpoint(source, shard=self.par.checkpoint_read_shard())
 
     def resume(self, source: str) -> bool:
         """Load `source` ("auto": the latest checkpoint in checkpoint.dir, if any). False when auto found none."""
@@ -360,9 +349,9 @@ class Trainer:
             if latest_iteration(self.ckpt_dir) is None:
                 return False
             source = str(self.ckpt_dir)
-        state, saved_cfg, it_dir = load_checkpoint(source)
+        state, saved_cfg, it_dir = self._load(source)
         saved_model = saved_cfg.get("model") or {}
-        for key, value in self.cfg.model.items():
+        for key, value in to_dict(self.cfg.model).items():
             if key in saved_model and saved_model[key] != value:
                 raise UserError(f"{it_dir}: checkpoint has model.{key}={saved_model[key]!r} but the config has "
                                 f"{value!r}; resume needs the same model")
@@ -370,12 +359,6 @@ class Trainer:
         self.log.event({"step": self.state.iteration, "event": "resume", "from": str(it_dir),
                         "consumed_samples": self.state.consumed_samples})
         return True
-
-    def _remove_stale_temps(self) -> None:
-        """Temp dirs a killed save left behind (the pointer never named them)."""
-        if self.rank == 0 and self.ckpt_dir is not None and self.ckpt_dir.is_dir():
-            for tmp in self.ckpt_dir.glob(".iter_*.tmp"):
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def rollback(self, step: int, reason: str) -> None:
         """After guards.max_consecutive bad steps: reload the last checkpoint (model, optimizer, schedule, RNG)
@@ -389,7 +372,7 @@ class Trainer:
             raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) and "
                             "no checkpoint to roll back to (set checkpoint.dir and checkpoint.interval)")
         live = self.state
-        state, _, it_dir = load_checkpoint(self.ckpt_dir)
+        state, _, it_dir = self._load(self.ckpt_dir)
         self.load_state_dict(state)
         jumped = live.consumed_samples - self.state.consumed_samples
         self.state.consumed_samples = live.consumed_samples
@@ -405,29 +388,41 @@ class Trainer:
             self.bar.refresh()
 
     # ---- the loop ----------------------------------------------------------------------------------------
+    def _announce(self) -> None:
+        cfg, unwrapped = self.cfg, self.par.unwrap(self.module)
+        n_params = sum(p.numel() for p in unwrapped.parameters())
+        n_train = sum(p.numel() for p in self.params)
+        kernels = getattr(unwrapped, "ops", None)
+        self.log.note(f" > llmctl {cfg.train.task}: {n_params:,} parameters ({n_train:,} trained), device "
+                      f"{self.device}, dtype {cfg.train.dtype}, kernels {getattr(kernels, 'names', '?')}, "
+                      f"parallel {self.par.describe()}, global batch {self.gbs} = {self.mbs} x {self.accum} "
+                      f"accumulation x {self.par.dp_size} data-parallel ranks, {cfg.tokens_per_step:,} "
+                      f"tokens/step, {self.total} iterations, warmup {cfg.warmup_iters}")
+        for key, value in (("seq_length", self.seq), ("global_batch_size", self.gbs),
+                           ("micro_batch_size", self.mbs), ("train_iters", self.total), ("lr", cfg.train.lr),
+                           ("data_parallel_size", self.par.dp_size), ("world_size", self.par.world_size)):
+            self.log.note(f"  {key} {'.' * (48 - len(key))} {value}")  # Megatron's argument dump format
+
     def run(self, resume: str | None = None, stop_at_step: int | None = None) -> PretrainResult:
-        self._remove_stale_temps()
+        if self.par.is_log_writer and self.ckpt_dir is not None:
+            remove_stale_temps(self.ckpt_dir)
+        self.par.barrier()
         if resume:
             self.resume(resume)
         cfg = self.cfg
-        self.log.note(f" > llmctl pretrain: {self.raw.num_params():,} parameters, device {self.device}, "
-                      f"dtype {cfg.train.dtype}, kernels {self.raw.ops.names}, global batch {self.gbs} = "
-                      f"{self.mbs} x {self.accum} accumulation x {self.world} ranks, {cfg.tokens_per_step:,} "
-                      f"tokens/step, {self.total} iterations, warmup {cfg.warmup_iters}")
-        for key, value in (("seq_length", self.seq), ("global_batch_size", self.gbs),
-                           ("micro_batch_size", self.mbs), ("train_iters", self.total), ("lr", cfg.train.lr)):
-            self.log.note(f"  {key} {'.' * (48 - len(key))} {value}")  # Megatron's argument dump format
+        self._announce()
         self.data = self._loader(self.train_ds, self.state.consumed_samples)
         if self.bar is not None:
             self.bar.n = self.state.iteration
             self.bar.refresh()
         self._reset_interval()
+        self.callbacks.call("on_train_start", self)
         train_loss = val_loss = None
         stopped = False
         saved_at = self.state.iteration if resume else None
         while self.state.iteration < self.total:
             step = self.state.iteration + 1
-            _crash_hook(step, self.ckpt_dir)
+            self.callbacks.call("on_step_start", self, step)
             batches = [next(self.data) for _ in range(self.accum)]
             lr = self.optimizer.param_groups[0]["lr"]
             reason, overflow, grad_norm = self.train_step(step, batches)
@@ -460,6 +455,7 @@ class Trainer:
             val_loss = self.evaluate(self.state.iteration)
         if saved_at != self.state.iteration:
             self.save()
+        self.callbacks.call("on_train_end", self)
         return PretrainResult(final_step=self.state.iteration, train_loss=train_loss, val_loss=val_loss,
                               checkpoint_dir=self.ckpt_dir, log_path=self.log.jsonl_path, stopped_early=stopped)
 
@@ -467,31 +463,19 @@ class Trainer:
         self.log.close()
         if self.bar is not None:
             self.bar.close()
-
-
-def _crash_hook(step: int, ckpt_dir: Path | None) -> None:
-    """Test hook (LLMCTL_TEST_CRASH_AT_STEP=N): SIGKILL this process when step N starts, once per checkpoint
-    dir (a marker file), so the supervisor's restart does not crash again."""
-    if os.environ.get("LLMCTL_TEST_CRASH_AT_STEP") != str(step) or ckpt_dir is None:
-        return
-    marker = ckpt_dir / f".test_crashed_at_{step}"
-    if marker.exists():
-        return
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    os.kill(os.getpid(), signal.SIGKILL)
+        self.par.close()
 
 
 def pretrain(cfg: TrainConfig | str | os.PathLike | dict, *, resume: str | None = None,
-             stop_at_step: int | None = None, wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-             echo: Callable[[str], None] | None = None) -> PretrainResult:
-    """Train per `cfg` (a TrainConfig, YAML path, preset name or dict). `resume`: "auto" or a checkpoint dir
-    (default: checkpoint.resume). `stop_at_step`: save and return after that step, as if interrupted."""
+             stop_at_step: int | None = None, callbacks: Iterable[Any] = (), echo=None) -> PretrainResult:
+    """Train per `cfg` (a TrainConfig, YAML path, preset name or dict) with its task (train.task) and
+    parallelism (parallel.strategy). `resume`: "auto" or a checkpoint dir (default: checkpoint.resume).
+    `stop_at_step`: save and return after that step, as if interrupted. `callbacks`: objects with some of
+    `train.callbacks.Callback`'s hooks, added to those plugins registered."""
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
-    trainer = Trainer(cfg, wrap_model=wrap_model, echo=echo)
+    trainer = Trainer(cfg, callbacks=callbacks, echo=echo)
     try:
         return trainer.run(resume=resume or cfg.checkpoint.resume, stop_at_step=stop_at_step)
     finally:
         trainer.close()
-

@@ -1,0 +1,67 @@
+"""The built-in `pretrain` task: next-token prediction over a (blended) tokenized corpus, with Megatron's
+per-source "channel" losses when the corpus is a blend.
+
+Samples come from the dataset plugin named by `data.dataset` ("gpt", registered by llmctl-data): `seq_length
++ 1` tokens and a source index each. Labels are the inputs shifted by one; a dataset may mark tokens not to
+train on with -100 in an optional `labels` array, and the loss sums only the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..plugins import lookup
+from .task import Metrics, Task, next_token_loss
+
+
+def channel_names(source_names: list[str]) -> list[str]:
+    """Short names for the per-source losses: the prefix's file name ("data/zh_corpus" -> "zh_corpus"), or the
+    whole prefix where two sources share a file name."""
+    short = [Path(str(n)).name for n in source_names]
+    return short if len(set(short)) == len(short) else [str(n) for n in source_names]
+
+
+class PretrainTask(Task):
+    name = "pretrain"
+
+    def build_datasets(self, num_train_samples: int, num_val_samples: int):
+        d, seed = self.cfg.data, self.cfg.train.seed
+        if not d.path:
+            raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
+                            "or a Megatron blend like '0.7 data/en 0.3 data/zh'")  # the dataset checks the files
+        build = lookup("datasets", d.dataset)
+        train = build(d.path, seq_len=d.seq_length, num_samples=num_train_samples, seed=seed, split="train")
+        val = (build(d.path, seq_len=d.seq_length, num_samples=num_val_samples, seed=seed, split="val")
+               if num_val_samples else None)
+        self.channels = channel_names(train.source_names)
+        return train, val
+
+    def metric_names(self) -> list[str]:
+        return [f"loss/{c}" for c in self.channels] if len(self.channels) > 1 else []
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tokens = torch.as_tensor(np.stack([s["tokens"] for s in samples]), dtype=torch.long)
+        batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:].clone(),
+                 "source": torch.as_tensor([int(s["source"]) for s in samples])}
+        if "labels" in samples[0]:  # a dataset that masks some targets itself
+            batch["labels"] = torch.as_tensor(np.stack([s["labels"] for s in samples]),
+                                              dtype=torch.long)[:, 1:]
+        return batch
+
+    def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        per_token, loss_sum, n_tokens = next_token_loss(model, batch["input_ids"], batch["labels"])
+        metrics: Metrics = {}
+        if len(self.channels) > 1:
+            per_sample = per_token.detach().sum(1)
+            tokens_per_sample = (batch["labels"] != -100).sum(1).to(per_sample.dtype)
+            sums = torch.zeros(len(self.channels), device=per_sample.device).index_add_(
+                0, batch["source"], per_sample)
+            counts = torch.zeros_like(sums).index_add_(0, batch["source"], tokens_per_sample)
+            for i, name in enumerate(self.metric_names()):
+                metrics[name] = (sums[i], counts[i])
+        return loss_sum, n_tokens, metrics

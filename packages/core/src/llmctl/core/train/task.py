@@ -1,0 +1,92 @@
+"""The Task seam of the training driver: *what* is trained (torchtitan's train spec, Megatron's forward step).
+
+A Task builds its datasets and collate from the config, computes `loss(model, batch) -> (loss_sum,
+num_tokens, metrics)` summed over the units it trains on (unmasked tokens for language modelling, pairs for
+DPO), says which parameters train and what a checkpoint keeps. The driver owns everything else: it divides
+the summed loss by the step's global count over micro-batches and data-parallel ranks (Megatron's per-token
+loss), so masked labels and uneven lengths weigh exactly as one forward over the whole batch would.
+
+Tasks register on the plugin bus (`register_tasks(register)` -> `register(name, TaskClass)` or
+`register(name, "module:Class")` for a torch-free registration); `train.task` names one, and the task's own
+keys live in the config's `task:` section, parsed by the task's `Options` dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+import torch
+
+from ..config import from_dict
+from .config import TrainConfig
+
+#: metrics[name] = (sum, count): the driver sums both over micro-batches, ranks and the log interval and
+#: logs sum / count, so a metric is a mean over whatever units the task counts (tokens, pairs, samples).
+Metrics = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A task without keys of its own: any key in `task:` is an error naming it."""
+
+
+class Task:
+    """Base class with the defaults a language-modelling task needs; subclasses override what differs."""
+
+    name = "task"
+    Options: type = NoOptions
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.options = from_dict(self.Options, cfg.task, prefix="task")
+
+    # ---- data ----------------------------------------------------------------------------------------
+    def build_datasets(self, num_train_samples: int, num_val_samples: int) -> tuple[Any, Any | None]:
+        """(train, val or None): map-style datasets indexed by global sample position."""
+        raise NotImplementedError
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return torch.utils.data.default_collate(samples)
+
+    def metric_names(self) -> list[str]:
+        """Every name `loss` may put in its metrics (the same on every rank: they are reduced packed)."""
+        return []
+
+    # ---- model ---------------------------------------------------------------------------------------
+    def build_model(self, device: torch.device) -> torch.nn.Module:
+        """The model to train, on `device`, initialised from the current RNG (a finetuning task loads its
+        base weights here)."""
+        from ..nn.build import build_model
+
+        return build_model(self.cfg.model, device=device, kernels=self.cfg.train.kernels)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Called once before parallelisation: freeze, add adapters, build a frozen reference."""
+        return model
+
+    def trainable_parameters(self, model: torch.nn.Module) -> Iterable[torch.nn.Parameter]:
+        return (p for p in model.parameters() if p.requires_grad)
+
+    def saved_state(self, model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the (full, native-named) model state: all of it by default; a LoRA
+        task keeps its adapters. A frozen reference model is never part of `model`, so never saved."""
+        return model_state
+
+    def load_saved_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor],
+                         load: Any) -> None:
+        """Put `saved_state`'s output back; `load(model, state, strict)` is the parallelism's loader."""
+        load(model, state, strict=True)
+
+    # ---- the loss ------------------------------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        """(loss summed over trained units, number of those units, metrics) for one micro-batch."""
+        raise NotImplementedError
+
+
+def next_token_loss(model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor,
+                    **forward: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-token fp32 loss [B, T] with 0 on -100 labels, loss sum, number of trained tokens)."""
+    per_token = model(tokens, labels, **forward)
+    return per_token, per_token.sum(), (labels != -100).sum()
