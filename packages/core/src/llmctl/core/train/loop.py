@@ -199,21 +199,21 @@ class Trainer:
         return torch.stack(parts)
 
     # ---- one optimizer step ------------------------------------------------------------------------------
+    def micro_batch(self, step: int, batch: dict[str, torch.Tensor], last: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch (no grad sync unless `last`); its packed sums."""
+        with (contextlib.nullcontext() if last else self.par.no_sync(self.module)):
+            with self._autocast():
+                loss_sum, count, metrics = self.task.loss(self.forward_model, batch)
+            loss_sum = self.callbacks.transform_loss(self, step, loss_sum)
+            loss = loss_sum / self.loss_divisor
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return self._micro_batch_sums(loss_sum, count, metrics)
+
     def train_step(self, step: int, batches: list[dict[str, torch.Tensor]]) -> tuple[str | None, bool, float]:
         """Forward/backward over the micro-batches, then (unless the guard objects) one optimizer step.
         Returns (guard reason or None, fp16 overflow, grad norm as read by the guard or nan without one)."""
         self.module.train()
-        sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
-        for j, batch in enumerate(batches):
-            batch = self._to_device(batch)
-            last = j == len(batches) - 1
-            with (contextlib.nullcontext() if last else self.par.no_sync(self.module)):
-                with self._autocast():
-                    loss_sum, count, metrics = self.task.loss(self.forward_model, batch)
-                loss_sum = self.callbacks.transform_loss(self, step, loss_sum)
-                loss = loss_sum / self.loss_divisor
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            sums += self._micro_batch_sums(loss_sum, count, metrics)
+        sums = self.par.forward_backward(self, step, [self._to_device(b) for b in batches])
         self.par.sum_over_dp(sums)
         count = sums[1].clamp_min(1.0)
         loss_step = sums[0] / count

@@ -87,6 +87,13 @@ class Parallelism:
         """Total grad norm over every rank's (possibly sharded) grads; clips in place to `max_norm`."""
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
+    def forward_backward(self, trainer: Any, step: int, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Run every micro-batch of the step (forward + backward) and return the sum of their packed
+        [loss sum, count, metric sums, metric counts] on this rank. A pipeline strategy overrides this with
+        its schedule (micro-batches flow through the stages; the last stage computes the task's loss)."""
+        sums = [trainer.micro_batch(step, b, last=i == len(batches) - 1) for i, b in enumerate(batches)]
+        return torch.stack(sums).sum(0)
+
     # ---- reductions ------------------------------------------------------------------------------------
     def sum_over_dp(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor of per-rank sums (loss, token counts, metrics) over the data-parallel group."""
