@@ -3,6 +3,7 @@ same documents and parameters (threshold 0.8, 128 permutations, 5-gram shingles)
 
     python benchmarks/dedup_speed.py                 # 20k documents (English + Chinese, with planted near dups)
     python benchmarks/dedup_speed.py --docs 100000
+    python benchmarks/dedup_speed.py --peers --shards 2   # datatrove's pipeline, llmctl local and ray executors
 
 The documents are windows of the fixture texts (tinyshakespeare, chinese-poetry), so overlapping windows are
 real near duplicates. datasketch gets its fastest path (`update_batch`, default scheme) and the usual
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "data"))
+sys.path[:0] = [str(REPO / "tests" / "data"), str(REPO / "tests")]
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
 
 
@@ -97,6 +98,94 @@ def run_llmctl(docs: list[str], threshold: float, num_perm: int, work: Path) -> 
     return elapsed, set(range(len(docs))) - kept
 
 
+def _write_corpus(docs: list[str], work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "in.jsonl"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": str(i), "text": d}, ensure_ascii=False) + "\n")
+    return corpus
+
+
+def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path, tasks: int) -> tuple[float, set[int]]:
+    """datatrove's MinHash pipeline (signatures, buckets, clusters, filter) on LocalPipelineExecutor, with the
+    same 5-gram shingles, bands x rows permutations and bands as llmctl; kept ids read from its output."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    shutil.rmtree(work, ignore_errors=True)
+    corpus = _write_corpus(docs, work / "in")
+    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=seed)
+    quiet = dict(logging_dir=None, skip_completed=False)
+
+    def reader():
+        return JsonlReader(str(corpus.parent), id_key="id")
+
+    t0 = time.perf_counter()
+    LocalPipelineExecutor(
+        [reader(), MinhashDedupSignature(str(work / "sigs"), config=cfg)], tasks=tasks, workers=tasks, **quiet
+    ).run()
+    LocalPipelineExecutor(
+        [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)], tasks=bands, workers=tasks, **quiet
+    ).run()
+    LocalPipelineExecutor([MinhashDedupCluster(str(work / "buckets"), str(work / "ids"), config=cfg)], tasks=1, **quiet).run()
+    LocalPipelineExecutor(
+        [reader(), MinhashDedupFilter(str(work / "ids")), JsonlWriter(str(work / "out"), compression=None)],
+        tasks=tasks, workers=tasks, **quiet,
+    ).run()
+    elapsed = time.perf_counter() - t0
+    kept = {int(json.loads(line)["id"]) for p in (work / "out").glob("*.jsonl") for line in open(p, encoding="utf-8")}
+    return elapsed, set(range(len(docs))) - kept
+
+
+def run_llmctl_executor(docs: list[str], threshold: float, num_perm: int, bands: int, rows: int, work: Path,
+                        executor: str, shards: int) -> tuple[float, set[int]]:
+    """The whole `llmctl data dedup --minhash` on an executor by name ('local' or 'ray'), `shards` shards."""
+    from llmctl.data.dedup import DedupParams, run_dedup
+    from llmctl.data.executors import get_executor
+
+    shutil.rmtree(work, ignore_errors=True)
+    corpus = _write_corpus(docs, work)
+    ex = get_executor(executor, workers=shards)
+    t0 = time.perf_counter()
+    run_dedup([str(corpus)], work / "out", DedupParams(False, True, threshold, num_perm, 5, bands, rows, 1),
+              num_shards=shards, executor=ex)
+    elapsed = time.perf_counter() - t0
+    kept = {int(json.loads(line)["id"]) for p in (work / "out").glob("part-*.jsonl") for line in open(p, encoding="utf-8")}
+    return elapsed, set(range(len(docs))) - kept
+
+
+def _overlap(a: set[int], b: set[int]) -> float:
+    return len(a & b) / (len(a | b) or 1)
+
+
+def main_peers(args, docs: list[str], work: Path) -> None:
+    """datatrove's pipeline and llmctl on the local and ray executors, one machine, same bands and rows."""
+    from llmctl.data.dedup.minhash import optimal_bands
+
+    bands, rows = optimal_bands(args.threshold, args.num_perm)
+    shards = max(1, min(os.cpu_count() or 1, args.shards))
+    print(f"peers: {bands} bands x {rows} rows, {shards} tasks/shards each")
+    t_dt, rm_dt = run_datatrove(docs, bands, rows, 1, work / "dt1", shards)
+    _, rm_dt2 = run_datatrove(docs, bands, rows, 2, work / "dt2", shards)
+    t_lo, rm_lo = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "lo", "local", shards)
+    t_ray, rm_ray = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "ray", "ray", shards)
+    n = len(docs)
+    print(f"datatrove MinHash pipeline:    {n / t_dt:>10,.0f} docs/s ({len(rm_dt)} removed)")
+    print(f"llmctl --executor local:       {n / t_lo:>10,.0f} docs/s ({len(rm_lo)} removed), {t_dt / t_lo:.1f}x datatrove")
+    print(f"llmctl --executor ray:         {n / t_ray:>10,.0f} docs/s ({len(rm_ray)} removed), {t_dt / t_ray:.1f}x datatrove")
+    print(f"removed-set overlap (Jaccard): llmctl vs datatrove {_overlap(rm_lo, rm_dt):.3f}; "
+          f"datatrove seed 1 vs seed 2 {_overlap(rm_dt, rm_dt2):.3f}; llmctl local vs ray {_overlap(rm_lo, rm_ray):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20_000)
@@ -108,10 +197,15 @@ def main() -> None:
     ap.add_argument(
         "--no-verify", action="store_true", help="datasketch removes on any LSH candidate (no Jaccard check)."
     )
+    ap.add_argument("--peers", action="store_true", help="Only the datatrove / llmctl-local / llmctl-ray peers.")
+    ap.add_argument("--shards", type=int, default=2, help="Tasks (datatrove) and shards (llmctl) for --peers.")
     args = ap.parse_args()
     os.environ.setdefault("LLMCTL_PROGRESS", "0")
     docs = make_docs(args.docs)
     work = Path(tempfile.mkdtemp(prefix="llmctl_dedupbench_"))
+    if args.peers:
+        main_peers(args, docs, work)
+        return
     print(
         f"{len(docs):,} documents ({sum(len(d) for d in docs) / 2**20:.1f} M chars), threshold {args.threshold}, "
         f"{args.num_perm} permutations, 5-gram shingles; cores: {os.cpu_count()}"

@@ -3,6 +3,7 @@ on the same text, measured in one run; then peak RSS on a corpus several times l
 
     python benchmarks/tokenize_speed.py                     # ~30 MB corpus from ../shared/fixtures, 2 workers
     python benchmarks/tokenize_speed.py --mb 100 --big-mb 1000 --workers 8 --tokenizer path/to/tokenizer_dir
+    python benchmarks/tokenize_speed.py --json-memory        # peak RSS on whole-file .json of 30 MB vs 150 MB
 
 The corpus is built from the fixture texts (tinyshakespeare, tatoeba, chinese-poetry) repeated with varying
 line order, as jsonl. The baseline holds every document in memory and calls `encode_batch` on chunks (the
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / ".." / "shared" / "fixtures" / "text_corpus"
-sys.path.insert(0, str(REPO / "tests" / "data"))
+sys.path[:0] = [str(REPO / "tests" / "data"), str(REPO / "tests")]
 
 
 def base_documents() -> list[str]:
@@ -49,6 +50,30 @@ def build_corpus(path: Path, mb: float, seed: int = 0) -> int:
             written += len(line.encode())
             n += 1
     return n
+
+
+def to_json_list(jsonl: Path, out: Path) -> Path:
+    """The same documents as one whole-file JSON list (the layout that used to be loaded whole)."""
+    with open(jsonl, encoding="utf-8") as src, open(out, "w", encoding="utf-8") as f:
+        f.write("[")
+        for i, line in enumerate(src):
+            f.write(("," if i else "") + line.strip())
+        f.write("]")
+    jsonl.unlink()
+    return out
+
+
+def json_memory(work: Path, tok_dir: Path, mbs: tuple[float, float], workers: int) -> None:
+    """Peak RSS of `llmctl data tokenize` on whole-file .json inputs of two sizes: streamed, it stays flat."""
+    peaks = []
+    for mb in mbs:
+        build_corpus(work / f"c{mb:.0f}.jsonl", mb, seed=3)
+        corpus = to_json_list(work / f"c{mb:.0f}.jsonl", work / f"c{mb:.0f}.json")
+        o = run_llmctl(corpus, tok_dir, work / f"json{mb:.0f}" / "c", workers)
+        peaks.append(o["peak_rss_mb"])
+        print(f"whole-file .json {mb:.0f} MB: peak RSS {o['peak_rss_mb']:.0f} MB, {o['tokens_per_s']:,.0f} tokens/s")
+        corpus.unlink()
+    print(f"peak RSS {mbs[1]:.0f} MB vs {mbs[0]:.0f} MB .json: {100 * (peaks[1] / peaks[0] - 1):+.1f}% (target < 20%)")
 
 
 def baseline(corpus: Path, tokenizer_dir: Path, chunk: int = 1024) -> dict:
@@ -128,6 +153,7 @@ def main() -> None:
     ap.add_argument(
         "--repeats", type=int, default=2, help="Interleaved repeats; the best of each is reported."
     )
+    ap.add_argument("--json-memory", action="store_true", help="Only the whole-file .json peak-RSS comparison.")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmctl_tokbench_"))
     if args.tokenizer:
@@ -139,6 +165,9 @@ def main() -> None:
         build_corpus(train_corpus, 5, seed=1)
         tok_dir = work / "tok"
         train_tokenizer([str(train_corpus)], tok_dir, 32000, "spm-bpe", quiet=True)
+    if args.json_memory:
+        json_memory(work, tok_dir, (args.mb, args.big_mb or 150), args.workers)
+        return
     corpus = work / "corpus.jsonl"
     n_docs = build_corpus(corpus, args.mb)
     print(f"corpus: {args.mb:.0f} MB, {n_docs:,} documents; tokenizer: {tok_dir}; cores: {os.cpu_count()}")

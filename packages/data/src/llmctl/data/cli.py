@@ -1,8 +1,9 @@
 """`llmctl data …` commands: thin click wrappers over the stage modules (no logic lives here).
 
-Sharding convention for every stage: without --shard-index the command runs all shards locally (as many
-shards as --workers, in that many processes, unless --num-shards says otherwise) and writes one merged report;
-with --shard-index i --num-shards n it runs only shard i, so a Slurm array or Ray job can fan it out.
+Sharding convention for every stage: without --shard-index the command runs all shards (as many as --workers
+unless --num-shards says otherwise) on --executor (local processes or Ray tasks) through `run_stage`, resuming
+from completion markers, and writes one merged report; with --shard-index i --num-shards n it runs only shard i,
+so a Slurm array can fan it out.
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
-"""Pipeline plumbing shared by every data stage: documents, per-stage counters, shard selection, worker pools.
+"""Pipeline plumbing shared by every data stage: documents, per-stage counters, shard selection, progress.
 
 Every stage is iterator-in/iterator-out over `Document`s and keeps a `StageStats` (docs/bytes kept, dropped and
 modified, by reason and by language) that ends up in the stage's report, like datatrove's pipeline steps. Every
-stage takes `(shard_index, num_shards)`: a local process pool, a Slurm array or a Ray job fans the same stage out
-over the input without changing it.
+stage takes `(shard_index, num_shards)` and runs under `executors.run_stage`: a local process pool, Ray tasks or a
+Slurm array fan the same stage out over the input without changing it.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from llmctl.core.errors import UserError
 
@@ -239,7 +237,7 @@ def make_bar(quiet: bool = False, **kw: Any):
     return progress(**kw)
 
 
-# ---- local worker pool ------------------------------------------------------------------------------------
+# ---- progress from pool workers ------------------------------------------------------------------------------------
 
 _PROGRESS_COUNTER = None
 
@@ -260,48 +258,3 @@ def report_progress(n: int) -> None:
 def mp_context():
     """`spawn` everywhere: tokenizers' thread pool and tqdm's monitor thread make `fork` unsafe."""
     return mp.get_context("spawn")
-
-
-def run_shards(
-    fn: Callable[..., Any],
-    num_shards: int,
-    workers: int,
-    kwargs: dict[str, Any],
-    desc: str = "",
-    total: float | None = None,
-    unit: str = "docs",
-) -> list[Any]:
-    """Run `fn(shard_index=i, num_shards=n, **kwargs)` for every shard, in `workers` processes.
-
-    With one worker the shards run in this process (and show their own progress bars); with more, the parent
-    shows one bar fed by a shared counter the workers bump through `report_progress`.
-    """
-    if workers <= 1:
-        return [fn(shard_index=i, num_shards=num_shards, **kwargs) for i in range(num_shards)]
-    from llmctl.core.progress import progress
-
-    ctx = mp_context()
-    counter = ctx.Value("q", 0)
-    results: list[Any] = [None] * num_shards
-    with ProcessPoolExecutor(
-        max_workers=min(workers, num_shards), mp_context=ctx, initializer=_init_worker, initargs=(counter,)
-    ) as pool:
-        futures = {
-            pool.submit(fn, shard_index=i, num_shards=num_shards, quiet=True, **kwargs): i
-            for i in range(num_shards)
-        }
-        bar = progress(total=total, desc=desc, unit=unit)
-        pending = set(futures)
-        try:
-            while pending:
-                done = {f for f in pending if f.done()}
-                for f in done:
-                    results[futures[f]] = f.result()  # re-raises a worker's UserError here
-                pending -= done
-                bar.n = counter.value
-                bar.refresh()
-                if pending:
-                    time.sleep(0.1)
-        finally:
-            bar.close()
-    return results
