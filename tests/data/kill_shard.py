@@ -2,7 +2,7 @@
 
     python kill_shard.py MODULE:CLASS SHARD -- data tokenize --input ...
 
-wraps `CLASS.run` (e.g. `llmctl.data.tokenize_corpus:TokenizeStage`) so that, on shard SHARD, the process kills
+wraps `CLASS.run` (e.g. `llmctl.data.tokens:TokenizeStage`) so that, on shard SHARD, the process kills
 itself with SIGKILL after the shard has read its first documents: no cleanup handler runs, as in a real crash.
 """
 

@@ -8,7 +8,7 @@ import pytest
 from data_helpers import read_jsonl, run_cli, write_jsonl
 
 from llmctl.data.filters import build_rules
-from llmctl.data.pii import mask_pii
+from llmctl.data.filters.pii import mask_pii
 
 
 def cn_id(first17: str) -> str:

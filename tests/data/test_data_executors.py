@@ -130,7 +130,7 @@ def test_clean_and_dedup_local_and_ray_are_byte_identical(tmp_path, ray_executor
 
 
 def test_tokenize_local_ray_and_any_shard_count_are_byte_identical(tmp_path, ray_executor, bytelevel_tok):
-    from llmctl.data.tokenize_corpus import tokenize_corpus
+    from llmctl.data.tokens import tokenize_corpus
 
     make_jsonl_corpus(tmp_path / "in", files=3)
     runs = {
@@ -194,7 +194,7 @@ def test_tokenize_killed_midway_resumes_to_the_uninterrupted_output(tmp_path, by
             "--val-ratio", "0.1"]
     whole = _llmctl(*base, "--output-prefix", tmp_path / "whole" / "c")
     assert whole.returncode == 0, whole.stderr
-    killed = _llmctl(*base, "--output-prefix", tmp_path / "r" / "c", kill="llmctl.data.tokenize_corpus:TokenizeStage")
+    killed = _llmctl(*base, "--output-prefix", tmp_path / "r" / "c", kill="llmctl.data.tokens:TokenizeStage")
     assert killed.returncode == -9
     assert not (tmp_path / "r" / "c_train.bin").exists()
     done = sorted(p.name for p in (tmp_path / "r" / "_c.tokenize_work" / "_done").iterdir())

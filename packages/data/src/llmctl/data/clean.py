@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from llmctl.core.io import write_json_atomic
 
 from .filters import Filter, build_rules
-from .pii import PiiStage
+from .filters.pii import PiiStage
 from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
 from .executors.local import LocalExecutor
 from .pipeline import Document, Stage, StageStats, make_bar, nbytes, report_progress, shard_tag

@@ -518,7 +518,7 @@ def tokenize_cmd(
       llmctl data tokenize --input sample/ --tokenizer-name-or-path assets/zen_tokenizer \\
         --output-prefix data/pretrain --json-keys text --append-eod --workers 16 --log-interval 10000
     """
-    from .tokenize_corpus import tokenize_corpus
+    from .tokens import tokenize_corpus
 
     r = tokenize_corpus(
         inputs,

@@ -47,7 +47,7 @@ class ShardDocuments:
         return iter_documents(self.plan, self.text_key, self.stats)
 
     def chunks(self, max_docs: int, max_bytes: int):
-        from ..chunks import iter_chunks
+        from ..readers.chunks import iter_chunks
 
         return iter_chunks(self.plan, self.text_key, max_docs, max_bytes)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from llmctl.core.errors import UserError
 
-from .pipeline import Document, ShardPlan, StageStats, nbytes, plan_shard
+from ..pipeline import Document, ShardPlan, StageStats, nbytes, plan_shard
 
 Reader = Callable[[str], Iterator[dict]]
 

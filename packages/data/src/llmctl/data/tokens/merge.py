@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .indexed import IndexedDataset, IndexedDatasetBuilder, bin_path, idx_path
+from ..indexed import IndexedDataset, IndexedDatasetBuilder, bin_path, idx_path
 
-BLOCK_DOCS = 1 << 16
+BLOCK_DOCS = 1 << 14
 
 
 def _ramps(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -46,12 +46,14 @@ def merge_in_key_order(prefixes: Sequence[str], output_prefix: str, dtype) -> No
             Path(f).unlink(missing_ok=True)
 
 
+def _tokens(prefix: str, dtype) -> np.ndarray:
+    return np.memmap(bin_path(prefix), dtype=dtype, mode="r") if os.path.getsize(bin_path(prefix)) else np.zeros(0, dtype)
+
+
 def _gather(prefixes: Sequence[str], keys: list[np.ndarray], output_prefix: str, dtype) -> None:
+    """Documents in key order, a block at a time. The token files are mapped afresh for every block: pages of a
+    mapping count as resident until it is dropped, so one long-lived mapping would grow with the corpus."""
     parts = [IndexedDataset(p) for p in prefixes]
-    tokens = [
-        np.memmap(bin_path(p), dtype=ds.dtype, mode="r") if os.path.getsize(bin_path(p)) else np.zeros(0, ds.dtype)
-        for p, ds in zip(prefixes, parts)
-    ]
     part_of = np.concatenate([np.full(len(k), i, np.int32) for i, k in enumerate(keys)])
     local = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
     order = np.argsort(np.concatenate(keys), kind="stable")
@@ -68,5 +70,7 @@ def _gather(prefixes: Sequence[str], keys: list[np.ndarray], output_prefix: str,
             for p in np.unique(pid):
                 m = pid == p
                 src = parts[p].sequence_pointers[loc[m]] // parts[p].dtype.itemsize
-                buf[_ramps(out_start[m], lengths[m])] = tokens[p][_ramps(src, lengths[m])]
+                tokens = _tokens(prefixes[p], parts[p].dtype)
+                buf[_ramps(out_start[m], lengths[m])] = tokens[_ramps(src, lengths[m])]
+                del tokens
             builder.add_documents(buf, lengths)

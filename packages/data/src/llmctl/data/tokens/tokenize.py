@@ -24,16 +24,16 @@ import numpy as np
 from llmctl.core.errors import UserError
 from llmctl.core.io import write_json_atomic
 
-from .chunks import Chunk, decode_chunk
-from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
-from .executors.local import LocalExecutor
-from .hashing import row_keys, stable_hash64, uniform01
-from .hf_tokenizer import TokenizerInfo, load_tokenizer_info
-from .indexed import IndexedDatasetBuilder, dtype_for_vocab
-from .pipeline import StageStats, check_shard, make_bar, report_progress, shard_tag
-from .readers import expand_inputs
-from .tokens_merge import merge_in_key_order
-from .writers import side_path
+from ..readers.chunks import Chunk, decode_chunk
+from ..executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
+from ..executors.local import LocalExecutor
+from ..hashing import row_keys, stable_hash64, uniform01
+from ..hf_tokenizer import TokenizerInfo, load_tokenizer_info
+from ..indexed import IndexedDatasetBuilder, dtype_for_vocab
+from ..pipeline import StageStats, check_shard, make_bar, report_progress, shard_tag
+from ..readers import expand_inputs
+from .merge import merge_in_key_order
+from ..writers import side_path
 
 CHUNK_DOCS = 1024
 CHUNK_CHARS = 2 << 20

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from llmctl.core.errors import UserError
 
-from .text import CJK_RANGES, char_stats, detect_lang, word_count
+from ..text import CJK_RANGES, char_stats, detect_lang, word_count
 
 Filter = Callable[[str], "str | None"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .pipeline import Document, Stage, nbytes
+from ..pipeline import Document, Stage, nbytes
 
 MASKS = {
     "email": "<EMAIL>",

@@ -18,8 +18,8 @@ import numpy as np
 
 from llmctl.core.errors import UserError
 
-from .pipeline import ShardPlan
-from .readers import (
+from ..pipeline import ShardPlan
+from . import (
     _open_text,
     decode_line,
     parse_json_line,
