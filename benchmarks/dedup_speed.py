@@ -123,7 +123,11 @@ def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path,
 
     shutil.rmtree(work, ignore_errors=True)
     corpus = _write_corpus(docs, work / "in")
-    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=seed)
+    from datatrove.utils.hashing import HashConfig
+
+    # sha1 shingle hashes: datatrove's xxhash path passes str, which current xxhash wheels refuse
+    cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=seed,
+                        hash_config=HashConfig(hash_fc="sha1", precision=64))
     quiet = dict(logging_dir=None, skip_completed=False)
 
     def reader():
