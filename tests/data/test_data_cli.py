@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from data_helpers import run_cli, run_tokenize, write_jsonl
 
-from llmctl.data.indexed import IndexedDataset
+from llmctl.core.mmidx import IndexedDataset
 
 COMMANDS = ["synth", "sample", "clean", "dedup", "train-tokenizer", "tokenize", "inspect", "merge"]
 DOCS = ["first document, in English.", "第二篇文档，中文。", "third: 3 + 4 = 7", "fourth 😀 emoji"]

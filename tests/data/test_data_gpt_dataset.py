@@ -8,7 +8,7 @@ import pytest
 from llmctl.core.errors import UserError
 from llmctl.data.blend import parse_blend, resolve_prefix
 from llmctl.data.gpt_dataset import build_gpt_dataset
-from llmctl.data.indexed import IndexedDatasetBuilder
+from llmctl.core.mmidx import IndexedDatasetBuilder
 
 SEQ = 16
 

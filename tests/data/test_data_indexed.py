@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from data_helpers import MIXED_TEXT, fixture_texts, run_cli, run_tokenize, write_jsonl
 
-from llmctl.data.indexed import IndexedDataset, IndexedDatasetBuilder
+from llmctl.core.mmidx import IndexedDataset, IndexedDatasetBuilder
 
 megatron_ds = pytest.importorskip(
     "megatron.core.datasets.indexed_dataset",

@@ -24,7 +24,7 @@ import numpy as np
 
 from llmctl.core.errors import UserError
 
-from . import indexed
+from llmctl.core import mmidx as indexed
 
 BlendSpec = Any  # str | list | dict | path
 

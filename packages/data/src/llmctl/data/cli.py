@@ -559,7 +559,7 @@ def merge_cmd(inputs, output_prefix) -> None:
       llmctl data merge --input data/pt-00000-of-00002_train --input data/pt-00001-of-00002_train \\
         --output-prefix data/pt_train
     """
-    from .indexed import merge
+    from llmctl.core.mmidx import merge
 
     prefixes = [p for item in inputs for p in item.split(",") if p]
     ds = merge(prefixes, output_prefix)

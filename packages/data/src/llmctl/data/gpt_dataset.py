@@ -27,7 +27,7 @@ from llmctl.core.errors import UserError
 from llmctl.core.io import atomic_path
 
 from .blend import BlendSpec, blend_indices, normalise_weights, parse_blend, resolve_prefix
-from .indexed import IndexedDataset, idx_path
+from llmctl.core.mmidx import IndexedDataset, idx_path
 
 CACHE_VERSION = 1
 

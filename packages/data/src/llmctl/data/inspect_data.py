@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .indexed import IndexedDataset, exists
+from llmctl.core.mmidx import IndexedDataset, exists
 
 
 def inspect_prefix(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,15 +22,12 @@ import numpy as np
 
 from llmctl.core.errors import UserError
 
+from llmctl.core.mmidx import IndexedDataset
+
 from .api import EvalContext, TaskResult
 
 if TYPE_CHECKING:
     from llmctl.core.tokenizer import Tokenizer
-
-_MAGIC = b"MMIDIDX\x00\x00"
-_DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32,
-                8: np.uint16}
-
 
 def _prefix_of(path: Path) -> Path | None:
     """The MMIDIDX prefix `path` names (`P`, `P.idx` or `P.bin`), or None if it is not one."""
@@ -46,27 +42,8 @@ def _prefix_of(path: Path) -> Path | None:
 
 def read_indexed(prefix: str | Path, limit: int | None = None) -> list[np.ndarray]:
     """The sequences of a Megatron MMIDIDX dataset (memory-mapped views into PREFIX.bin), in order."""
-    idx, bin_ = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
-    with open(idx, "rb") as f:
-        head = f.read(len(_MAGIC) + 8 + 1 + 8 + 8)
-    if len(head) < 34 or head[:9] != _MAGIC:
-        raise UserError(f"{idx}: not a Megatron MMIDIDX index (bad magic)")
-    version, code, n_seq, _n_doc = struct.unpack("<QBQQ", head[9:])
-    if version != 1 or code not in _DTYPE_CODES:
-        raise UserError(f"{idx}: unsupported index (version {version}, dtype code {code})")
-    index = np.memmap(idx, mode="r", dtype=np.uint8)
-    sizes = np.frombuffer(index, dtype=np.int32, count=n_seq, offset=34)
-    pointers = np.frombuffer(index, dtype=np.int64, count=n_seq, offset=34 + sizes.nbytes)
-    dtype = np.dtype(_DTYPE_CODES[code])
-    data = np.memmap(bin_, mode="r", dtype=dtype)
-    n = n_seq if limit is None else min(limit, n_seq)
-    out = []
-    for i in range(n):
-        start = int(pointers[i]) // dtype.itemsize
-        if start + int(sizes[i]) > data.shape[0]:
-            raise UserError(f"{bin_}: sequence {i} runs past the end of the file (truncated .bin?)")
-        out.append(data[start:start + int(sizes[i])])
-    return out
+    ds = IndexedDataset(prefix)
+    return [ds[i] for i in range(len(ds) if limit is None else min(limit, len(ds)))]
 
 
 def load_tokens(path: str | Path, tokenizer: "Tokenizer | None", limit: int | None = None

@@ -17,7 +17,7 @@ import numpy as np
 
 from llmctl.core.errors import UserError
 
-from ..indexed import IndexedDataset, exists
+from llmctl.core.mmidx import IndexedDataset, exists
 from .preprocess import PAIR_KEYS, SFT_KEYS, output_path
 
 

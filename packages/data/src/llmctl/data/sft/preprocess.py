@@ -148,7 +148,7 @@ class _Writers:
     """One int32 MMIDIDX builder per key; published together, or all discarded on error."""
 
     def __init__(self, prefix: str, keys: Sequence[str]):
-        from ..indexed import IndexedDatasetBuilder
+        from llmctl.core.mmidx import IndexedDatasetBuilder
 
         self.builders = {k: IndexedDatasetBuilder(output_path(prefix, k), dtype=np.int32) for k in keys}
 

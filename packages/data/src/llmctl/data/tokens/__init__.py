@@ -1,7 +1,6 @@
 """Tokens: tokenize a corpus into MMIDIDX datasets (`tokenize.py`) and merge shards in reading order (`merge.py`).
 
-The MMIDIDX reader/writer itself stays in `llmctl.data.indexed` and the tokenizer's special ids in
-`llmctl.data.hf_tokenizer`.
+The MMIDIDX reader/writer is core's torch-free `llmctl.core.mmidx` (one copy, shared with training and eval).
 """
 
 from .merge import merge_in_key_order

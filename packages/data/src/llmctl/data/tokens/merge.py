@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..indexed import IndexedDataset, IndexedDatasetBuilder, bin_path, idx_path
+from llmctl.core.mmidx import IndexedDataset, IndexedDatasetBuilder, bin_path, idx_path
 
 BLOCK_DOCS = 1 << 14
 

@@ -29,7 +29,7 @@ from ..executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
 from ..executors.local import LocalExecutor
 from ..hashing import row_keys, stable_hash64, uniform01
 from ..hf_tokenizer import TokenizerInfo, load_tokenizer_info
-from ..indexed import IndexedDatasetBuilder, dtype_for_vocab
+from llmctl.core.mmidx import IndexedDatasetBuilder, dtype_for_vocab
 from ..pipeline import StageStats, check_shard, make_bar, report_progress, shard_tag
 from ..readers import expand_inputs
 from .merge import merge_in_key_order

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from llmctl.core.errors import UserError
+from .errors import UserError
 
 HEADER = b"MMIDIDX\x00\x00"
 VERSION = 1
