@@ -74,7 +74,10 @@ def register_tasks(register):
 @hookimpl
 def register_parallelisms(register):
     register("single", "llmctl.core.train.parallelism:Parallelism")
-    register("ddp", "llmctl.core.train.parallelism:DDP")
+    import importlib.util
+
+    if importlib.util.find_spec("llmctl.parallel") is None:  # llmctl-parallel registers ddp with ZeRO-1/hooks
+        register("ddp", "llmctl.core.train.parallelism:DDP")
 
 
 @hookimpl

@@ -1,3 +1,10 @@
-"""llmctl-parallel's built-in plugin (registered through the `llmctl` entry point)."""
+"""llmctl-parallel's built-in plugin (registered through the `llmctl` entry point). Torch-free: strategies
+register as "module:Class" strings and are imported when a run looks them up."""
 
-from llmctl.core.plugins import hookimpl  # noqa: F401
+from llmctl.core.plugins import hookimpl
+
+
+@hookimpl
+def register_parallelisms(register):
+    register("ddp", "llmctl.parallel.data_parallel:DataParallel")
+    register("fsdp2", "llmctl.parallel.fsdp:FSDP2")

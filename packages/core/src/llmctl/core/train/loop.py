@@ -145,7 +145,7 @@ class Trainer:
         self.params = list(self.task.trainable_parameters(self.par.unwrap(self.module)))
         if not self.params:
             raise UserError(f"task {cfg.train.task}: no parameter requires grad; nothing would train")
-        self.optimizer = build_optimizer(self.params, cfg)
+        self.optimizer = self.par.build_optimizer(self.params, lambda params: build_optimizer(params, cfg))
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.dtype == "fp16" else None
         self.guard = Guard(cfg.guards) if cfg.guards.enabled else None
@@ -276,6 +276,7 @@ class Trainer:
             "mem_gb": max_memory_allocated_gb(self.device), "loss_scale": self.scaler.get_scale() if self.scaler
             else 1.0, "skipped": self.interval_skipped, "nan_iterations": int(round(n_nan)),
             "skipped_samples": self.state.skipped_samples})
+        rec.update(self.par.extra_log())
         self.log.train(rec, train_iters=self.total, global_batch_size=self.gbs)
         if self.bar is not None and loss is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

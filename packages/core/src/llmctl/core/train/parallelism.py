@@ -71,6 +71,13 @@ class Parallelism:
     def describe(self) -> str:
         return f"{self.name} (world {self.world_size}, data-parallel {self.dp_size})"
 
+    @classmethod
+    def preflight(cls, cfg: TrainConfig, world_size: int) -> Any:
+        """Check `cfg` against `world_size` before any process group starts (and before `llmctl pretrain
+        --nproc-per-node` launches torchrun): a bad layout is one UserError, not a hang in a collective."""
+        from_dict(cls.Options, cfg.parallel, prefix="parallel")
+        cfg.check(world_size)
+
     # ---- the model -------------------------------------------------------------------------------------
     def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
@@ -78,6 +85,16 @@ class Parallelism:
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module with native parameter names (under any wrapper `parallelize` added)."""
         return model
+
+    def build_optimizer(self, params: list[torch.nn.Parameter], make_optimizer) -> torch.optim.Optimizer:
+        """The optimizer over `params`; `make_optimizer(params)` builds the driver's (AdamW with its groups).
+        A strategy that shards optimizer state (ZeRO-1) wraps or rebuilds it here."""
+        return make_optimizer(params)
+
+    def extra_log(self) -> dict[str, Any]:
+        """Strategy metrics merged into each logged train record (e.g. gradient compression ratio),
+        summarising the steps since the last call."""
+        return {}
 
     def no_sync(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
         """Context for a micro-batch that is not the last of the step: no gradient communication."""
