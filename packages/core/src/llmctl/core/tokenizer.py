@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .special_tokens import resolve_eos
 
 #: Files whose presence makes a directory a tokenizer directory (any one is enough).
 _MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-#: Names a trained tokenizer may give its end-of-document token when its config names no eos.
-_EOS_GUESSES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>")
 
 
 def has_tokenizer(path: str | os.PathLike) -> bool:
@@ -68,10 +67,9 @@ class Tokenizer:
 
     @functools.cached_property
     def eos_id(self) -> int | None:
-        if self.hf.eos_token_id is not None:
-            return self.hf.eos_token_id
+        """The end-of-document id, resolved exactly as `llmctl data tokenize` resolves the EOD it appends."""
         vocab = self.hf.get_vocab()
-        return next((vocab[t] for t in _EOS_GUESSES if t in vocab), None)
+        return resolve_eos(self.path, vocab.get, configured=self.hf.eos_token)[0]
 
     @property
     def pad_id(self) -> int | None:

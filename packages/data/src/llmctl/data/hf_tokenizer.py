@@ -7,16 +7,12 @@ processes); other layouts (vocab.json + merges.txt, a bare sentencepiece `tokeni
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from llmctl.core.errors import UserError
-
-LLMCTL_TOKENIZER_FILE = "llmctl_tokenizer.json"
-EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<|im_end|>", "<eos>", "<|end_of_text|>")
+from llmctl.core.special_tokens import llmctl_meta, resolve_eos
 
 
 @dataclass
@@ -36,19 +32,6 @@ class TokenizerInfo:
         return Tokenizer.from_str(self.json)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable JSON ({e})") from None
-
-
-def _token_str(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
     """Find the tokenizer at `path` (a directory or a tokenizer.json) and its EOS id."""
     p = Path(path)
@@ -56,14 +39,8 @@ def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
         raise UserError(f"--tokenizer {p}: no such file or directory")
     directory = p if p.is_dir() else p.parent
     tok_json = p if p.is_file() and p.suffix == ".json" else directory / "tokenizer.json"
-    meta: dict[str, Any] = {}
-    if (directory / LLMCTL_TOKENIZER_FILE).is_file():
-        meta = _read_json(directory / LLMCTL_TOKENIZER_FILE)
-    eos_token = None
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if eos_token is None and (directory / name).is_file():
-            eos_token = _token_str(_read_json(directory / name).get("eos_token"))
-
+    meta = llmctl_meta(directory)
+    eos_token = None  # what a transformers-loaded tokenizer reports, beyond the config files
     if tok_json.is_file():
         from tokenizers import Tokenizer
 
@@ -90,16 +67,9 @@ def load_tokenizer_info(path: str | os.PathLike) -> TokenizerInfo:
             )
         tok = backend
         serialized = backend.to_str()
-        eos_token = eos_token or getattr(hf, "eos_token", None)
+        eos_token = getattr(hf, "eos_token", None)
 
-    eos_id = meta.get("eos_id")
-    if eos_id is None and eos_token is not None:
-        eos_id = tok.token_to_id(eos_token)
-    if eos_id is None:
-        for cand in EOS_CANDIDATES:
-            if tok.token_to_id(cand) is not None:
-                eos_token, eos_id = cand, tok.token_to_id(cand)
-                break
+    eos_id, eos_token = resolve_eos(directory, tok.token_to_id, configured=eos_token)
     if eos_id is not None and eos_token is None:
         eos_token = tok.id_to_token(eos_id)
     ids = tok.get_vocab(with_added_tokens=True).values()

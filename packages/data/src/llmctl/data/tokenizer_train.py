@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 from llmctl.core.errors import UserError
 from llmctl.core.io import atomic_dir
 
-from .hf_tokenizer import LLMCTL_TOKENIZER_FILE
+from llmctl.core.special_tokens import LLMCTL_TOKENIZER_FILE
 from .pipeline import StageStats
 from .readers import expand_inputs, iter_documents
 
