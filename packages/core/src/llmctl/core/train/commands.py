@@ -23,8 +23,22 @@ from ..errors import UserError, require_torch
 @click.option("--stop-at-step", type=click.IntRange(min=1), default=None, metavar="N",
               help="Save a checkpoint and stop after step N (resume later with --resume auto).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Check the layout for N processes, then run under torchrun (the lab's GPUS_PER_NODE); "
+                   "--auto-restart becomes torchrun --max-restarts with --resume auto.")
+@click.option("--tp", type=click.IntRange(min=1), default=None, help="Tensor-parallel size (TP): parallel.tp.")
+@click.option("--pp", type=click.IntRange(min=1), default=None, help="Pipeline-parallel size (PP): parallel.pp.")
+@click.option("--cp", type=click.IntRange(min=1), default=None, help="Context-parallel size (CP): parallel.cp.")
+@click.option("--num-layer-list", default=None, metavar="5,7", help="Layers per pipeline stage: parallel.num_layer_list.")
+@click.option("--batch-size-per-device", type=click.IntRange(min=1), default=None,
+              help="BATCH_SIZE_PER_DEVICE: train.micro_batch_size.")
+@click.option("--tokens-per-step", type=click.IntRange(min=1), default=None,
+              help="TOKENS_PER_STEP: train.tokens_per_step (global batch = this / seq_length).")
+@click.option("--lab-env", is_flag=True, help="Read TP, PP, CP, NUM_LAYER_LIST, GPUS_PER_NODE, "
+              "BATCH_SIZE_PER_DEVICE, TOKENS_PER_STEP from the environment for knobs not given as flags.")
 def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None, auto_restart: int,
-                     stop_at_step: int | None, print_config: bool) -> None:
+                     stop_at_step: int | None, print_config: bool, nproc_per_node: int | None, lab_env: bool,
+                     **knobs) -> None:
     """Pretrain a llama-family model on tokenized data (Megatron .bin/.idx), on CPU, CUDA or NPU.
 
     Logs go to logging.dir/RUN.jsonl (metrics) and RUN.log (Megatron-format lines); checkpoints to
@@ -35,10 +49,25 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
       llmctl data tokenize --input corpus.jsonl --tokenizer tok --output-prefix data/corpus
       llmctl pretrain -c tiny --set data.path=data/corpus --set data.tokenizer=tok
       llmctl pretrain -c run.yaml --resume auto --auto-restart 3
+      llmctl pretrain -c run.yaml --nproc-per-node 8 --tp 2 --set parallel.strategy=fsdp2
+      TP=2 GPUS_PER_NODE=8 llmctl pretrain -c run.yaml --lab-env
       llmctl pretrain -c tiny --set data.path='0.7 data/en 0.3 data/zh' --set train.train_tokens=2e6
     """
-    from . import load_train_config
+    import os
 
+    from . import load_train_config
+    from .launch import exec_torchrun, knob_overrides, knob_values, pretrain_args
+
+    values = knob_values({**knobs, "nproc_per_node": nproc_per_node}, os.environ if lab_env else None)
+    overrides = (*overrides, *knob_overrides(values))
+    nproc = int(values.get("nproc_per_node") or 0)
+    if nproc and not print_config:
+        require_torch("llmctl pretrain --nproc-per-node")
+        cfg = load_train_config(config, overrides)
+        if auto_restart and not cfg.checkpoint.dir:
+            raise UserError("--auto-restart needs checkpoint.dir in the config (restarts resume from it)")
+        args = pretrain_args(config, list(overrides), "auto" if auto_restart else resume, stop_at_step)
+        exec_torchrun(cfg, nproc, args, max_restarts=auto_restart)
     if auto_restart:  # the supervisor only waits: no torch here, the child resolves and checks the model
         cfg = load_train_config(config, overrides, resolve_vocab=False)
         _supervised(cfg, config, list(overrides), resume, stop_at_step, auto_restart)
