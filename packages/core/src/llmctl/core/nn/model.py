@@ -163,8 +163,11 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens;
+        `segment_ids` [B, T] (no cache) keeps attention inside runs of equal ids, causal within each: several
+        samples packed in one row then see only themselves (pass `positions` restarting per sample too);
         `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
         positions, and the vocab projection is the biggest matmul of a small model)."""
         B, T = tokens.shape
@@ -177,6 +180,9 @@ class Transformer(nn.Module):
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :past + T].bool()
+        if segment_ids is not None:
+            same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # [B, 1, T, T]
+            mask = same if mask is None else mask & same
         cos, sin = self.rope_cos_sin(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
