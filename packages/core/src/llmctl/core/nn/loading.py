@@ -50,9 +50,11 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = torch.float32,
     iteration: int | None = None,
+    lora_dir: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """A model in eval mode (plus its tokenizer, if the directory carries one) from a native checkpoint root,
-    an `iter_N` directory, or an HF directory (config.json + *.safetensors / pytorch_model.bin)."""
+    an `iter_N` directory, or an HF directory (config.json + *.safetensors / pytorch_model.bin).
+    `lora_dir`: a PEFT LoRA adapter (or a llmctl LoRA checkpoint) merged into the weights after loading."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model directory not found: {path}")
@@ -71,6 +73,10 @@ def load_model(
         )
     dev = torch.device(device) if device is not None else pick_device()
     model = build_model(cfg, state, device=dev, dtype=dtype, source=str(path)).eval()
+    if lora_dir is not None:
+        from .peft import merge_adapter
+
+        merge_adapter(model, lora_dir)
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None else None
     return LoadedModel(model, tokenizer, cfg, source, path)
 

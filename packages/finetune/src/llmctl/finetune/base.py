@@ -1,0 +1,150 @@
+"""What every finetuning task shares: the base model loaded once (HF dir, llmctl checkpoint or Megatron-core
+checkpoint, through core's `load_model`), the model config taken from it, and LoRA's freeze / adapter-only
+checkpoint state / PEFT export.
+
+The engine does the rest (schedule, accumulation, clipping, checkpoints, resume, logs, parallel layouts):
+these are Task plugins, never a second loop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llmctl.core.errors import UserError
+from llmctl.core.train.config import TrainConfig
+from llmctl.core.train.task import Task
+
+from .lora import adapter_weights, apply_lora, export_adapter, is_adapter_key
+from .options import FinetuneOptions
+
+ADAPTER_DIR = "adapter"  # inside each iter_N of a LoRA run: the PEFT adapter of that iteration
+
+
+def load_base(options: FinetuneOptions):
+    """The base model on the CPU in fp32 (moved to the training device by build_model), via load_model."""
+    from llmctl.core.nn.loading import load_model
+
+    return load_model(options.base, device="cpu", dtype=torch.float32, iteration=options.base_iteration)
+
+
+def base_tokenizer_dir(loaded) -> str | None:
+    tok = loaded.tokenizer
+    return str(tok.path) if tok is not None and tok.path is not None else None
+
+
+class FinetuneTask(Task):
+    """Base of `sft` and `dpo`: `task.base` is loaded in the constructor, so `cfg.model` (which the driver
+    uses for FLOPs, resume checks and the saved config.yaml) is the base's config, not the YAML's."""
+
+    Options: type = FinetuneOptions
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.lora = self.options.lora_options()
+        self._loaded = load_base(self.options)
+        cfg.model = self._loaded.config
+        if not cfg.data.tokenizer:  # copied into every checkpoint, so chat/eval find it there
+            cfg.data.tokenizer = base_tokenizer_dir(self._loaded)
+        if cfg.data.seq_length > cfg.model.max_seq_len:
+            raise UserError(f"config: data.seq_length {cfg.data.seq_length} exceeds the base model's "
+                            f"max_seq_len {cfg.model.max_seq_len}")
+        if self.lora is not None and self.lora.base_dtype == "bf16" and cfg.train.dtype != "bf16":
+            raise UserError("task.lora.base_dtype bf16 needs train.dtype bf16 (autocast feeds the bf16 base)")
+        self.adapter_names: list[str] = []
+        self.adapter_state: dict[str, torch.Tensor] | None = None
+        self.pad_id = self._pad_id()
+
+    def _pad_id(self) -> int:
+        tok = self._loaded.tokenizer
+        pid = tok.pad_id if tok is not None else None
+        return int(pid) if pid is not None and 0 <= pid < self.cfg.model.vocab_size else 0
+
+    def dataset_name(self, default: str) -> str:
+        name = self.cfg.data.dataset
+        return default if name == "gpt" else name  # "gpt" is DataConfig's default: not chosen for this task
+
+    def build_split(self, default: str, num_samples: int, split: str):
+        from llmctl.core.plugins import lookup
+
+        d = self.cfg.data
+        if not d.path:
+            raise UserError(f"config key 'data.path' is required: the --output-prefix of `llmctl data sft` "
+                            f"({default} data)")
+        return lookup("datasets", self.dataset_name(default))(
+            d.path, seq_len=d.seq_length, num_samples=num_samples, seed=self.cfg.train.seed, split=split)
+
+    # ---- model ---------------------------------------------------------------------------------------
+    def build_model(self, device: torch.device) -> torch.nn.Module:
+        from llmctl.core.nn.kernels import select_kernels
+
+        if self._loaded is None:
+            raise RuntimeError("build_model called twice: the base is loaded once")
+        model = self._loaded.model.to(device)
+        self._loaded = None
+        model.set_kernels(select_kernels(device.type, self.cfg.train.kernels))
+        return model.train()
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.lora is not None:
+            self.adapter_names = apply_lora(model, self.lora)
+        return model
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def saved_state(self, model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.lora is None:
+            return model_state
+        self.adapter_state = {k: v for k, v in model_state.items() if is_adapter_key(k)}
+        return self.adapter_state
+
+    def load_saved_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor], load: Any) -> None:
+        if self.lora is None:
+            return load(model, state, strict=True)
+        expected = {k for k in _unwrapped(model).state_dict() if is_adapter_key(k)}
+        found = {k.replace("module.", "").replace("_orig_mod.", "") for k in state}
+        if found != expected:
+            missing = sorted(expected - found)[:3] or sorted(found - expected)[:3]
+            raise UserError(f"LoRA checkpoint does not match task.lora (first differing: {', '.join(missing)})")
+        load(model, state, strict=False)
+
+    def export(self, out_dir: str | os.PathLike) -> Path | None:
+        """The PEFT adapter of the last saved state (LoRA runs only)."""
+        if self.lora is None or self.adapter_state is None:
+            return None
+        return export_adapter(out_dir, self.cfg.model, self.adapter_state, self.lora,
+                              base=str(Path(self.options.base).resolve()))
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+class AdapterExport:
+    """Driver callback (registered on the bus): a LoRA run's checkpoints each carry `adapter/`, the PEFT
+    adapter of that iteration, written before the checkpoint is published."""
+
+    def on_checkpoint_publish(self, trainer: Any, tmp_dir: Path) -> None:
+        task = getattr(trainer, "task", None)
+        if isinstance(task, FinetuneTask):
+            task.export(Path(tmp_dir) / ADAPTER_DIR)
+
+
+def pad_rows(rows: list[np.ndarray], length: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r[:length], dtype=torch.long)
+    return out
+
+
+def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
+    n = -(-longest // multiple) * multiple
+    return min(n, cap) if cap is not None else n
+
+
+__all__ = ["FinetuneTask", "AdapterExport", "adapter_weights", "pad_rows", "padded_length"]

@@ -1,0 +1,166 @@
+"""The `dpo` task: Direct Preference Optimization on preference pairs (`llmctl data sft` with a *Pairwise
+handler), every weight or LoRA adapters. The loss unit is a pair: the driver divides by the step's pairs.
+
+Losses (logits = (pi_c - ref_c) - (pi_r - ref_r), log-probs summed over each answer's trained tokens):
+  sigmoid  -(1 - ls) logsigmoid(beta * logits) - ls logsigmoid(-beta * logits)   (cDPO label smoothing ls)
+  hinge    relu(1 - beta * logits)                                                 (SLiC)
+  ipo      (logits_avg - 1 / (2 beta))^2, logits_avg from per-token averaged log-ratios (TRL's IPO)
+Rewards: beta * (pi - ref) per answer. Metrics carry TRL's names (rewards/chosen, ..., logps/rejected).
+
+Reference: a frozen copy of the base (LoRA: the same model with adapters disabled), or `reference:
+precomputed`: every pair's reference log-probs computed once before training and the copy dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from llmctl.core.train.task import Metrics
+
+from .base import FinetuneTask, pad_rows, padded_length
+from .lora import adapters_disabled
+from .options import DPOOptions
+
+IGNORE = -100
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+           "logps/chosen", "logps/rejected")
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, *, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-pair losses, chosen rewards, rejected rewards) from summed answer log-probs [N]; IPO needs the
+    answers' token counts."""
+    chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
+    if loss_type == "ipo":
+        logits = chosen_ratio / chosen_tokens.clamp_min(1) - rejected_ratio / rejected_tokens.clamp_min(1)
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:
+        logits = chosen_ratio - rejected_ratio
+        if loss_type == "sigmoid":
+            losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
+                      - F.logsigmoid(-beta * logits) * label_smoothing)
+        elif loss_type == "hinge":
+            losses = torch.relu(1 - beta * logits)
+        else:
+            raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def answer_logps(model, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-prob of each row's trained tokens [N], their count [N])."""
+    per_token = model(tokens, labels)  # -log p, 0 where the label is -100
+    return -per_token.sum(1), (labels != IGNORE).sum(1)
+
+
+class _WithIndex(torch.utils.data.Dataset):
+    """Samples plus the position of their pair in the underlying files (the key of precomputed log-probs)."""
+
+    def __init__(self, ds):
+        self.ds, self.ref = ds, None
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def base_index(self, i: int) -> int:
+        return int(self.ds.index(i)) if hasattr(self.ds, "index") else int(i)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.ds[i])
+        if self.ref is not None:
+            sample["ref_logps"] = self.ref[self.base_index(i)]
+        return sample
+
+
+class DPOTask(FinetuneTask):
+    name = "dpo"
+    Options = DPOOptions
+
+    def build_datasets(self, num_train_samples: int, num_val_samples: int):
+        train = _WithIndex(self.build_split("dpo", num_train_samples, "train"))
+        val = _WithIndex(self.build_split("dpo", num_val_samples, "val")) if num_val_samples else None
+        self.splits = [s for s in (train, val) if s is not None]
+        return train, val
+
+    def metric_names(self) -> list[str]:
+        return list(METRICS)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Rows [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}], padded to the longest (+1 for the shift)."""
+        ids = [s["chosen_input_ids"] for s in samples] + [s["rejected_input_ids"] for s in samples]
+        labels = [s["chosen_labels"] for s in samples] + [s["rejected_labels"] for s in samples]
+        longest = max(len(r) for r in ids)
+        length = max(padded_length(longest - 1, self.options.pad_to_multiple_of) + 1, longest)
+        t, lab = pad_rows(ids, length, self.pad_id), pad_rows(labels, length, IGNORE)
+        batch = {"input_ids": t[:, :-1], "labels": lab[:, 1:].clone()}
+        if "ref_logps" in samples[0]:
+            batch["ref_logps"] = torch.stack([torch.as_tensor(s["ref_logps"]) for s in samples]).float()
+        return batch
+
+    # ---- model ---------------------------------------------------------------------------------------
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.reference = None
+        if self.lora is None:  # a frozen copy of the base, outside `model`: never trained, never saved
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        model = super().prepare(model)
+        self.policy = model  # unwrapped: the LoRA reference pass calls it with adapters disabled
+        if self.options.reference == "precomputed":
+            for split in self.splits:
+                split.ref = self._precompute(split)
+            self.reference = None
+        return model
+
+    @torch.no_grad()
+    def _reference_logps(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.reference is not None:
+            return answer_logps(self.reference, tokens, labels)[0]
+        was_training = self.policy.training
+        self.policy.eval()  # no adapter dropout in the reference pass
+        try:
+            with adapters_disabled(self.policy):
+                return answer_logps(self.policy, tokens, labels)[0]
+        finally:
+            self.policy.train(was_training)
+
+    @torch.no_grad()
+    def _precompute(self, split: _WithIndex, batch_size: int = 8) -> torch.Tensor:
+        """[pairs, 2] reference log-probs (chosen, rejected) of every pair in the split's files."""
+        base = getattr(split.ds, "base", split.ds)
+        device = next(self.policy.parameters()).device
+        out = torch.zeros(len(base), 2)
+        for start in range(0, len(base), batch_size):
+            rows = [base[i] for i in range(start, min(start + batch_size, len(base)))]
+            b = self.collate(rows)
+            logps = self._reference_logps(b["input_ids"].to(device), b["labels"].to(device)).float().cpu()
+            n = len(rows)
+            out[start:start + n] = torch.stack([logps[:n], logps[n:]], 1)
+        return out
+
+    # ---- the loss ------------------------------------------------------------------------------------
+    def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        tokens, labels = batch["input_ids"], batch["labels"]
+        n = tokens.shape[0] // 2
+        logps, counts = answer_logps(model, tokens, labels)
+        if "ref_logps" in batch:
+            ref = batch["ref_logps"].to(logps.device)
+            ref_c, ref_r = ref[:, 0], ref[:, 1]
+        else:
+            ref_all = self._reference_logps(tokens, labels).float()
+            ref_c, ref_r = ref_all[:n], ref_all[n:]
+        o = self.options
+        losses, chosen_r, rejected_r = dpo_loss(
+            logps[:n], logps[n:], ref_c, ref_r, beta=o.beta, loss_type=o.loss_type,
+            label_smoothing=o.label_smoothing, chosen_tokens=counts[:n], rejected_tokens=counts[n:])
+        pairs = torch.tensor(float(n), device=losses.device)
+        metrics: Metrics = {
+            "rewards/chosen": (chosen_r.sum(), pairs), "rewards/rejected": (rejected_r.sum(), pairs),
+            "rewards/accuracies": ((chosen_r > rejected_r).float().sum(), pairs),
+            "rewards/margins": ((chosen_r - rejected_r).sum(), pairs),
+            "logps/chosen": (logps[:n].detach().sum(), pairs), "logps/rejected": (logps[n:].detach().sum(), pairs),
+        }
+        return losses.sum(), pairs, metrics
