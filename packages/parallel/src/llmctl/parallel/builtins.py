@@ -8,3 +8,7 @@ from llmctl.core.plugins import hookimpl
 def register_parallelisms(register):
     register("ddp", "llmctl.parallel.data_parallel:DataParallel")
     register("fsdp2", "llmctl.parallel.fsdp:FSDP2")
+    register("model_parallel", "llmctl.parallel.model_parallel:ModelParallel")  # tp/pp/cp from the layout keys
+    register("tp", "llmctl.parallel.model_parallel:ModelParallel")
+    register("pp", "llmctl.parallel.model_parallel:ModelParallel")
+    register("cp", "llmctl.parallel.model_parallel:ModelParallel")

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..plugins import lookup
-from .task import Metrics, Task, next_token_loss
+from .task import Metrics, Task, head_loss, next_token_loss
 
 
 def channel_names(source_names: list[str]) -> list[str]:
@@ -54,7 +54,14 @@ class PretrainTask(Task):
         return batch
 
     def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-        per_token, loss_sum, n_tokens = next_token_loss(model, batch["input_ids"], batch["labels"])
+        per_token, _, _ = next_token_loss(model, batch["input_ids"], batch["labels"])
+        return self._sums(per_token, batch)
+
+    def loss_from_hidden(self, model, hidden, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        return self._sums(head_loss(model, hidden, batch["labels"]), batch)
+
+    def _sums(self, per_token: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        loss_sum, n_tokens = per_token.sum(), (batch["labels"] != -100).sum()
         metrics: Metrics = {}
         if len(self.channels) > 1:
             per_sample = per_token.detach().sum(1)

@@ -84,6 +84,22 @@ class Task:
         """(loss summed over trained units, number of those units, metrics) for one micro-batch."""
         raise NotImplementedError
 
+    def loss_from_hidden(self, model: torch.nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        """`loss` from the final norm's output `hidden` [B, T, H] instead of the tokens: a pipeline's last
+        stage runs the model only from its own first block (`model` holds the LM head and kernels). A task
+        that can train with pipeline parallelism implements it."""
+        from ..errors import UserError
+
+        raise UserError(f"task {self.name} cannot train with pipeline parallelism (no loss_from_hidden)")
+
+
+def head_loss(model: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token fp32 loss [B, T] of the LM head on final hidden states [B, T, H], as `model(tokens, labels)`
+    computes it (through the model's cross_entropy kernel: never the whole logits)."""
+    flat = hidden.reshape(labels.numel(), hidden.shape[-1])
+    return model.ops.cross_entropy(flat, model.lm_head.weight, labels.reshape(-1)).view(labels.shape)
+
 
 def next_token_loss(model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor,
                     **forward: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,77 @@
+"""Context parallelism: each of `cp` ranks runs the sequence's tokens of two load-balanced chunks, attention
+over all-gathered keys/values (written on torch collectives, applied to the unchanged model from outside).
+
+`torch.distributed.tensor.experimental.context_parallel` dispatches to the CUDA flash/efficient SDPA ops; on
+CPU with gloo it fails ("cannot resize variables that require grad", torch 2.13), so this is the issue's
+fallback. The sequence is cut into 2·cp chunks and rank r holds chunks r and 2·cp-1-r, so every rank has
+the same amount of causal work (Megatron/torchtitan's load balancing). Positions (RoPE) are the chunks'
+global positions; the attention kernel all-gathers K/V across the group (its backward sums their grads
+back to their owners) and masks by global position, so the result is exact causal attention.
+
+`ContextParallel(model, cp_mesh)` wraps a Transformer: it takes the whole batch, runs the local chunks and
+returns the *whole* per-token loss [B, T] (all-gathered as a DTensor, whose backward hands each rank the
+gradient of its own tokens only), so the task sums and counts exactly as in one process and every CP rank
+holds the same loss; the parameters' grads are partial over CP ranks and are summed like DP grads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.distributed.nn.functional as dist_fn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Shard
+
+from llmctl.core.errors import UserError
+
+
+def local_positions(seq: int, rank: int, size: int, device=None) -> torch.Tensor:
+    """Global positions rank `rank` of `size` holds of a `seq`-long sequence: chunks r and 2·size-1-r."""
+    if seq % (2 * size):
+        raise UserError(f"context parallelism {size} needs data.seq_length divisible by 2 x cp = {2 * size}, "
+                        f"got {seq}")
+    c = seq // (2 * size)
+    lo, hi = rank * c, (2 * size - 1 - rank) * c
+    return torch.cat([torch.arange(lo, lo + c, device=device), torch.arange(hi, hi + c, device=device)])
+
+
+def cp_attention(inner: Callable, group, rank: int, size: int) -> Callable:
+    """The attention kernel over K/V gathered from the CP group; `inner` is the model's own kernel."""
+
+    def attention(q, k, v, mask=None, causal=False):
+        t_local = q.shape[2]
+        k = torch.cat(dist_fn.all_gather(k.contiguous(), group=group), dim=2)
+        v = torch.cat(dist_fn.all_gather(v.contiguous(), group=group), dim=2)
+        q_pos = local_positions(t_local * size, rank, size, q.device)
+        k_pos = torch.cat([local_positions(t_local * size, r, size, q.device) for r in range(size)])
+        keep = (q_pos[:, None] >= k_pos[None, :])[None, None] if causal else None
+        if mask is not None:
+            raise NotImplementedError("context-parallel attention with a padding mask")
+        return inner(q, k, v, mask=keep, causal=False)
+
+    return attention
+
+
+class ContextParallel(torch.nn.Module):
+    """Runs `model` on this rank's chunks of the sequence; see the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, cp_mesh: DeviceMesh):
+        super().__init__()
+        self.model, self.mesh = model, cp_mesh
+        self.rank, self.size = cp_mesh.get_local_rank(), cp_mesh.size()
+        ops = model.ops
+        kernel = cp_attention(ops.attention, cp_mesh.get_group(), self.rank, self.size)
+        model.set_kernels(dataclasses.replace(ops, attention=kernel,
+                                              names={**ops.names, "attention": f"cp-allgather({ops.names['attention']})"}))
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if targets is None or kwargs:
+            raise UserError("a context-parallel model computes training/validation losses only")
+        seq = tokens.shape[1]
+        mine = local_positions(seq, self.rank, self.size, tokens.device)
+        local = self.model(tokens[:, mine], targets[:, mine], positions=mine[None])
+        gathered = DTensor.from_local(local, self.mesh, [Shard(1)]).full_tensor()  # rank-major chunk order
+        order = torch.cat([local_positions(seq, r, self.size, tokens.device) for r in range(self.size)])
+        return gathered[:, torch.argsort(order)]

@@ -1,0 +1,185 @@
+"""The model-parallel strategy: TP (+SP), PP and CP on the mesh, with data parallelism over the rest.
+
+`parallel.strategy: tp | pp | cp | model_parallel` (one strategy; the layout keys `tp`, `pp`, `cp` decide what
+is applied, in torchtitan's order: cut pipeline stages, tensor-parallelise each, wrap for context
+parallelism). Data-parallel replicas (and CP ranks, whose grads are partial over their tokens) sum their
+grads once per step, after the last micro-batch, in one flat all-reduce over the `dp_cp` group.
+
+Losses are counted once: TP and CP ranks hold the same whole per-token loss (vocab-parallel CE returns whole
+losses; the CP wrapper gathers them), and only the last pipeline stage has a loss; `sum_over_dp` keeps the
+sums of TP rank 0 and CP rank 0 and sums over the world. The grad norm is the norm of the whole model's
+grads: DTensor shards are reduced over TP, stage norms summed over PP.
+
+Checkpoints hold the unsharded state on the writer (see full_state.py), so they reshard on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.distributed.tensor import DTensor
+
+from llmctl.core.errors import UserError
+
+from . import full_state
+from .context_parallel import ContextParallel, local_positions
+from .mesh import Layout, MeshOptions, MeshParallelism
+from .pipeline import Pipeline, StageModule, cut_stage
+from .tensor_parallel import apply_tensor_parallel
+
+
+@dataclasses.dataclass
+class ModelParallelOptions(MeshOptions):
+    sequence_parallel: bool = True  # Megatron --sequence-parallel: norms and residuals hold sequence shards
+    pp_schedule: str = "1f1b"  # 1f1b | gpipe (torch.distributed.pipelining)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+class ModelParallel(MeshParallelism):
+    name = "model_parallel"
+    Options = ModelParallelOptions
+
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> Layout:
+        layout = super().preflight(cfg, world_size)
+        if layout.cp > 1:
+            local_positions(cfg.data.seq_length, 0, layout.cp)  # seq divisible by 2 x cp
+        if layout.pp > 1 and cfg.eval.iters > 0:
+            raise UserError("parallel.pp > 1 does not run validation yet; set eval.iters=0")
+        return layout
+
+    @classmethod
+    def check_layout(cls, layout: Layout) -> None:
+        if layout.pp > 1 and layout.cp > 1:
+            raise UserError("parallel.pp and parallel.cp together are not supported; use one of them")
+        if layout.dp_replicate != 1:
+            raise UserError("parallel.dp_replicate (HSDP) applies to fsdp; the model-parallel strategy "
+                            "replicates over data-parallel ranks")
+
+    # ---- the model ---------------------------------------------------------------------------------------
+    def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
+        lay, mesh = self.layout, self.mesh
+        self.order = [n for n, _ in model.named_parameters()]  # the unsharded model's parameter order
+        self.known = set(model.state_dict())
+        self.pipeline = None
+        if lay.pp > 1:
+            rank = mesh.pp_rank
+            cut_stage(model, lay.stage_layers(rank), first=rank == 0, last=rank == lay.pp - 1)
+        if lay.tp > 1:
+            apply_tensor_parallel(model, mesh.tp, self.options.sequence_parallel)
+        self.inner = model
+        self.name_of = {id(p): n for n, p in model.named_parameters()}
+        if lay.cp > 1:
+            return ContextParallel(model, mesh.cp)
+        if lay.pp > 1:
+            stage = StageModule(model, self.cfg.data.seq_length)
+            self.pipeline = Pipeline(stage, mesh.pp, self.device, self.cfg.grad_accum_steps(lay.dp),
+                                     self.options.pp_schedule, *self._stage_examples(model))
+            return stage
+        return model
+
+    def _stage_examples(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+        """Example input/output of this stage for one micro-batch (the shapes the schedule sends)."""
+        mbs, seq, hidden = self.cfg.train.micro_batch_size, self.cfg.data.seq_length, self.cfg.model.hidden_size
+        sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
+        dtype = next(model.parameters()).dtype
+        first, last = self.pipeline_rank == 0, self.pipeline_rank == self.layout.pp - 1
+        inp = torch.zeros(mbs, seq, dtype=torch.long, device=self.device) if first else \
+            torch.empty(mbs, sharded, hidden, dtype=dtype, device=self.device)
+        out = torch.empty(mbs, seq if last else sharded, hidden, dtype=dtype, device=self.device)
+        return inp, out
+
+    @property
+    def pipeline_rank(self) -> int:
+        return self.mesh.pp_rank
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.inner
+
+    # ---- one step ----------------------------------------------------------------------------------------
+    def forward_backward(self, trainer: Any, step: int, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        if self.pipeline is None:
+            sums = super().forward_backward(trainer, step, batches)
+        else:
+            sums = self._pipeline_step(trainer, step, batches)
+        self._sum_grads(trainer.params)
+        return sums
+
+    def _pipeline_step(self, trainer: Any, step: int, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        packed: list[torch.Tensor] = []
+
+        def loss_fn(hidden: torch.Tensor, index: int) -> torch.Tensor:
+            loss_sum, count, metrics = trainer.task.loss_from_hidden(self.inner, hidden, batches[index])
+            loss_sum = trainer.callbacks.transform_loss(trainer, step, loss_sum)
+            packed.append(trainer._micro_batch_sums(loss_sum, count, metrics))
+            return loss_sum / trainer.loss_divisor
+
+        with trainer._autocast():
+            self.pipeline.run(torch.cat([b["input_ids"] for b in batches]), loss_fn)
+        if not packed:  # not the last stage: it adds nothing to the step's sums
+            return torch.zeros(2 + 2 * len(trainer.metric_names), device=self.device)
+        return torch.stack(packed).sum(0)
+
+    def _sum_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum grads over the ranks that saw different tokens (DP replicas, CP ranks): one flat all-reduce."""
+        if self.mesh.size("dp_cp") == 1:
+            return
+        grads = [_local(p.grad) for p in params if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=self.mesh.group("dp_cp"))
+        for g, summed in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            g.copy_(summed)
+
+    @property
+    def grad_mean_divisor(self) -> int:
+        return 1  # grads are summed over data-parallel ranks, not averaged
+
+    def sum_over_dp(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Each loss counted once: TP/CP peers hold copies (kept from rank 0 of each), pipeline stages other
+        than the last hold zeros; then a sum over every rank is the sum over data-parallel ranks."""
+        if self.mesh.tp_rank != 0 or self.mesh.cp_rank != 0:
+            tensor.zero_()
+        dist.all_reduce(tensor)
+        return tensor
+
+    def clip_grad_norm(self, model: torch.nn.Module, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        grads = [p.grad for p in params if p.grad is not None]
+        squares = torch.zeros((), device=self.device)
+        for kind in (DTensor, torch.Tensor):
+            group = [g for g in grads if isinstance(g, DTensor) == (kind is DTensor)]
+            if group:
+                norm = torch.nn.utils.get_total_norm(group, 2.0)
+                squares = squares + (norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2
+        if self.layout.pp > 1:
+            dist.all_reduce(squares, group=self.mesh.group("pp"))
+        total = squares.sqrt()
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)  # torch.nn.utils.clip_grad_norm_'s rule
+        torch._foreach_mul_([_local(g) for g in grads], coef)
+        return total
+
+    # ---- state -------------------------------------------------------------------------------------------
+    @property
+    def _contributes(self) -> bool:
+        """One rank per pipeline stage sends its stage's whole (TP-gathered) state to the writer."""
+        return self.mesh.dp_rank == 0 and self.mesh.cp_rank == 0 and self.mesh.tp_rank == 0
+
+    def model_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return full_state.full_model_state(self.inner, self._contributes)
+
+    def load_model_state_dict(self, model: torch.nn.Module, state: dict[str, torch.Tensor],
+                              strict: bool = True) -> None:
+        full_state.load_full_model_state(self.inner, state, self.known, strict)
+
+    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return full_state.full_optimizer_state(optimizer, self.name_of, self.order, self._contributes)
+
+    def load_optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                                  state: dict[str, Any]) -> None:
+        full_state.load_full_optimizer_state(optimizer, state, self.name_of)

@@ -1,0 +1,90 @@
+"""Pipeline parallelism with `torch.distributed.pipelining`: the unchanged Transformer cut into stages from
+outside (torchtitan's pipeline_llm), run by torch's GPipe / 1F1B schedules over the step's micro-batches.
+
+A stage keeps its own blocks under their global indices (a ModuleDict "3" -> block 3, so state-dict names
+stay native: `layers.3.attn.q_proj.weight` on whichever stage holds it), the embedding only on the first
+stage, the final norm and LM head only on the last. Uneven splits come from Megatron's --num-layer-list
+(`parallel.num_layer_list`, checked by `mesh.plan_layout`).
+
+The last stage's output is the final norm's hidden states; the schedule's loss function hands them to the
+task (`Task.loss_from_hidden`), which computes the loss through the model's cross_entropy kernel (chunked,
+vocab-parallel under TP), so no stage ever holds the logits. The schedule's target is the micro-batch index:
+the loss function finds that micro-batch's labels and any other fields the task needs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from llmctl.core.errors import UserError
+
+SCHEDULES = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}
+
+
+def cut_stage(model: torch.nn.Module, layers: range, first: bool, last: bool) -> torch.nn.Module:
+    """Keep only this stage's parts of `model` (in place): its blocks, the embedding on the first stage,
+    the norm and LM head on the last."""
+    if model.cfg.tie_embeddings and not (first and last):
+        raise UserError("pipeline parallelism with model.tie_embeddings would split one weight over the first "
+                        "and last stages; untie it (model.tie_embeddings=false) or use parallel.pp=1")
+    model.layers = torch.nn.ModuleDict({str(i): model.layers[i] for i in layers})
+    if not first:
+        model.embed = None
+    if not last:
+        model.norm = None
+        model.lm_head = None
+    return model
+
+
+class StageModule(torch.nn.Module):
+    """One stage's slice of `Transformer.forward` (training: no cache, no padding mask): tokens or the
+    previous stage's hidden states in, hidden states out (after the final norm on the last stage)."""
+
+    def __init__(self, model: torch.nn.Module, seq_len: int):
+        super().__init__()
+        self.model, self.seq_len = model, seq_len  # the hidden states may be a sequence shard (TP+SP)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        if m.embed is not None:
+            x = m.embed(x)
+        cos, sin = m.rope_cos_sin(torch.arange(self.seq_len, device=x.device)[None])
+        for index, block in m.layers.items():
+            x = block(x, cos, sin, None, None, int(index))
+        return m.norm(x) if m.norm is not None else x
+
+
+class Pipeline:
+    """This rank's stage and its schedule. `run(inputs, n, loss_fn)`: one training step over `n`
+    micro-batches (`inputs`: the first stage's tokens of all of them, concatenated on the batch dim)."""
+
+    def __init__(self, stage_module: StageModule, pp_mesh: DeviceMesh, device: torch.device,
+                 n_microbatches: int, schedule: str, example_input: torch.Tensor, example_output: torch.Tensor):
+        if schedule not in SCHEDULES:
+            raise UserError(f"config key 'parallel.pp_schedule': '{schedule}' is not one of "
+                            f"{', '.join(SCHEDULES)}")
+        self.rank, self.size = pp_mesh.get_local_rank(), pp_mesh.size()
+        self.is_first, self.is_last = self.rank == 0, self.rank == self.size - 1
+        # example shapes instead of torch's shape inference: under TP+SP the stage's activations are
+        # sequence shards, which a meta-tensor trial forward through DTensor hooks cannot produce
+        self.stage = PipelineStage(stage_module, self.rank, self.size, device, input_args=example_input,
+                                   output_args=example_output, group=pp_mesh.get_group())
+        self._loss_fn: Callable | None = None
+        # scale_grads=False: the driver normalises by the step's global token count itself
+        self.schedule = SCHEDULES[schedule](self.stage, n_microbatches=n_microbatches,
+                                            loss_fn=self._call_loss, scale_grads=False)
+        self.n_microbatches = n_microbatches
+
+    def _call_loss(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self._loss_fn(output, int(index.reshape(-1)[0]))
+
+    def run(self, inputs: torch.Tensor, loss_fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+        """`loss_fn(hidden, micro_batch_index) -> loss to back-propagate` runs on the last stage."""
+        self._loss_fn = loss_fn
+        target = torch.arange(self.n_microbatches, device=inputs.device) if self.is_last else None
+        args = (inputs,) if self.is_first else ()
+        self.schedule.step(*args, target=target, return_outputs=False)
