@@ -32,6 +32,11 @@ def load_base(options: FinetuneOptions):
     return load_model(options.base, device="cpu", dtype=torch.float32, iteration=options.base_iteration)
 
 
+def has_val_split(prefix: str) -> bool:
+    p = str(prefix).removesuffix("_packed")
+    return any(Path(p + "_val").parent.glob(Path(p).name + "_val_packed_*_document.idx"))
+
+
 def base_tokenizer_dir(loaded) -> str | None:
     tok = loaded.tokenizer
     return str(tok.path) if tok is not None and tok.path is not None else None
@@ -75,6 +80,8 @@ class FinetuneTask(Task):
         if not d.path:
             raise UserError(f"config key 'data.path' is required: the --output-prefix of `llmctl data sft` "
                             f"({default} data)")
+        if split == "val" and not has_val_split(d.path):
+            return None  # finetuning data usually has no `PREFIX_val` files: then there is no validation
         return lookup("datasets", self.dataset_name(default))(
             d.path, seq_len=d.seq_length, num_samples=num_samples, seed=self.cfg.train.seed, split=split)
 

@@ -83,7 +83,8 @@ class DPOTask(FinetuneTask):
 
     def build_datasets(self, num_train_samples: int, num_val_samples: int):
         train = _WithIndex(self.build_split("dpo", num_train_samples, "train"))
-        val = _WithIndex(self.build_split("dpo", num_val_samples, "val")) if num_val_samples else None
+        val = self.build_split("dpo", num_val_samples, "val") if num_val_samples else None
+        val = _WithIndex(val) if val is not None else None
         self.splits = [s for s in (train, val) if s is not None]
         return train, val
 

@@ -57,7 +57,7 @@ class SFTTask(FinetuneTask):
 
     def build_datasets(self, num_train_samples: int, num_val_samples: int):
         train = self.build_split("sft", num_train_samples, "train")
-        val = self.build_split("sft", num_val_samples, "val") if num_val_samples else None
+        val = self.build_split("sft", num_val_samples, "val") if num_val_samples else None  # None: no PREFIX_val
         return train, val
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
