@@ -1,0 +1,125 @@
+"""DPO against the real TRL: the dpo task's losses and reward metrics equal TRL's DPOTrainer loss computation
+(`DPOTrainer._compute_loss`, TRL's own code, fed the same per-token policy and reference log-probs) for
+sigmoid, hinge and ipo; cDPO label smoothing (which TRL's sigmoid no longer has) against the paper's formula;
+the reference options (frozen copy, precomputed, LoRA with adapters disabled) agree."""
+
+from __future__ import annotations
+
+import collections
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from finetune_helpers import dpo_data, finetune_cfg
+
+trl = pytest.importorskip("trl")
+
+
+def trl_dpo(per_token_logps, ref_per_token_logps, labels, *, beta, loss_type):
+    """TRL's DPOTrainer._compute_loss on a stand-in trainer whose model returns these per-token log-probs.
+    Rows are [chosen..., rejected...] as in TRL; `labels` [2N, T] are the shifted targets (-100 = prompt)."""
+    from trl import DPOTrainer
+
+    completion = labels != -100
+    completion_mask = torch.cat([torch.zeros_like(completion[:, :1]), completion], 1).long()
+    n = labels.shape[0] // 2
+    ref = (ref_per_token_logps * completion).sum(1)
+
+    def model(**kw):
+        z = torch.zeros_like(per_token_logps)
+        return types.SimpleNamespace(log_probs=per_token_logps * completion, entropy=z, mean_logits=z,
+                                     is_top1=torch.zeros_like(completion))
+
+    model.training = True
+    acc = types.SimpleNamespace(device=torch.device("cpu"), gather=lambda x: x, gather_for_metrics=lambda x: x,
+                                unwrap_model=lambda m: m)
+    fake = types.SimpleNamespace(
+        model=model, accelerator=acc, aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True,
+        f_divergence_type="reverse_kl", loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=0.0,
+        use_weighting=False, _metrics=collections.defaultdict(lambda: collections.defaultdict(list)),
+        _total_train_tokens=0, _tp_size=1, args=types.SimpleNamespace(gradient_checkpointing_kwargs=None))
+    inputs = {"input_ids": torch.zeros_like(completion_mask), "attention_mask": torch.ones_like(completion_mask),
+              "completion_mask": completion_mask, "ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:]}
+    loss = DPOTrainer._compute_loss(fake, model, inputs, False)
+    return float(loss), {k: v[-1] for k, v in fake._metrics["train"].items()}
+
+
+def _task(tmp_path, tok_dir, hf_base, *overrides, method="dpo"):
+    from llmctl.finetune.dpo import DPOTask
+
+    cfg = finetune_cfg(tmp_path, hf_base, dpo_data(tmp_path, tok_dir), method, *overrides)
+    task = DPOTask(cfg)
+    train, _ = task.build_datasets(4, 0)
+    model = task.prepare(task.build_model(torch.device("cpu")))
+    return task, train, model
+
+
+def _perturb(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.ndim == 2:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type):
+    task, train, model = _task(tmp_path, tok_dir, hf_base, f"task.loss_type={loss_type}", "task.beta=0.5")
+    _perturb(model)
+    batch = task.collate([train[i] for i in range(4)])
+    loss_sum, pairs, metrics = task.loss(model, batch)
+    with torch.no_grad():
+        policy = -model(batch["input_ids"], batch["labels"])
+        ref = -task.reference(batch["input_ids"], batch["labels"])
+    want_loss, want = trl_dpo(policy, ref, batch["labels"], beta=0.5, loss_type=loss_type)
+    assert float(pairs) == 4
+    assert float(loss_sum) / 4 == pytest.approx(want_loss, rel=1e-5, abs=1e-6)
+    for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected"):
+        s, c = metrics[name]
+        assert float(s) / float(c) == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
+    assert 0 < want["rewards/accuracies"] < 1 or want["rewards/margins"] != 0
+
+
+def test_cdpo_label_smoothing_is_the_paper_formula():
+    from llmctl.finetune.dpo import dpo_loss
+
+    g = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(6, generator=g) * 3 for _ in range(4))
+    beta, eps = 0.3, 0.1
+    losses, cr, rr_ = dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="sigmoid", label_smoothing=eps)
+    h = (pc - rc) - (pr - rr)
+    # cDPO (Mitchell 2023): with probability eps the preference label is flipped
+    want = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+    torch.testing.assert_close(losses, want)
+    torch.testing.assert_close(cr - rr_, beta * h)
+
+
+def test_precomputed_reference_equals_the_frozen_copy(tmp_path, tok_dir, hf_base):
+    task, train, model = _task(tmp_path, tok_dir, hf_base)
+    pre_task, pre_train, pre_model = _task(tmp_path / "pre", tok_dir, hf_base, "task.reference=precomputed")
+    assert pre_task.reference is None
+    for m in (model, pre_model):
+        _perturb(m)
+    b = task.collate([train[i] for i in range(4)])
+    pb = pre_task.collate([pre_train[i] for i in range(4)])
+    assert "ref_logps" in pb and torch.equal(b["input_ids"], pb["input_ids"])
+    got, want = pre_task.loss(pre_model, pb), task.loss(model, b)
+    assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5)
+    for name, (s, _) in want[2].items():
+        assert float(got[2][name][0]) == pytest.approx(float(s), rel=1e-4, abs=1e-5), name
+
+
+def test_lora_reference_is_the_base_with_adapters_disabled(tmp_path, tok_dir, hf_base):
+    from llmctl.core.nn.loading import load_model
+
+    task, train, model = _task(tmp_path, tok_dir, hf_base, "task.lora.r=4")
+    assert task.reference is None and task.lora is not None
+    _perturb(model)  # moves the adapters only (the base is frozen)
+    b = task.collate([train[i] for i in range(4)])
+    base = load_model(hf_base, device="cpu").model
+    with torch.no_grad():
+        want = -base(b["input_ids"], b["labels"]).sum(1)
+        torch.testing.assert_close(task._reference_logps(b["input_ids"], b["labels"]), want)
+        assert not torch.allclose(-model(b["input_ids"], b["labels"]).sum(1), want)
