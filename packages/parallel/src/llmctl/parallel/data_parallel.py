@@ -33,7 +33,7 @@ class DataParallelOptions(MeshOptions, DDPOptions):
     comm_hook: str = "none"  # none | fp16 | bf16 | powersgd
     powersgd_rank: int = 1  # PowerSGD matrix_approximation_rank
     powersgd_warm_start: bool = True  # reuse last step's Q as the power iteration's start
-    start_powersgd_iter: int = 10  # plain all-reduce before this step (error feedback needs > 1)
+    start_powersgd_iter: int = 10  # the first N steps all-reduce plainly (error feedback needs N >= 2)
     gradient_as_bucket_view: bool = False  # grads alias DDP's buckets: one copy less, same numbers
 
     def validate(self) -> None:
