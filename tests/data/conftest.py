@@ -28,3 +28,13 @@ def bytelevel_tok(tmp_path_factory, fixture_corpus) -> Path:
     out = tmp_path_factory.mktemp("tok") / "bytelevel"
     train_tokenizer([str(fixture_corpus)], out, 2000, "hf-bytelevel-bpe", quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_executor():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from llmctl.data.executors.ray import RayExecutor
+
+    yield RayExecutor(workers=2)  # one local Ray for the session, shared by every module that asks
+    ray.shutdown()

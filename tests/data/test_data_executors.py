@@ -1,6 +1,6 @@
 """One executor for every data stage: local processes and Ray give the same bytes, shards resume after SIGKILL.
 
-Ray runs as one local Ray (`ray.init(num_cpus=2)`) shared by the whole session. Fault injection is a wrapper
+Ray runs as one local Ray (`ray.init(num_cpus=2)`, conftest's `ray_executor`) shared by the whole session. Fault injection is a wrapper
 script (`kill_shard.py`) that kills a shard from outside the production code.
 """
 
@@ -19,16 +19,6 @@ from llmctl.core.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 WORDS = [f"w{i}" for i in range(400)]
-
-
-@pytest.fixture(scope="session")
-def ray_executor():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    from llmctl.data.executors.ray import RayExecutor
-
-    yield RayExecutor(workers=2)
-    ray.shutdown()
 
 
 def _local(workers: int = 2):

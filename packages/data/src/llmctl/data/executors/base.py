@@ -46,6 +46,12 @@ class ShardDocuments:
 
         return iter_documents(self.plan, self.text_key, self.stats)
 
+    def records(self, on_first=None):
+        """(path, row, where, record) of every row this shard keeps (`readers.rows.iter_records`)."""
+        from ..readers.rows import iter_records
+
+        return iter_records(self.plan, on_first)
+
     def chunks(self, max_docs: int, max_bytes: int):
         from ..readers.chunks import iter_chunks
 

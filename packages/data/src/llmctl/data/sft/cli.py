@@ -38,7 +38,8 @@ def _options(f):
         click.option("--prompt-type-path", default=None, help="A templates.json file adding more templates."),
         click.option("--map-keys", default=None,
                      help="JSON mapping of handler keys to columns, e.g. '{\"prompt\": \"zh_instruction\"}'."),
-        click.option("--workers", type=int, default=1, show_default=True, help="Tokenizer processes."),
+        click.option("--num-shards", type=int, default=None,
+                     help="Split the input into this many shards (default: --workers); the output does not depend on it."),
         click.option("--seq-length", type=int, default=None,
                      help="Longest sequence: samples keep at most seq-length - 1 tokens (prompt cut first)."),
         click.option("--pack", "pack_samples", is_flag=True, help="Greedy-knapsack samples into seq-length rows."),
@@ -50,22 +51,26 @@ def _options(f):
     ]
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    from ..cli import _executor_options  # --workers, --executor, --ray-address: the same in every command
+
+    return _executor_options(f)
 
 
 def _run(inputs, tokenizer, output_prefix, handler_name, prompt_type, prompt_type_path, map_keys, workers,
-         seq_length, pack_samples, neat_pack, skip_empty, log_interval, tokenizer_type) -> None:
+         seq_length, pack_samples, neat_pack, skip_empty, log_interval, tokenizer_type, num_shards, executor_name,
+         ray_address) -> None:
     from llmctl.core.errors import UserError
-    from llmctl.core.progress import progress
 
+    from ..cli import _echo_resumed, _executor
     from .preprocess import preprocess_sft
 
     if tokenizer_type not in (None, "PretrainedFromHF"):
         raise UserError(f"--tokenizer-type {tokenizer_type}: only PretrainedFromHF (a HF tokenizer) is supported")
-    with progress(desc="sft", unit="rec") as bar:
-        report = preprocess_sft(inputs, tokenizer, output_prefix, handler_name, prompt_type, prompt_type_path,
-                                map_keys, workers, seq_length, pack_samples, neat_pack, skip_empty,
-                                warn=lambda m: click.echo(m, err=True), on_record=bar.update)
+    report = preprocess_sft(inputs, tokenizer, output_prefix, handler_name, prompt_type, prompt_type_path,
+                            map_keys, workers, seq_length, pack_samples, neat_pack, skip_empty,
+                            warn=lambda m: click.echo(m, err=True), num_shards=num_shards,
+                            executor=_executor(executor_name, workers, ray_address))
+    _echo_resumed(report)
     rows = f", {report['packed_sequences']:,} packed sequences" if "packed_sequences" in report else ""
     click.echo(f"{report['records']:,} records -> {report['samples']:,} samples{rows}, {report['tokens']:,} tokens "
                f"({report['trained_tokens']:,} trained); truncated {report['truncated']}, dropped "

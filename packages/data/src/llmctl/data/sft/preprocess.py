@@ -7,182 +7,184 @@ in the other: int32 MMIDIDX files, one per key — `input_ids`, `attention_mask`
 labels -100 on every token outside assistant turns. A report (`PREFIX_sft.json`) counts records, samples,
 truncated and dropped samples (with the first few record locations), tokens and trained tokens.
 
-Records are read with the llmctl-data readers (jsonl/json/parquet/csv), tokenised in `workers` processes in
-input order, so the output does not depend on the worker count.
+A stage on `run_stage`, like tokenize: each shard encodes its records (rows numbered and named by the one
+reader path) into unpacked per-key datasets under `_PREFIX.sft_work/` plus each sample's (file, row) key and
+leaves a completion marker; the final step merges the shards in key order (`tokens.merge`) and, for
+--pack/--neat-pack, packs the merged samples. So the output is byte-identical for any shard count, worker
+count or executor, and a rerun after a crash redoes only the unfinished shards.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
-import os
+import shutil
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from llmctl.core.errors import UserError
 
-from .handlers import EmptyResponse, Handler, PairExample, get_handler
-from .pack import IGNORE_INDEX, fit, fit_pair, pack, prompt_length
-from .templates import Template, encode_conversation, get_template
+from ..executors import Executor, ShardDocuments, ShardStage, run_stage
+from ..pipeline import make_bar, report_progress, shard_tag
+from .encode import PAIR_KEYS, SFT_KEYS, Writers, encode_record, output_path, pad_id
+from .handlers import EmptyResponse, get_handler
+from .pack import IGNORE_INDEX, fit, fit_pair, pack
+from .templates import get_template
 
-SFT_KEYS = ("input_ids", "attention_mask", "labels")
-PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
-CHUNK = 256
 EXAMPLES = 5  # record locations kept per counter in the report
+STATUSES = ("truncated", "dropped", "empty_skipped")
+KEY_ROW_BITS = 40  # a sample's merge key: (global file index << 40) | row in that file
 
 
-def output_path(prefix: str | os.PathLike, key: str) -> str:
-    """MindSpeed's name for one key's indexed dataset (without .bin/.idx)."""
-    return f"{prefix}_packed_{key}_document"
+def _tokenizer_signature(path: str) -> list:
+    """(name, size, mtime) of the tokenizer's files: a marker written with another tokenizer is stale."""
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def iter_records(paths: Sequence[str]) -> Iterator[tuple[str, str, dict]]:
-    """(path, where, record) for every record: `file:line` for jsonl, `file: item N` / `row N` for the others."""
-    from ..readers import decode_line, parse_json_line, reader_for
+class SFTStage(ShardStage):
+    """One shard -> `<work>/shard-<i>-of-<n>_packed_<key>_document` + keys; `merge` orders (and packs) them."""
 
-    for path in paths:
-        reader = reader_for(path)
-        if reader.__name__ == "read_jsonl" and not path.endswith(".gz"):
-            with open(path, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
-                    line = decode_line(path, lineno, raw)
-                    if line.strip():
-                        yield path, f"{path}:{lineno}", parse_json_line(path, lineno, line)
-            continue
-        word = "item" if reader.__name__ == "read_json" else "row"
-        for i, rec in enumerate(reader(path)):
-            yield path, f"{path}: {word} {i}", rec
+    name = "sft"
 
+    def __init__(self, files, tokenizer, output_prefix, handler, template, seq_length, packing, neat_pack,
+                 skip_empty):
+        self.files, self.tokenizer, self.output_prefix = list(files), str(tokenizer), str(output_prefix)
+        self.handler, self.template, self.seq_length = handler, template, seq_length
+        self.packing, self.neat_pack, self.skip_empty = packing, neat_pack, skip_empty
+        self.keys = PAIR_KEYS if handler.pairwise else SFT_KEYS
+        self.shard_keys = ("input_ids", "labels") if packing else self.keys  # packing rebuilds the mask
+        out = Path(self.output_prefix)
+        self.work = out.parent / f"_{out.name}.sft_work"
+        self.marker_dir = self.work / "_done"
+        self.file_index = {f: i for i, f in enumerate(self.files)}
 
-# ---- tokenising (runs in worker processes) ------------------------------------------------------------------
-_STATE: dict[str, Any] = {}
+    def fingerprint(self) -> dict[str, Any]:
+        return {"tokenizer": _tokenizer_signature(self.tokenizer), "prefix": self.output_prefix,
+                "handler": self.handler.name, "map_keys": self.handler.map_keys, "template": repr(self.template),
+                "seq_length": self.seq_length, "packing": self.packing, "skip_empty": self.skip_empty}
 
+    def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
+        from llmctl.core.tokenizer import load_tokenizer
 
-def _init(tokenizer_path: str, template: Template, handler_name: str, map_keys: dict | None,
-          skip_empty: bool) -> None:
-    from llmctl.core.tokenizer import load_tokenizer
-
-    _STATE.update(tok=load_tokenizer(tokenizer_path), template=template,
-                  handler=get_handler(handler_name, map_keys), skip_empty=skip_empty)
-
-
-def encode_record(tok: Any, template: Template, handler: Handler, where: str, record: dict) -> tuple:
-    """One record -> (input_ids, labels) or, for pairwise, ((chosen ids, labels), (rejected ids, labels))."""
-    ex = handler.convert(record, where)
-    try:
-        if isinstance(ex, PairExample):
-            halves = []
-            for answer in (ex.chosen, ex.rejected):
-                msgs = ex.prompt + [{"role": "assistant", "content": answer}]
-                ids, labels = encode_conversation(tok, template, msgs, system=ex.system)
-                p = prompt_length(labels)
-                halves.append((ids, [IGNORE_INDEX] * p + labels[p:]))  # earlier answers are prompt here
-            return tuple(halves)
-        return encode_conversation(tok, template, ex.messages, system=ex.system)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
-
-
-def _encode_chunk(chunk: list[tuple[str, dict]]) -> list[tuple[str, Any]]:
-    out = []
-    for where, rec in chunk:
+        tok = load_tokenizer(self.tokenizer)
+        max_len = self.seq_length - 1 if self.seq_length else None
+        prefix = str(self.work / f"shard-{shard_tag(shard, num_shards)}")
+        counts = dict.fromkeys(("records", "samples", "truncated", "dropped", "empty_skipped", "tokens",
+                                "trained_tokens"), 0)
+        examples: dict[str, list] = {s: [] for s in STATUSES}
+        keys: list[int] = []
+        bar = make_bar(self.quiet, desc=f"sft {shard}/{num_shards}", unit="rec")
+        writers = Writers(prefix, self.shard_keys)
         try:
-            out.append((where, encode_record(_STATE["tok"], _STATE["template"], _STATE["handler"], where, rec)))
-        except EmptyResponse as e:
-            out.append((where, _Skipped() if _STATE["skip_empty"] else _Failed(str(e))))
-            if not _STATE["skip_empty"]:
-                break
-        except UserError as e:
-            out.append((where, _Failed(str(e))))
-            break  # the first bad record stops the run
-    return out
+            for path, row, where, rec in documents.records(on_first=self.handler.check_columns):
+                key = (self.file_index[path] << KEY_ROW_BITS) | row
+                counts["records"] += 1
+                bar.update(1)
+                report_progress(1)
+                status, arrays = self._sample(tok, where, rec, max_len)
+                if status != "ok":
+                    _note(counts, examples, status, key, where)
+                if arrays is None:
+                    continue
+                counts["samples"] += 1
+                keys.append(key)
+                trained = [a for k, a in arrays.items() if k.endswith("labels")]
+                counts["tokens"] += sum(len(a) for k, a in arrays.items() if k.endswith("input_ids"))
+                counts["trained_tokens"] += sum(lab != IGNORE_INDEX for a in trained for lab in a)
+                writers.add(**{k: arrays[k] for k in self.shard_keys})
+            for k in self.shard_keys:
+                np.save(f"{output_path(prefix, k)}.keys.npy", np.asarray(keys, dtype=np.int64))
+            writers.finalize()
+        except BaseException:
+            writers.abort()
+            raise
+        finally:
+            bar.close()
+        return {"prefix": prefix, "counts": counts, "examples": examples}
+
+    def _sample(self, tok, where: str, rec: dict, max_len: int | None) -> tuple[str, dict | None]:
+        """(status, arrays by key or None): "ok", "truncated", "dropped" or "empty_skipped" (--skip-empty)."""
+        try:
+            value = encode_record(tok, self.template, self.handler, where, rec)
+        except EmptyResponse:
+            if not self.skip_empty:
+                raise
+            return "empty_skipped", None
+        if self.handler.pairwise:
+            chosen, rejected, status = fit_pair(value[0], value[1], max_len)
+            arrays = {"chosen_input_ids": chosen[0], "chosen_labels": chosen[1],
+                      "rejected_input_ids": rejected[0], "rejected_labels": rejected[1]}
+        else:
+            ids, labels, status = fit(value[0], value[1], max_len)
+            arrays = {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+        return status, None if status == "dropped" else arrays
+
+    def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+        """Sum the counts; write the outputs in (file, row) order (packing the merged samples), drop the work dir."""
+        from llmctl.core.io import write_json_atomic
+
+        from ..tokens.merge import merge_in_key_order
+
+        counts = {k: sum(r["counts"][k] for r in reports) for k in reports[0]["counts"]}
+        firsts = {s: [w for _k, w in sorted(e for r in reports for e in r["examples"][s])][:EXAMPLES]
+                  for s in STATUSES}
+        if not counts["samples"]:
+            raise UserError(f"{', '.join(self.files)}: no samples to write ({counts['records']} records, "
+                            f"{counts['dropped']} dropped as too long)")
+        merged = str(self.work / "merged") if self.packing else self.output_prefix
+        for k in self.shard_keys:
+            merge_in_key_order([output_path(r["prefix"], k) for r in reports], output_path(merged, k), np.int32)
+        if self.packing:
+            counts["packed_sequences"] = self._pack(merged)
+        report = {
+            "stage": "sft", "inputs": self.files, "output_prefix": self.output_prefix,
+            "files": [output_path(self.output_prefix, k) for k in self.keys], "handler": self.handler.name,
+            "prompt_type": self.template.name, "template_source": self.template.source,
+            "seq_length": self.seq_length, "pack": bool(self.packing and not self.neat_pack),
+            "neat_pack": bool(self.neat_pack), **counts, "truncated_examples": firsts["truncated"],
+            "dropped_examples": firsts["dropped"], "empty_skipped_examples": firsts["empty_skipped"],
+        }
+        write_json_atomic(f"{self.output_prefix}_sft.json", report)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return report
+
+    def _pack(self, merged: str) -> int:
+        """Greedy-knapsack the merged samples into --seq-length rows (needs every sample: done once, here)."""
+        from llmctl.core.mmidx import IndexedDataset
+
+        ids_ds = IndexedDataset(output_path(merged, "input_ids"))
+        lab_ds = IndexedDataset(output_path(merged, "labels"))
+        samples = [(ids_ds[i], lab_ds[i]) for i in range(len(ids_ds))]
+        writers = Writers(self.output_prefix, SFT_KEYS)
+        n = 0
+        try:
+            for ids, mask, labels, _members in pack(samples, self.seq_length, pad_id(self.tokenizer, self.template),
+                                                    self.neat_pack):
+                writers.add(input_ids=ids, attention_mask=mask, labels=labels)
+                n += 1
+            writers.finalize()
+        except BaseException:
+            writers.abort()
+            raise
+        return n
 
 
-class _Failed(str):
-    """A worker's UserError message, sent back as a plain string (picklable) and re-raised in order."""
-
-
-class _Skipped:
-    """A record with an empty response, under --skip-empty."""
-
-
-def _chunks(records: Iterator[tuple[str, str, dict]], handler: Handler) -> Iterator[list[tuple[str, dict]]]:
-    chunk: list[tuple[str, dict]] = []
-    seen_files: set[str] = set()
-    for path, where, rec in records:
-        if path not in seen_files:
-            seen_files.add(path)
-            handler.check_columns(rec, where)
-        chunk.append((where, rec))
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _encoded(paths: Sequence[str], tokenizer_path: str, template: Template, handler_name: str,
-             map_keys: dict | None, workers: int, skip_empty: bool) -> Iterator[tuple[str, Any]]:
-    handler = get_handler(handler_name, map_keys)
-    chunks = _chunks(iter_records(paths), handler)
-    args = (tokenizer_path, template, handler_name, map_keys, skip_empty)
-    if workers <= 1:
-        _init(*args)
-        results: Iterator = map(_encode_chunk, chunks)
-        pool = contextlib.nullcontext()
-    else:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init, initargs=args)
-        results = pool.imap(_encode_chunk, chunks)
-    with pool:
-        for batch in results:
-            for where, value in batch:
-                if isinstance(value, _Failed):
-                    raise UserError(str(value))
-                yield where, value
-
-
-# ---- writing ------------------------------------------------------------------------------------------------
-class _Writers:
-    """One int32 MMIDIDX builder per key; published together, or all discarded on error."""
-
-    def __init__(self, prefix: str, keys: Sequence[str]):
-        from llmctl.core.mmidx import IndexedDatasetBuilder
-
-        self.builders = {k: IndexedDatasetBuilder(output_path(prefix, k), dtype=np.int32) for k in keys}
-
-    def add(self, **arrays: Sequence[int]) -> None:
-        for k, a in arrays.items():
-            self.builders[k].add_document(np.asarray(a, dtype=np.int32))
-
-    def finalize(self) -> None:
-        for b in self.builders.values():
-            b.finalize()
-
-    def abort(self) -> None:
-        for b in self.builders.values():
-            with contextlib.suppress(Exception):
-                b.abort()
-
-
-def _pad_id(tokenizer_path: str, template: Template) -> int:
-    from llmctl.core.tokenizer import load_tokenizer
-
-    from .templates import eos_token_id
-
-    tok = load_tokenizer(tokenizer_path)
-    pad = tok.hf.pad_token_id
-    return int(pad) if pad is not None else eos_token_id(tok, template)
+def _note(counts: dict, examples: dict, status: str, key: int, where: str) -> None:
+    counts[status] += 1
+    if len(examples[status]) < EXAMPLES:
+        examples[status].append([key, where])
 
 
 def preprocess_sft(inputs: Sequence[str], tokenizer: str, output_prefix: str, handler_name: str,
                    prompt_type: str, prompt_type_path: str | None = None, map_keys: dict | str | None = None,
                    workers: int = 1, seq_length: int | None = None, pack_samples: bool = False,
-                   neat_pack: bool = False, skip_empty: bool = False, warn=None, on_record=None) -> dict:
-    """Run the whole stage; returns the report (also written to `PREFIX_sft.json`)."""
-    from llmctl.core.io import write_json_atomic
-
+                   neat_pack: bool = False, skip_empty: bool = False, warn=None, num_shards: int | None = None,
+                   executor: Executor | None = None) -> dict:
+    """Run the whole stage on `executor` (default: `workers` local processes); returns the report (also
+    written to `PREFIX_sft.json`) with the executor's "run" entry added."""
+    from ..executors.local import LocalExecutor
     from ..readers import expand_inputs
 
     handler = get_handler(handler_name, map_keys)  # bad names/keys fail before any reading
@@ -194,79 +196,29 @@ def preprocess_sft(inputs: Sequence[str], tokenizer: str, output_prefix: str, ha
         raise UserError("--pack/--neat-pack need --seq-length")
     if seq_length is not None and seq_length < 2:
         raise UserError(f"--seq-length must be at least 2, got {seq_length}")
+    executor = executor or LocalExecutor(max(1, workers))
     paths = expand_inputs(inputs)
-    max_len = seq_length - 1 if seq_length else None
-    keys = PAIR_KEYS if handler.pairwise else SFT_KEYS
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
-    counts = {"records": 0, "samples": 0, "truncated": 0, "dropped": 0, "empty_skipped": 0, "tokens": 0,
-              "trained_tokens": 0}
-    examples: dict[str, list[str]] = {"truncated": [], "dropped": [], "empty_skipped": []}
-    kept: list[tuple[list[int], list[int]]] = []
-    writers = _Writers(output_prefix, keys)
+    stage = SFTStage(paths, tokenizer, output_prefix, handler, template, seq_length, packing, neat_pack, skip_empty)
     try:
-        for where, value in _encoded(paths, tokenizer, template, handler.name, handler.map_keys,
-                                     max(1, workers), skip_empty):
-            counts["records"] += 1
-            if on_record is not None:
-                on_record()
-            if isinstance(value, _Skipped):
-                counts["empty_skipped"] += 1
-                if len(examples["empty_skipped"]) < EXAMPLES:
-                    examples["empty_skipped"].append(where)
-                continue
-            if handler.pairwise:
-                chosen, rejected, status = fit_pair(value[0], value[1], max_len)
-            else:
-                ids, labels, status = fit(value[0], value[1], max_len)
-            if status != "ok":
-                counts[status] += 1
-                if len(examples[status]) < EXAMPLES:
-                    examples[status].append(where)
-                if status == "dropped":
-                    continue
-            counts["samples"] += 1
-            if handler.pairwise:
-                writers.add(chosen_input_ids=chosen[0], chosen_labels=chosen[1],
-                            rejected_input_ids=rejected[0], rejected_labels=rejected[1])
-                counts["tokens"] += len(chosen[0]) + len(rejected[0])
-                counts["trained_tokens"] += sum(lab != IGNORE_INDEX for lab in chosen[1] + rejected[1])
-                continue
-            counts["tokens"] += len(ids)
-            counts["trained_tokens"] += sum(lab != IGNORE_INDEX for lab in labels)
-            if packing:
-                kept.append((ids, labels))
-            else:
-                writers.add(input_ids=ids, attention_mask=[1] * len(ids), labels=labels)
-        if not counts["samples"]:
-            raise UserError(f"{', '.join(paths)}: no samples to write ({counts['records']} records, "
-                            f"{counts['dropped']} dropped as too long)")
-        if packing:
-            counts["packed_sequences"] = 0
-            for ids, mask, labels, _members in pack(kept, seq_length, _pad_id(tokenizer, template), neat_pack):
-                writers.add(input_ids=ids, attention_mask=mask, labels=labels)
-                counts["packed_sequences"] += 1
-        writers.finalize()
+        report = run_stage(stage, paths, None, num_shards or max(1, executor.workers), executor)
     except BaseException:
-        writers.abort()
+        if not any(stage.marker_dir.glob("*.json")):  # nothing finished: nothing to resume from
+            shutil.rmtree(stage.work, ignore_errors=True)
         raise
-    report = {
-        "stage": "sft", "inputs": list(paths), "output_prefix": str(output_prefix),
-        "files": [output_path(output_prefix, k) for k in keys], "handler": handler.name,
-        "prompt_type": template.name, "template_source": template.source, "seq_length": seq_length,
-        "pack": bool(pack_samples and not neat_pack), "neat_pack": bool(neat_pack), **counts,
-        "truncated_examples": examples["truncated"], "dropped_examples": examples["dropped"],
-        "empty_skipped_examples": examples["empty_skipped"],
-    }
-    write_json_atomic(f"{output_prefix}_sft.json", report)
     if warn is not None:
-        limit = f"{max_len} tokens (--seq-length {seq_length} minus one)"
-        if counts["truncated"]:
-            warn(f"warning: {counts['truncated']} samples were longer than {limit} and lost their earliest "
-                 f"prompt tokens; first: {examples['truncated'][0]}")
-        if counts["empty_skipped"]:
-            warn(f"warning: {counts['empty_skipped']} records with an empty response skipped (--skip-empty); "
-                 f"first: {examples['empty_skipped'][0]}")
-        if counts["dropped"]:
-            warn(f"warning: {counts['dropped']} samples were dropped: their response alone is longer than "
-                 f"{limit}; first: {examples['dropped'][0]}")
+        _warn(warn, report, seq_length)
     return report
+
+
+def _warn(warn, report: dict, seq_length: int | None) -> None:
+    limit = f"{seq_length - 1 if seq_length else None} tokens (--seq-length {seq_length} minus one)"
+    if report["truncated"]:
+        warn(f"warning: {report['truncated']} samples were longer than {limit} and lost their earliest "
+             f"prompt tokens; first: {report['truncated_examples'][0]}")
+    if report["empty_skipped"]:
+        warn(f"warning: {report['empty_skipped']} records with an empty response skipped (--skip-empty); "
+             f"first: {report['empty_skipped_examples'][0]}")
+    if report["dropped"]:
+        warn(f"warning: {report['dropped']} samples were dropped: their response alone is longer than "
+             f"{limit}; first: {report['dropped_examples'][0]}")
