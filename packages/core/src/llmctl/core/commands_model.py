@@ -98,6 +98,8 @@ def native_to_hf_command(
 @click.option("--device", default=None, help="cpu, cuda, npu, cuda:1 ... (default: best available).")
 @click.option("--dtype", default="fp32", show_default=True, help="fp32, bf16 or fp16.")
 @click.option("--iteration", type=int, default=None, help="Checkpoint iteration (default: latest).")
+@click.option("--lora-dir", default=None, type=click.Path(),
+              help="LoRA adapter (PEFT dir or a llmctl LoRA checkpoint) merged into --ckpt-dir's weights.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt: prompt, completion, tokens.")
 def generate_command(
     ckpt_dir,
@@ -113,6 +115,7 @@ def generate_command(
     device,
     dtype,
     iteration,
+    lora_dir,
     as_json,
 ) -> None:
     """Continue each --prompt with a model from a native checkpoint or an HF directory (KV-cache decoding).
@@ -122,11 +125,14 @@ def generate_command(
       llmctl generate --ckpt-dir out/pretrain --prompt "Once upon a time" --max-new-tokens 50
       llmctl generate --ckpt-dir hf/qwen --prompt "Hi" --prompt "Bonjour" --temperature 0.8 --seed 1
       llmctl generate --preset tiny --tokenizer tok/ --prompt "smoke test" --max-new-tokens 8
+      llmctl generate --ckpt-dir hf/qwen --lora-dir out/lora --prompt "Hi"
     """
     require_torch("llmctl generate")
     from .nn.generate import generate_text
 
-    loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration)
+    if lora_dir is not None and ckpt_dir is None:
+        raise UserError("--lora-dir needs --ckpt-dir (the base model the adapter was trained on)")
+    loaded = _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration, lora_dir)
     if loaded.source == "mcore":
         click.echo(f"read a megatron-core checkpoint from {ckpt_dir}", err=True)
     texts = generate_text(
@@ -149,7 +155,7 @@ def generate_command(
                 click.echo("")
 
 
-def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration):
+def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, iteration, lora_dir=None):
     import dataclasses
 
     import torch
@@ -163,7 +169,7 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
     if (ckpt_dir is None) == (preset is None):
         raise UserError("give exactly one of --ckpt-dir (a trained/imported model) or --preset (random init)")
     if ckpt_dir is not None:
-        loaded = load_model(ckpt_dir, device=device, dtype=dtype, iteration=iteration)
+        loaded = load_model(ckpt_dir, device=device, dtype=dtype, iteration=iteration, lora_dir=lora_dir)
         if tokenizer_path is not None:
             loaded.tokenizer = load_tokenizer(tokenizer_path)
         return loaded

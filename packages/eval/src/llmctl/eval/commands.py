@@ -69,7 +69,7 @@ def _data_dirs(values: tuple[str, ...], tasks: list[str]) -> dict[str | None, Pa
 @click.option("--task", "task", required=True, help="Comma-separated evaluators: mmlu, cmmlu, ceval, ppl, ...")
 @click.option("--ckpt-dir", required=True, type=click.Path(path_type=Path),
               help="Native checkpoint (root or iter_N) or HF model dir (config.json + safetensors).")
-@click.option("--lora-dir", type=click.Path(path_type=Path), default=None, help="LoRA adapter (llmctl-finetune).")
+@click.option("--lora-dir", type=click.Path(path_type=Path), default=None, help="LoRA adapter (PEFT dir or a llmctl LoRA checkpoint) merged into --ckpt-dir's weights.")
 @click.option("--data-dir", multiple=True, metavar="[TASK=]PATH",
               help="Benchmark data: PATH for every task, or TASK=PATH per task (repeatable). MMLU/C-Eval: the "
                    "folder with dev/ val/ test/; CMMLU: the one with dev/ test/; ppl: a .bin/.idx prefix, a "
@@ -114,8 +114,6 @@ def run_command(**kw) -> None:
     tasks = _split_list(kw["task"])
     if not tasks:
         raise UserError("--task names no evaluator")
-    if kw["lora_dir"] is not None:
-        raise UserError("--lora-dir: LoRA comes with llmctl-finetune; merge the adapter first or install it")
     batch = kw["batch_size"]
     if batch != "auto" and not (str(batch).isdigit() and int(batch) > 0):
         raise UserError(f"--batch-size must be 'auto' or a positive integer, got {batch!r}")
@@ -123,6 +121,7 @@ def run_command(**kw) -> None:
     results, path = run_eval(
         tasks, kw["ckpt_dir"], kw["out_dir"], data_dirs=_data_dirs(kw["data_dir"], tasks),
         tokenizer_dir=kw["tokenizer"], device=kw["device"], dtype=kw["dtype"], iteration=kw["iteration"],
+        lora_dir=kw["lora_dir"],
         shots=kw["shots"], mode=kw["mode"], max_new_tokens=kw["max_new_tokens"],
         batch_size=None if batch == "auto" else int(batch), limit=kw["limit"],
         subjects=_split_list(kw["subjects"]) or None, split=kw["split"], options=options)

@@ -175,9 +175,11 @@ def _init_distributed(device_pref: str | None):
 
 def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, data_dirs: dict[str | None, Path],
              tokenizer_dir: str | Path | None = None, device: str | None = None, dtype: str = "auto",
-             iteration: int | None = None, **settings: Any) -> tuple[list[TaskResult], Path | None]:
-    """Load the model once, run each task, write results (rank 0). `settings` are EvalContext fields (shots,
-    mode, max_new_tokens, batch_size, limit, subjects, split, options). Returns (results, results.json path)."""
+             iteration: int | None = None, lora_dir: str | Path | None = None,
+             **settings: Any) -> tuple[list[TaskResult], Path | None]:
+    """Load the model once (a LoRA adapter in `lora_dir` merged into it), run each task, write results (rank 0).
+    `settings` are EvalContext fields (shots, mode, max_new_tokens, batch_size, limit, subjects, split,
+    options). Returns (results, results.json path)."""
     from llmctl.core.errors import require_torch
     from llmctl.core.plugins import get_bus, lookup
 
@@ -193,7 +195,7 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
     dev, own_group = _init_distributed(device)
     try:
         torch_dtype = (torch.float32 if dev.type == "cpu" else torch.bfloat16) if dtype == "auto" else parse_dtype(dtype)
-        loaded = load_model(ckpt_dir, device=dev, dtype=torch_dtype, iteration=iteration)
+        loaded = load_model(ckpt_dir, device=dev, dtype=torch_dtype, iteration=iteration, lora_dir=lora_dir)
         if tokenizer_dir is not None:
             loaded.tokenizer = load_tokenizer(tokenizer_dir)
         results = []
@@ -212,6 +214,8 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
                             world_size=dist.get_world_size() if dist.is_initialized() else 1,
                             options=settings.get("options", {}),
                             data_dirs={k or "*": str(v) for k, v in data_dirs.items()})
+            if lora_dir is not None:
+                recorded["lora_dir"] = str(lora_dir)
             path = write_results(out_dir, results, loaded=loaded, settings=recorded, started=started,
                                  iteration=iteration)
         return results, path
