@@ -21,8 +21,13 @@ PROJECT = "llmctl"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: Distributions whose entry points always load: they are llmctl's own built-ins.
-BUILTIN_DISTS = {"llmctl-core", "llmctl-data", "llmctl-parallel", "llmctl-finetune", "llmctl-eval", "llmctl-cli"}
+#: An entry point whose module lives in the `llmctl.` namespace is one of llmctl's own packages: it always
+#: loads (LLMCTL_LOAD_PLUGINS filters third parties only) and `llmctl plugins` lists it first.
+BUILTIN_NAMESPACE = "llmctl."
+
+
+def is_builtin(module_path: str) -> bool:
+    return module_path.startswith(BUILTIN_NAMESPACE)
 
 
 class Hookspecs:
@@ -117,7 +122,7 @@ class PluginBus:
         for ep in md.entry_points(group=PROJECT):
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
-            builtin = dist in BUILTIN_DISTS
+            builtin = is_builtin(ep.value)
             if not builtin and allowed is not None and ep.name not in allowed:
                 continue
             if self.pm.has_plugin(ep.name):
@@ -191,8 +196,10 @@ class PluginBus:
                 names = sorted(e.name for e in self.registry(kind).values() if e.plugin == name)
                 if names:
                     registered[kind] = names
-            rows.append({"plugin": name, "distribution": dist, "version": version, "registered": registered})
-        return sorted(rows, key=lambda r: (r["distribution"] not in BUILTIN_DISTS, r["plugin"]))
+            module = getattr(_module, "__name__", "")
+            rows.append({"plugin": name, "distribution": dist, "version": version, "builtin": is_builtin(module + "."),
+                         "registered": registered})
+        return sorted(rows, key=lambda r: (not r["builtin"], r["plugin"]))
 
 
 def _entry_key(kind: str, name: str, value: Any, args: tuple, kw: dict) -> tuple[str, dict]:

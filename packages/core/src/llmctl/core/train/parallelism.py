@@ -169,8 +169,9 @@ class DistributedParallelism(Parallelism):
                                 "MASTER_ADDR); launch with `torchrun --nproc-per-node N -m llmctl.cli pretrain …`")
             if self.device.type != "cpu":
                 getattr(torch, self.device.type).set_device(self.device)
-            dist.init_process_group(dist_backend(self.device.type), rank=self.rank, world_size=self.world_size,
-                                    timeout=datetime.timedelta(minutes=self.options.timeout_minutes))
+            timeout = datetime.timedelta(minutes=self.options.timeout_minutes)
+            dist.init_process_group(dist_backend(self.device.type), store=_attempt_store(timeout),
+                                    rank=self.rank, world_size=self.world_size, timeout=timeout)
 
     def sum_over_dp(self, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor)
@@ -209,6 +210,17 @@ class DDP(DistributedParallelism):
 
     def no_sync(self, model: torch.nn.Module):
         return model.no_sync()
+
+
+def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's store, under a prefix per restart attempt. torchrun keeps one store across `--max-restarts`
+    rounds, and subgroups (a device mesh's) are named the same every round: without the prefix, restarted
+    gloo workers would read the dead workers' addresses and never connect."""
+    from torch.distributed.rendezvous import rendezvous
+
+    store, _, _ = next(rendezvous("env://", int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                                  timeout=timeout))
+    return dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def resolve_strategy(cfg: TrainConfig) -> str:

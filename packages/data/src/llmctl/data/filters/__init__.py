@@ -304,13 +304,10 @@ DEFAULT_RULES: list[Any] = [
 
 
 def filter_registry() -> dict[str, Callable[..., Filter]]:
-    try:
-        from llmctl.core.plugins import get_bus
+    """Every registered cleaning rule (built-ins and plugins); a broken plugin is an error, not a fall-back."""
+    from llmctl.core.plugins import get_bus
 
-        found = {name: e.value for name, e in get_bus().registry("filters").items()}
-    except Exception:
-        found = {}
-    return found or dict(BUILTIN_FILTERS)
+    return {name: e.value for name, e in get_bus().registry("filters").items()}
 
 
 def build_rules(spec: str | Sequence[Any] | None = "default") -> list[tuple[str, Filter]]:

@@ -168,13 +168,9 @@ BUILTIN_READERS: dict[str, Reader] = {
 
 def readers() -> dict[str, Reader]:
     """Every registered reader (built-ins and plugins) by format name."""
-    try:
-        from llmctl.core.plugins import get_bus
+    from llmctl.core.plugins import get_bus
 
-        found = {name: entry.value for name, entry in get_bus().registry("readers").items()}
-    except Exception:  # the bus is unavailable (e.g. a broken third-party plugin): built-ins still work
-        found = {}
-    return found or dict(BUILTIN_READERS)
+    return {name: entry.value for name, entry in get_bus().registry("readers").items()}
 
 
 def reader_for(path: str, fmt: str | None = None) -> Reader:
