@@ -88,3 +88,21 @@ def test_vocab_too_small_for_the_characters_is_a_user_error(tmp_path, fixture_co
     assert res.exit_code == 2
     assert "--vocab-size 1000" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+def test_corpus_pass_on_shards_and_ray_trains_the_same_tokenizer(tmp_path, bytelevel_tok, ray_executor):
+    """The corpus pass is a stage: 3 shards of 2 files (documents dealt round-robin) on Ray, merged back in
+    input order, train the same tokenizer.json as one shard; the spill goes once training succeeds."""
+    from llmctl.data.tokenizer_train import train_tokenizer
+
+    texts = fixture_texts()
+    for i, part in enumerate((texts[::2], texts[1::2])):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"p{i}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    one = train_tokenizer([tmp_path / "in"], tmp_path / "one", 2000, "hf-bytelevel-bpe", quiet=True)
+    three = train_tokenizer([tmp_path / "in"], tmp_path / "three", 2000, "hf-bytelevel-bpe", quiet=True,
+                            num_shards=3, executor=ray_executor)
+    assert three["run"]["num_shards"] == 3 and three["run"]["executor"] == "ray"
+    assert (tmp_path / "one" / "tokenizer.json").read_bytes() == (tmp_path / "three" / "tokenizer.json").read_bytes()
+    assert one["trained_on"]["docs"] == three["trained_on"]["docs"] == len(texts)
+    assert not list(tmp_path.glob("_*.corpus_work"))

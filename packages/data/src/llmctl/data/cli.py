@@ -428,8 +428,16 @@ def dedup_cmd(
     help="sentencepiece: lines sampled for training (bounds memory).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@_executor_options
+@click.option(
+    "--num-shards",
+    type=int,
+    default=None,
+    help="Shards of the corpus pass (default: --workers); the tokenizer does not depend on it.",
+)
 def train_tokenizer_cmd(
-    inputs, output_dir, vocab_size, kind, special_tokens, text_key, character_coverage, max_sentences, seed
+    inputs, output_dir, vocab_size, kind, special_tokens, text_key, character_coverage, max_sentences, seed,
+    workers, executor_name, ray_address, num_shards,
 ) -> None:
     """Train a sentencepiece (byte fallback) or byte-level BPE tokenizer into an HF tokenizer directory.
 
@@ -442,8 +450,10 @@ def train_tokenizer_cmd(
 
     specials = [s.strip() for item in special_tokens for s in item.split(",") if s.strip()]
     meta = train_tokenizer(
-        inputs, output_dir, vocab_size, kind, specials, text_key, character_coverage, max_sentences, seed
+        inputs, output_dir, vocab_size, kind, specials, text_key, character_coverage, max_sentences, seed,
+        num_shards=num_shards, executor=_executor(executor_name, workers, ray_address),
     )
+    _echo_resumed(meta)
     click.echo(
         f"{kind} tokenizer with {meta['vocab_size']} tokens (padded {meta['padded_vocab_size']}) "
         f"trained on {meta['trained_on']['docs']:,} documents -> {output_dir}"

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -22,8 +23,10 @@ from llmctl.core.errors import UserError
 from llmctl.core.io import atomic_dir
 
 from llmctl.core.special_tokens import LLMCTL_TOKENIZER_FILE
-from .pipeline import StageStats
-from .readers import expand_inputs, iter_documents
+
+from .executors import Executor
+from .readers import expand_inputs
+from .tokenizer_corpus import corpus_pass, texts_in_key_order
 
 TYPES = ("spm-bpe", "spm-unigram", "hf-bytelevel-bpe")
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
@@ -228,31 +231,25 @@ def train_tokenizer(
     max_sentences: int = 5_000_000,
     seed: int = 0,
     quiet: bool = False,
+    num_shards: int | None = None,
+    executor: Executor | None = None,
 ) -> dict:
-    """Train on the documents of `inputs` and write an AutoTokenizer-loadable directory (atomically)."""
-    from llmctl.core.progress import progress
+    """Train on the documents of `inputs` and write an AutoTokenizer-loadable directory (atomically).
 
+    The corpus pass runs as `num_shards` shards (default: the executor's workers) on `executor` (default: in
+    this process); see `tokenizer_corpus`.
+    """
     if kind not in TYPES:
         raise UserError(f"--type must be one of {', '.join(TYPES)}, got '{kind}'")
     if vocab_size < 300:
         raise UserError(f"--vocab-size {vocab_size} is too small (byte fallback alone needs 256 + specials)")
     specials = [s for s in special_tokens if s]
     files = expand_inputs(inputs)
-    stats = StageStats("train-tokenizer")
-    counted = {"docs": 0, "chars": 0}
-
-    def texts() -> Iterator[str]:
-        bar = progress(desc="training text", unit="docs") if not quiet else None
-        for doc in iter_documents(files, text_key, stats):
-            counted["docs"] += 1
-            counted["chars"] += len(doc.text)
-            if bar is not None:
-                bar.update(1)
-            yield doc.text
-        if bar is not None:
-            bar.close()
-
-    lines = iter_training_text(texts())
+    stage, corpus = corpus_pass(files, output_dir, text_key, num_shards, executor, silent=quiet)
+    counted = {"docs": corpus["docs"], "chars": corpus["chars"]}
+    if counted["docs"] == 0:
+        raise UserError(f"no non-empty documents in {', '.join(files[:3])}")
+    lines = iter_training_text(texts_in_key_order(corpus["spills"]))
     extra_specials = [s for s in specials if s not in BASE_SPECIALS]
     if kind.startswith("spm-"):
         model_type = kind.split("-", 1)[1]
@@ -263,8 +260,6 @@ def train_tokenizer(
     else:
         proto = None
         tok = _train_bytelevel(lines, vocab_size, extra_specials)
-    if counted["docs"] == 0:
-        raise UserError(f"no non-empty documents in {', '.join(files[:3])}")
     with atomic_dir(output_dir) as tmp:
         if proto is not None:
             (tmp / "tokenizer.model").write_bytes(proto)
@@ -275,5 +270,7 @@ def train_tokenizer(
             specials,
             {"trained_on": {"files": files, "docs": counted["docs"], "chars": counted["chars"]}},
         )
-    meta["skipped"] = stats.to_dict()["dropped"]
+    shutil.rmtree(stage.work, ignore_errors=True)  # trained: the spill is no longer needed to resume
+    meta["skipped"] = corpus["stats"]["dropped"]
+    meta["run"] = corpus["run"]
     return meta
