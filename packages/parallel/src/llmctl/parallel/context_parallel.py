@@ -20,7 +20,7 @@ import dataclasses
 from typing import Callable
 
 import torch
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as funcol
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard
 
@@ -37,13 +37,19 @@ def local_positions(seq: int, rank: int, size: int, device=None) -> torch.Tensor
     return torch.cat([torch.arange(lo, lo + c, device=device), torch.arange(hi, hi + c, device=device)])
 
 
+def gather_sequence(x: torch.Tensor, group) -> torch.Tensor:
+    """[B, H, T, D] shards -> [B, H, size·T, D] in rank order; the backward reduce-scatters the grads to
+    their owners. (torch.distributed.nn.functional.all_gather's gloo backward mis-sends non-contiguous
+    grads, torch 2.13; funcol gathers on dim 0, so the sequence dim goes first.)"""
+    return funcol.all_gather_single_autograd(x.transpose(0, 2).contiguous(), 0, group).transpose(0, 2)
+
+
 def cp_attention(inner: Callable, group, rank: int, size: int) -> Callable:
     """The attention kernel over K/V gathered from the CP group; `inner` is the model's own kernel."""
 
     def attention(q, k, v, mask=None, causal=False):
         t_local = q.shape[2]
-        k = torch.cat(dist_fn.all_gather(k.contiguous(), group=group), dim=2)
-        v = torch.cat(dist_fn.all_gather(v.contiguous(), group=group), dim=2)
+        k, v = gather_sequence(k, group), gather_sequence(v, group)
         q_pos = local_positions(t_local * size, rank, size, q.device)
         k_pos = torch.cat([local_positions(t_local * size, r, size, q.device) for r in range(size)])
         keep = (q_pos[:, None] >= k_pos[None, :])[None, None] if causal else None

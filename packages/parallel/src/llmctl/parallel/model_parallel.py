@@ -91,10 +91,10 @@ class ModelParallel(MeshParallelism):
         sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
         dtype = next(model.parameters()).dtype
         first, last = self.pipeline_rank == 0, self.pipeline_rank == self.layout.pp - 1
+        act = dict(dtype=dtype, device=self.device, requires_grad=True)  # static metadata: grads flow back
         inp = torch.zeros(mbs, seq, dtype=torch.long, device=self.device) if first else \
-            torch.empty(mbs, sharded, hidden, dtype=dtype, device=self.device)
-        out = torch.empty(mbs, seq if last else sharded, hidden, dtype=dtype, device=self.device)
-        return inp, out
+            torch.empty(mbs, sharded, hidden, **act)
+        return inp, torch.empty(mbs, seq if last else sharded, hidden, **act)
 
     @property
     def pipeline_rank(self) -> int:
