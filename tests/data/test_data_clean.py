@@ -202,3 +202,21 @@ def test_filters_are_registered_through_the_plugin_bus():
         "boilerplate_lines",
     } <= names
     assert get_bus().registry("filters")["min_length"].plugin == "data"
+
+
+def test_pii_is_a_registered_filter_in_the_clean_chain(tmp_path):
+    """--pii drop is the `pii` filter from the bus, last in the chain; the same filter named in a rules list
+    (without --pii) drops the same document and reports the same counts."""
+    from llmctl.core.plugins import lookup
+    from llmctl.data.clean import run_clean
+    from llmctl.data.filters.pii import PiiFilter
+
+    assert lookup("filters", "pii") is PiiFilter
+    rows = [{"text": "Reach me on 13812345678 for the details."}, {"text": "Nothing private in this line."}]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    a = run_clean([tmp_path / "in.jsonl"], tmp_path / "a", rules=["min_length"], pii="drop")
+    b = run_clean([tmp_path / "in.jsonl"], tmp_path / "b", rules=["min_length", {"pii": {"mode": "drop"}}],
+                  pii="keep")
+    assert a["rules"] == ["min_length"] and a["pii_found"] == b["pii_found"] == {"phone": 1}
+    assert a["stats"] == b["stats"] and a["stats"]["dropped"]["pii"]["docs"] == 1
+    assert [r["text"] for r in read_jsonl(tmp_path / "a" / "part-00000-00000.jsonl")] == [rows[1]["text"]]

@@ -1,4 +1,5 @@
-"""The clean stage: rule filters then PII handling, per shard, with a per-rule, per-language report."""
+"""The clean stage: one filter chain per shard (the rules, then the `pii` filter for --pii mask|drop), with a
+per-rule, per-language report."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any, Iterable, Iterator, Sequence
 from llmctl.core.io import write_json_atomic
 
 from .filters import Filter, build_rules
-from .filters.pii import PiiStage
 from .executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
 from .executors.local import LocalExecutor
 from .pipeline import Document, Stage, StageStats, make_bar, nbytes, report_progress, shard_tag
@@ -48,15 +48,26 @@ class RuleStage(Stage):
 
 
 class CleanStage(ShardStage):
-    """Rules then PII over one shard's documents, written as `part-<shard>-<k>` files with a per-shard report."""
+    """The filter chain (rules, then PII) over one shard's documents, written as `part-<shard>-<k>` files with a per-shard report."""
 
     name = "clean"
 
     def __init__(self, output, rules="default", pii="mask", text_key=None, out_format=None, max_file_mb=1024):
         self.output, self.rules, self.pii, self.text_key = Path(output), rules, pii, text_key
         self.out_format, self.max_file_mb = out_format, max_file_mb
-        build_rules(rules)  # fail fast on a bad rules file, before any shard starts
-        PiiStage(pii)
+        self.chain()  # fail fast on a bad rules file or --pii, before any shard starts
+
+    def chain(self) -> tuple[list[tuple[str, Filter]], Filter | None, list[str]]:
+        """(the rules, then the registered `pii` filter unless --pii keep or the rules hold one already;
+        the pii filter, to read its counts; the rules' names, as the report lists them)."""
+        from llmctl.core.plugins import lookup
+
+        rules = build_rules(self.rules)
+        names = [name for name, _ in rules]
+        pii = lookup("filters", "pii")(mode=self.pii)
+        if self.pii == "keep" or "pii" in names:
+            return rules, next((f for name, f in rules if name == "pii"), None), names
+        return rules + [("pii", pii)], pii, names
 
     def fingerprint(self) -> dict[str, Any]:
         rules = self.rules if isinstance(self.rules, str) else repr(self.rules)
@@ -69,8 +80,8 @@ class CleanStage(ShardStage):
         clear_parts(self.output, shards)
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
-        rule_stage = RuleStage(build_rules(self.rules))
-        pii_stage = PiiStage(self.pii)
+        rules, pii, names = self.chain()
+        rule_stage = RuleStage(rules)
         fmt = output_format(self.out_format, documents.files)
         bar = make_bar(self.quiet, desc=f"clean {shard}/{num_shards}", unit="docs")
         final = StageStats("clean")
@@ -82,8 +93,6 @@ class CleanStage(ShardStage):
                 yield d
 
         docs = rule_stage(counted(documents))
-        if self.pii != "keep":
-            docs = pii_stage(docs)
         key = None
         with make_writer(fmt, self.output, f"part-{shard:05d}", self.max_file_mb << 20) as writer:
             for doc in docs:
@@ -92,13 +101,13 @@ class CleanStage(ShardStage):
                 writer.write(doc.to_row(key), size)
                 final.keep(size, doc.language())
         bar.close()
-        merged = StageStats("clean").merge(documents.stats).merge(rule_stage.stats).merge(pii_stage.stats)
+        merged = StageStats("clean").merge(documents.stats).merge(rule_stage.stats)
         merged.kept = final.kept
         report = {
             "shard": [shard, num_shards],
             "stats": merged.to_dict(),
-            "pii_found": pii_stage.found,
-            "rules": [name for name, _ in rule_stage.rules],
+            "pii_found": dict(getattr(pii, "found", {})),
+            "rules": names,
             "files": writer.files,
         }
         write_json_atomic(self.output / f"_report-{shard_tag(shard, num_shards)}.json", report)

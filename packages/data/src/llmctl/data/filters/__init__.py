@@ -277,6 +277,8 @@ class BoilerplateLines(Rule):
         return "\n".join(out).strip("\n")
 
 
+from .pii import PiiFilter  # noqa: E402  (needs Rule above)
+
 BUILTIN_FILTERS: dict[str, type[Rule]] = {
     cls.name: cls
     for cls in (
@@ -288,6 +290,7 @@ BUILTIN_FILTERS: dict[str, type[Rule]] = {
         RepeatedNgrams,
         UrlDensity,
         KeywordBlocklist,
+        PiiFilter,
     )
 }
 

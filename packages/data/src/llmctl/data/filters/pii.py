@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from ..pipeline import Document, Stage, nbytes
+from . import Rule
 
 MASKS = {
     "email": "<EMAIL>",
@@ -99,32 +99,33 @@ def mask_pii(text: str) -> tuple[str, dict[str, int]]:
     return text, counts
 
 
-class PiiStage(Stage):
-    """mask: replace PII by placeholders; drop: remove documents containing any; keep: count only."""
+class PiiFilter(Rule):
+    """PII as one more filter in the clean chain: mask replaces PII by placeholders, drop removes documents
+    containing any, keep counts only. Registered as `pii` through `register_filters` like every rule, so the
+    clean stage counts what it drops/modifies per language as for any other rule; `found` counts PII by kind."""
 
     name = "pii"
+    MODES = ("mask", "drop", "keep")
 
     def __init__(self, mode: str = "mask"):
-        super().__init__()
-        if mode not in ("mask", "drop", "keep"):
+        if mode not in self.MODES:
             from llmctl.core.errors import UserError
 
             raise UserError(f"--pii must be mask, drop or keep, got '{mode}'")
         self.mode = mode
-        self.found: dict[str, int] = {}
+        self._found: dict[str, int] = {}
 
-    def process(self, docs):
-        for doc in docs:
-            new, counts = mask_pii(doc.text)
-            for k, v in counts.items():
-                self.found[k] = self.found.get(k, 0) + v
-            if counts and self.mode == "drop":
-                self.stats.drop("pii", nbytes(doc.text), doc.language())
-                continue
-            if counts and self.mode == "mask":
-                self.stats.modify("pii", nbytes(doc.text) - nbytes(new), doc.language())
-                doc.text = new
-            yield doc
+    @property
+    def found(self) -> dict[str, int]:
+        return self._found
+
+    def __call__(self, text: str) -> str | None:
+        new, counts = mask_pii(text)
+        for k, v in counts.items():
+            self._found[k] = self._found.get(k, 0) + v
+        if not counts or self.mode == "keep":
+            return text
+        return None if self.mode == "drop" else new
 
 
-__all__ = ["mask_pii", "find_pii", "PiiStage", "MASKS", "Document"]
+__all__ = ["mask_pii", "find_pii", "PiiFilter", "MASKS"]
