@@ -15,7 +15,7 @@ from llmctl.core.nn.checkpoint import latest_iteration, load_checkpoint
 from llmctl.core.errors import UserError
 from llmctl.core.train import load_train_config, pretrain
 from llmctl.core.nn.build import build_model
-from llmctl.core.train.loop import build_optimizer
+from llmctl.core.train.optim import build_optimizer
 
 from train_helpers import PatternDataset, read_jsonl
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llmctl.core.train import load_train_config
-from llmctl.core.train.loop import build_scheduler
+from llmctl.core.train.optim import build_scheduler
 
 TOTAL, WARMUP, LR, MIN_LR = 40, 4, 1e-3, 1e-4
 

@@ -24,24 +24,21 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from ..config import to_dict
 from ..errors import UserError
 from ..nn.build import apply_activation_checkpointing, parse_dtype
-from ..nn.checkpoint import latest_iteration, load_checkpoint, remove_stale_temps, save_sharded_checkpoint
+from ..nn.checkpoint import remove_stale_temps
 from ..nn.device import max_memory_allocated_gb, peak_flops
 from ..plugins import lookup
 from ..progress import progress
 from .callbacks import CallbackList, bus_callbacks
+from .checkpointing import Checkpointing
 from .config import TrainConfig, load_train_config
 from .guards import Guard
 from .metrics import RunLog
 from .parallelism import Parallelism, iter_dp_positions, resolve_strategy, torchrun_world
-from .schedule import lr_lambda
-from .state import TrainState, capture_rng, restore_rng, seed_everything
+from .optim import build_optimizer, build_scheduler
+from .state import TrainState, seed_everything
 from .task import Task
-
-CHECKPOINT_VERSION = 3.0  # Megatron's field name; our layout of the state dict below
-
 
 @dataclasses.dataclass
 class PretrainResult:
@@ -65,26 +62,6 @@ def build_parallelism(cfg: TrainConfig) -> Parallelism:
 
 def build_task(cfg: TrainConfig) -> Task:
     return lookup("tasks", cfg.train.task)(cfg)
-
-
-def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; like Megatron, no weight decay on biases and norm weights (every 1-D parameter)."""
-    t = cfg.train
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": t.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, **_adamw_impl(params))
-
-
-def _adamw_impl(params: list[torch.nn.Parameter]) -> dict[str, bool]:
-    on_cuda = params[0].device.type == "cuda"
-    return {"fused": True, "foreach": False} if on_cuda else {"fused": False, "foreach": True}
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    t = cfg.train
-    fn = lr_lambda(lr=t.lr, min_lr=t.min_lr, total=cfg.train_iters, warmup=cfg.warmup_iters,
-                   schedule=t.schedule, decay_fraction=t.decay_fraction)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [fn] * len(optimizer.param_groups))
 
 
 class _Cyclic(torch.utils.data.Dataset):
@@ -116,7 +93,7 @@ def _scale_grads(params: list[torch.nn.Parameter], factor: torch.Tensor) -> None
 
 
 # ---- the trainer -----------------------------------------------------------------------------------------
-class Trainer:
+class Trainer(Checkpointing):
     def __init__(self, cfg: TrainConfig, *, callbacks: Iterable[Any] = (), echo=None):
         self.cfg = cfg
         t = cfg.train
@@ -303,90 +280,6 @@ class Trainer:
         self.log.validation(rec)
         self.module.train()
         return val_loss
-
-    # ---- checkpoints -------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        self.state.guard_window = list(self.guard.window) if self.guard else []
-        model_state = self.task.saved_state(self.par.model_state_dict(self.module))
-        return {"iteration": self.state.iteration, "checkpoint_version": CHECKPOINT_VERSION,
-                "model": model_state, "optimizer": self.par.optimizer_state_dict(self.module, self.optimizer),
-                "opt_param_scheduler": self.scheduler.state_dict(),
-                "grad_scaler": self.scaler.state_dict() if self.scaler else {},
-                "rng_state": capture_rng(self.device), "train_state": self.state.to_dict()}
-
-    def save(self) -> None:
-        if self.ckpt_dir is None:
-            return
-        shard = self.par.checkpoint_shard()
-        state = self.state_dict()
-        path = save_sharded_checkpoint(
-            self.ckpt_dir, self.state.iteration, shard, state if shard else None, to_dict(self.cfg),
-            tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep, is_writer=self.par.is_log_writer,
-            barrier=self.par.barrier,
-            before_publish=lambda tmp: self.callbacks.call("on_checkpoint_publish", self, tmp))
-        self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.task.load_saved_state(self.module, state["model"], self.par.load_model_state_dict)
-        self.par.load_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
-        for group in self.optimizer.param_groups:  # the device may differ from the one that saved
-            group.update(_adamw_impl(self.params))
-        self.scheduler.load_state_dict(state["opt_param_scheduler"])
-        if self.scaler is not None and state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
-        restore_rng(state["rng_state"], self.device)
-        self.state = TrainState.from_dict(state["train_state"])
-        if self.guard is not None:
-            self.guard = Guard(self.cfg.guards, self.state.guard_window)
-
-    def _load(self, source: str | Path):
-        return load_checkpoint(source, shard=self.par.checkpoint_read_shard())
-
-    def resume(self, source: str) -> bool:
-        """Load `source` ("auto": the latest checkpoint in checkpoint.dir, if any). False when auto found none."""
-        if source == "auto":
-            if self.ckpt_dir is None:
-                raise UserError("--resume auto needs checkpoint.dir in the config")
-            if latest_iteration(self.ckpt_dir) is None:
-                return False
-            source = str(self.ckpt_dir)
-        state, saved_cfg, it_dir = self._load(source)
-        saved_model = saved_cfg.get("model") or {}
-        for key, value in to_dict(self.cfg.model).items():
-            if key in saved_model and saved_model[key] != value:
-                raise UserError(f"{it_dir}: checkpoint has model.{key}={saved_model[key]!r} but the config has "
-                                f"{value!r}; resume needs the same model")
-        self.load_state_dict(state)
-        self.log.event({"step": self.state.iteration, "event": "resume", "from": str(it_dir),
-                        "consumed_samples": self.state.consumed_samples})
-        return True
-
-    def rollback(self, step: int, reason: str) -> None:
-        """After guards.max_consecutive bad steps: reload the last checkpoint (model, optimizer, schedule, RNG)
-        but keep the data position, so the batches that went bad are skipped, not replayed."""
-        g = self.cfg.guards
-        if self.state.rollbacks >= g.max_rollbacks:
-            raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) after "
-                            f"{self.state.rollbacks} rollbacks; stopping. Inspect the data near sample "
-                            f"{self.state.consumed_samples} or lower train.lr")
-        if self.ckpt_dir is None or latest_iteration(self.ckpt_dir) is None:
-            raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) and "
-                            "no checkpoint to roll back to (set checkpoint.dir and checkpoint.interval)")
-        live = self.state
-        state, _, it_dir = self._load(self.ckpt_dir)
-        self.load_state_dict(state)
-        jumped = live.consumed_samples - self.state.consumed_samples
-        self.state.consumed_samples = live.consumed_samples
-        self.state.skipped_samples = live.skipped_samples + jumped
-        self.state.skipped_iters = live.skipped_iters
-        self.state.rollbacks = live.rollbacks + 1
-        self.data = self._loader(self.train_ds, self.state.consumed_samples)
-        self.log.event({"step": step, "event": "rollback", "to_iteration": self.state.iteration,
-                        "reason": reason, "skipped_samples": jumped, "checkpoint": str(it_dir)})
-        self._reset_interval()
-        if self.bar is not None:
-            self.bar.n = self.state.iteration
-            self.bar.refresh()
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def _announce(self) -> None:
