@@ -324,7 +324,14 @@ def bench_group() -> None:
     \b
     Example:
       llmctl bench throughput logs/tp1.log logs/tp2.log --seq-length 4096   # same table as `plot summary`
+      llmctl bench throughput -c tiny --sweep micro_batch=1,2,4 --sweep tp=1,2 --steps 10   # run and rank
     """
 
 
-bench_group.add_command(summary_command, "throughput")
+def _register_throughput() -> None:
+    from .bench_sweep import throughput_command  # logs (as `plot summary`) or a sweep that runs each point
+
+    bench_group.add_command(throughput_command, "throughput")
+
+
+_register_throughput()
