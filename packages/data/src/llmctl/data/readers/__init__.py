@@ -133,12 +133,16 @@ read_json.extensions = (".json", ".json.gz")
 
 
 def read_csv(path: str) -> Iterator[dict]:
-    """CSV with a header row; the text column is chosen by --text-key like any other format."""
+    """CSV with a header row; the text column is chosen by --text-key like any other format. Lines are decoded
+    one at a time, so a non-UTF-8 byte is named by file:line as in jsonl."""
+
+    def lines() -> Iterator[str]:
+        with _open_text(path, binary=True) as f:
+            for lineno, raw in enumerate(f, 1):
+                yield decode_line(path, lineno, raw)
+
     try:
-        with _open_text(path) as f:
-            yield from csv.DictReader(f)
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+        yield from csv.DictReader(lines())
     except csv.Error as e:
         raise UserError(f"{path}: invalid CSV ({e})") from None
 
@@ -259,30 +263,24 @@ def iter_documents(
 ) -> Iterator[Document]:
     """Documents of one shard, in a stable order; empty/whitespace-only texts are dropped and counted ("empty").
 
-    The document numbering used for document-level sharding counts every row of every file, so it does not
-    depend on the shard count.
+    Rows are framed, numbered and named by `rows.py`, the path chunked reading takes too. The document
+    numbering used for document-level sharding counts every row of every file, so it does not depend on the
+    shard count.
     """
+    from .rows import file_rows, file_text_key, record_of, text_of, where
+
     if not isinstance(plan, ShardPlan):
         plan = plan_shard(list(plan))
     number = -1
     for path in plan.files:
-        reader = reader_for(path, fmt)
-        key: str | None = None
-        for index, row in enumerate(reader(path)):
+        key = file_text_key(path, text_key, fmt)
+        _kind, word, rows = file_rows(path, fmt)
+        for index, lineno, item in rows:
             number += 1
             if not plan.keeps(number):
                 continue
-            if key is None:
-                key = pick_text_key(row, text_key, path)
-            if key not in row:
-                raise UserError(f"{path}: row {index} has no text column '{key}'")
-            text = row[key]
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise UserError(
-                    f"{path}: row {index}: column '{key}' is {type(text).__name__}, expected text"
-                )
+            row = record_of(path, lineno, item)
+            text = text_of(row, key, where(path, index, lineno, word))
             lang = row.get(lang_key) if lang_key else None
             if not text.strip():
                 if stats is not None:

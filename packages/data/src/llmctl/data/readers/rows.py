@@ -1,18 +1,17 @@
-"""Row framing shared by every reader path: which rows a file has, how they are numbered, how one is named.
+"""The one reader path: which rows a file has, how they are numbered and named, and how a row's text is taken.
 
 Document reading (`iter_documents`), chunked reading for worker pools (`chunks.py`) and the SFT records
-(`sft/preprocess.py`) all number rows and name bad ones here, so the same bad row gives the same message
-whichever path read it: `file:line` for line formats (jsonl, blank lines are not rows), `file: item N` for a
-whole-file JSON list and `file: row N` for the rest (parquet, csv, plugin readers).
+(`iter_records`) all frame rows with `file_rows` and take text with `text_of`, so the same bad row gives the
+same message whichever path read it: `file:line` for line formats (jsonl; blank lines are not rows), `file:
+item N` for a whole-file JSON list and `file: row N` for the rest (parquet, csv, plugin readers). A jsonl row
+stays raw bytes until a consumer parses it (`record_of`), so chunked reading can parse in the worker.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 from llmctl.core.errors import UserError
-
-LINE_FORMATS = ("read_jsonl",)
 
 
 def where(path: str, row: int, lineno: int = 0, word: str = "row") -> str:
@@ -20,16 +19,12 @@ def where(path: str, row: int, lineno: int = 0, word: str = "row") -> str:
     return f"{path}:{lineno}" if lineno else f"{path}: {word} {row}"
 
 
-def row_word(reader) -> str:
-    return "item" if getattr(reader, "__name__", "") == "read_json" else "row"
+def _name(reader) -> str:
+    return getattr(reader, "__name__", "")
 
 
-def is_line_reader(reader) -> bool:
-    return getattr(reader, "__name__", "") in LINE_FORMATS
-
-
-def raw_lines(path: str) -> Iterator[tuple[int, bytes, int]]:
-    """(row, raw line, line number) of a line-format file; blank lines are not rows."""
+def raw_lines(path: str) -> Iterator[tuple[int, int, bytes]]:
+    """(row, line number, raw line) of a line-format file; blank lines are not rows."""
     from . import _open_text
 
     row = -1
@@ -37,32 +32,38 @@ def raw_lines(path: str) -> Iterator[tuple[int, bytes, int]]:
         for lineno, raw in enumerate(f, 1):
             if raw.strip():
                 row += 1
-                yield row, raw, lineno
+                yield row, lineno, raw
 
 
-def parse_raw(path: str, lineno: int, raw: bytes) -> dict:
-    """One raw jsonl line as a record (UTF-8 and JSON errors name file:line)."""
-    from . import decode_line, parse_json_line
+def file_rows(path: str, fmt: str | None = None, columns: Sequence[str] | None = None):
+    """(kind, word, iterator of (row, line number or 0, raw line or record)) for one file.
 
-    return parse_json_line(path, lineno, decode_line(path, lineno, raw))
-
-
-def iter_file_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, str, dict]]:
-    """(row, where, record) for every row of one file, numbered and named as above."""
-    from . import reader_for
+    kind "jsonl": items are raw lines (parse with `record_of`); "records": items are dicts (`columns`, when
+    given, limits a parquet read to those columns)."""
+    from . import read_parquet, reader_for
 
     reader = reader_for(path, fmt)
-    if is_line_reader(reader):
-        for row, raw, lineno in raw_lines(path):
-            yield row, where(path, row, lineno), parse_raw(path, lineno, raw)
-        return
-    word = row_word(reader)
-    for row, rec in enumerate(reader(path)):
-        yield row, where(path, row, 0, word), rec
+    if _name(reader) == "read_jsonl":
+        return "jsonl", "row", raw_lines(path)
+    word = "item" if _name(reader) == "read_json" else "row"
+    recs = read_parquet(path, columns) if columns and _name(reader) == "read_parquet" else reader(path)
+    return "records", word, ((row, 0, rec) for row, rec in enumerate(recs))
 
 
-def check_text(text: object, key: str, at: str) -> str:
-    """A row's text value: None reads as empty; anything but a string is a UserError naming the row."""
+def record_of(path: str, lineno: int, item: Any) -> dict:
+    """A row as a record: a raw jsonl line is decoded and parsed here (errors name file:line)."""
+    if not isinstance(item, bytes):
+        return item
+    from . import decode_line, parse_json_line
+
+    return parse_json_line(path, lineno, decode_line(path, lineno, item))
+
+
+def text_of(record: dict, key: str, at: str) -> str:
+    """The row's text under `key` ("" for None); a missing key or a non-string is a UserError naming the row."""
+    if key not in record:
+        raise UserError(f"{at}: no text column '{key}' (columns: {', '.join(map(str, record)) or 'none'})")
+    text = record[key]
     if text is None:
         return ""
     if not isinstance(text, str):
@@ -70,8 +71,32 @@ def check_text(text: object, key: str, at: str) -> str:
     return text
 
 
-def missing_key(record: dict, key: str, at: str) -> UserError:
-    return UserError(f"{at}: no text column '{key}' (columns: {', '.join(map(str, record)) or 'none'})")
+def file_text_key(path: str, text_key: str | None, fmt: str | None = None) -> str:
+    """The text column of a file, from its first row (parquet: its schema), the same for every shard."""
+    from . import pick_text_key, reader_for
+
+    if _name(reader_for(path, fmt)) == "read_parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowException, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path}: not a readable parquet file ({first})") from None
+        return pick_text_key(dict.fromkeys(names), text_key, path)
+    _kind, _word, rows = file_rows(path, fmt)
+    first = next(rows, None)
+    if first is None:
+        return text_key or "text"
+    return pick_text_key(record_of(path, first[1], first[2]), text_key, path)
+
+
+def iter_file_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, str, dict]]:
+    """(row, where, record) for every row of one file."""
+    _kind, word, rows = file_rows(path, fmt)
+    for row, lineno, item in rows:
+        yield row, where(path, row, lineno, word), record_of(path, lineno, item)
 
 
 def iter_records(plan, on_first=None, fmt: str | None = None) -> Iterator[tuple[str, int, str, dict]]:
@@ -82,9 +107,15 @@ def iter_records(plan, on_first=None, fmt: str | None = None) -> Iterator[tuple[
     """
     number = -1
     for path in plan.files:
-        for row, at, rec in iter_file_records(path, fmt):
+        _kind, word, rows = file_rows(path, fmt)
+        for row, lineno, item in rows:
             number += 1
+            keep = plan.keeps(number)
+            if row and not keep:
+                continue
+            at = where(path, row, lineno, word)
+            rec = record_of(path, lineno, item)
             if row == 0 and on_first is not None:
                 on_first(rec, at)
-            if plan.keeps(number):
+            if keep:
                 yield path, row, at, rec
