@@ -244,3 +244,47 @@ def test_ray_missing_or_unreachable_is_a_one_line_error(tmp_path):
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+class _FakeRay:
+    """Just enough of the `ray` module to see which options a task was submitted with (runs it inline)."""
+
+    def __init__(self):
+        self.options = []
+        self.exceptions = type("E", (), {"RayTaskError": RuntimeError})
+
+    def remote(self, fn):
+        fake = self
+
+        class Remote:
+            def options(self, **opts):
+                fake.options.append(opts)
+                return self
+
+            def remote(self, *args):
+                return fn(*args)
+
+        return Remote()
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, refs):
+        return refs
+
+
+def test_ray_resources_per_task_reach_the_task_options(tmp_path, monkeypatch):
+    from data_helpers import run_cli
+
+    import llmctl.data.executors.ray as ray_executor_module
+
+    fake = _FakeRay()
+    monkeypatch.setattr(ray_executor_module, "connect", lambda *a, **k: fake)
+    make_jsonl_corpus(tmp_path / "in", files=2, docs=5)
+    res = run_cli(["data", "clean", "--input", tmp_path / "in", "--output", tmp_path / "out", "--executor", "ray",
+                   "--num-shards", "2", "--ray-cpus-per-task", "2", "--ray-memory-per-task", "1.5GB"])
+    assert res.exit_code == 0, res.output
+    assert fake.options == [{"max_retries": 0, "num_cpus": 2.0, "memory": 3 << 29}]
+    res = run_cli(["data", "clean", "--input", tmp_path / "in", "--output", tmp_path / "o2",
+                   "--ray-cpus-per-task", "2"])
+    assert res.exit_code == 2 and "need --executor ray" in res.output

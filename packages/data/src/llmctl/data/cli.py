@@ -17,6 +17,27 @@ from llmctl.core.errors import UserError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 
+def _ray_task_option(ctx, param, value):
+    """--ray-cpus-per-task / --ray-memory-per-task land in ctx.meta, read by `_executor` (no command signature
+    has to carry them)."""
+    if value is not None:
+        ctx.meta.setdefault("llmctl.ray_task", {})[param.name] = value
+    return value
+
+
+def _memory(value: str | None) -> int | None:
+    """'2GB', '512MiB', '1e9' -> bytes (GB = 2^30, as everywhere in llmctl-data)."""
+    if value is None:
+        return None
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]i?B?)?\s*", str(value), re.I)
+    if not m:
+        raise UserError(f"--ray-memory-per-task {value}: expected bytes or a size such as 2GB")
+    unit = (m.group(2) or "").upper().rstrip("B").rstrip("I")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(unit or " "))
+
+
 def _executor_options(f):
     f = click.option(
         "--executor",
@@ -29,6 +50,14 @@ def _executor_options(f):
         "--ray-address",
         default=None,
         help="--executor ray: 'auto' (the cluster `ray start` began here) or HOST:PORT; default: a local Ray.",
+    )(f)
+    f = click.option(
+        "--ray-cpus-per-task", "cpus_per_task", type=float, default=None, expose_value=False,
+        callback=_ray_task_option, help="--executor ray: CPUs each shard's task asks for (default 1).",
+    )(f)
+    f = click.option(
+        "--ray-memory-per-task", "memory_per_task", default=None, expose_value=False, callback=_ray_task_option,
+        help="--executor ray: memory each shard's task reserves, e.g. 4GB (Ray's scheduler packs by it).",
     )(f)
     return click.option(
         "--workers",
@@ -43,9 +72,14 @@ def _executor(name: str, workers: int, ray_address: str | None):
     """The executor a command's shards run on (`--executor`, looked up on the plugin bus)."""
     from .executors import get_executor
 
+    task = dict(click.get_current_context().meta.get("llmctl.ray_task", {}))
     if ray_address and name != "ray":
         raise UserError("--ray-address needs --executor ray")
-    return get_executor(name, workers=workers, address=ray_address)
+    if task and name != "ray":
+        raise UserError("--ray-cpus-per-task/--ray-memory-per-task need --executor ray")
+    if "memory_per_task" in task:
+        task["memory_per_task"] = _memory(task["memory_per_task"])
+    return get_executor(name, workers=workers, address=ray_address, **task)
 
 
 def _shard_options(f):

@@ -55,10 +55,15 @@ def connect(address: str | None, num_cpus: int | None = None):
 class RayExecutor(Executor):
     name = "ray"
 
-    def __init__(self, workers: int = 1, address: str | None = None, cpus_per_task: float | None = None, **_: Any):
+    def __init__(self, workers: int = 1, address: str | None = None, cpus_per_task: float | None = None,
+                 memory_per_task: int | None = None, **_: Any):
+        if cpus_per_task is not None and cpus_per_task <= 0:
+            raise UserError(f"--ray-cpus-per-task must be > 0, got {cpus_per_task}")
+        if memory_per_task is not None and memory_per_task <= 0:
+            raise UserError(f"--ray-memory-per-task must be > 0, got {memory_per_task}")
         self.address = address
         self.workers = max(1, workers)
-        self.cpus_per_task = cpus_per_task
+        self.cpus_per_task, self.memory_per_task = cpus_per_task, memory_per_task
         self._ray = connect(address, num_cpus=workers if workers > 1 else None)
 
     def map(self, fn: Callable[..., Any], calls: list[tuple], desc: str, resources: dict[str, Any]) -> list[Any]:
@@ -68,6 +73,8 @@ class RayExecutor(Executor):
         opts = dict(resources)
         if self.cpus_per_task is not None:
             opts["num_cpus"] = self.cpus_per_task
+        if self.memory_per_task is not None:
+            opts["memory"] = self.memory_per_task  # bytes; Ray reserves it when placing the task
         remote = ray.remote(fn).options(max_retries=0, **opts)
         refs = [remote.remote(*args) for args in calls]
         bar = progress(total=len(refs), desc=f"{desc} (ray)", unit="shards")
