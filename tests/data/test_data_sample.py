@@ -155,3 +155,20 @@ def test_corrupt_parquet_and_missing_columns_name_the_file(tmp_path):
     res = run_cli(args + ["--text-key", "body"])
     assert res.exit_code == 2 and "no column 'body'" in res.output and "part-0.parquet" in res.output
     assert not list((tmp_path / "o").glob("*.parquet")) if (tmp_path / "o").exists() else True
+
+
+def test_slurm_array_union_selects_what_one_shard_selects(corpus, tmp_path):
+    """--shard-index i --num-shards 4 for every i (one output dir, as on a shared file system) selects exactly
+    the rows of a --num-shards 1 run: the cuts come from the global count pre-pass, not from shard i's."""
+    assert _sample(corpus, tmp_path / "one", size_mb=1.0, extra=["--num-shards", "1"]).exit_code == 0
+    for i in range(4):
+        res = _sample(corpus, tmp_path / "arr", size_mb=1.0, extra=["--shard-index", str(i), "--num-shards", "4"])
+        assert res.exit_code == 0, res.output
+
+    def sources(d):
+        return sorted(pq.read_table(sorted(d.glob("part-*.parquet")))["source"].to_pylist())
+
+    assert sources(tmp_path / "arr") == sources(tmp_path / "one") and len(sources(tmp_path / "one")) > 100
+    cut = json.loads((tmp_path / "one" / "manifest.json").read_text())["cut"]
+    assert all(json.loads((tmp_path / "arr" / f"_manifest-0000{i}-of-00004.json").read_text())["cut"] == cut
+               for i in range(4))

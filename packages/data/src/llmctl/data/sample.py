@@ -309,7 +309,7 @@ class WriteStage(_SampleStep):
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
         spec, cuts = self.spec, self.cuts["cuts"]
         sources = spec.sources(shard, num_shards)
-        mine = self.hist_paths[shard] if len(self.hist_paths) > 1 else self.hist_paths[0]
+        mine = self.hist_paths[shard]
         expected = {s.lang: int(np.load(mine[s.lang])[: cuts[s.lang] + 1].sum()) for s in sources}
         streams = {s.lang: s.stream(cuts[s.lang]) for s in sources}
         written = {s.lang: 0 for s in sources}
@@ -410,8 +410,11 @@ def run_sample(
 ) -> dict[str, Any]:
     """Count, cut, write on `executor` (default: `workers` local processes); writes `manifest.json`.
 
-    With `shard_index` only that shard runs (a Slurm array task): it cuts from its own counts for 1/num_shards
-    of the budget and writes `_manifest-<i>-of-<n>.json`; a full run's selection is independent of the shards.
+    With `shard_index` only that shard is written (a Slurm array task), but the count pre-pass (sizes, scores
+    and draws only, no text kept) covers every shard, so the cuts come from the global histogram: the union of
+    the array's outputs is the selection of a full run, whatever the shard count. The count shards leave
+    markers in the shared output dir, so array tasks skip counts another task already finished. Each task
+    writes `_manifest-<i>-of-<n>.json`.
     """
     spec = SampleSpec(**kw)
     spec.validate()
@@ -419,10 +422,10 @@ def run_sample(
     n = num_shards or max(1, executor.workers)
     shards = Shards(n, None if shard_index is None else (shard_index,))
     files = sorted({f for fs in spec.files().values() for f in fs})
-    counted = run_stage(CountStage(spec), files, None, shards, executor)
+    counted = run_stage(CountStage(spec), files, None, Shards(n), executor)  # always global: see above
     hist_paths = counted["histograms"]
     hist = {lang: sum(np.load(h[lang]) for h in hist_paths) for lang in hist_paths[0]}
-    cuts = cuts_for(spec, hist, 1.0 if shard_index is None else 1.0 / n)
+    cuts = cuts_for(spec, hist)
     manifest = run_stage(WriteStage(spec, cuts, hist_paths), files, None, shards, executor)
     manifest["runs"] = [counted["run"], manifest.pop("run")]
     name = "manifest.json" if shard_index is None else f"_manifest-{shard_tag(shard_index, n)}.json"
