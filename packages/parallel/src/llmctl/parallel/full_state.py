@@ -104,12 +104,27 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, name_of: dict[int, st
     return {"state": out_state, "param_groups": out_groups, NAMES_KEY: names_per_group}
 
 
+def unsharded_group_names(optimizer: torch.optim.Optimizer, name_of: dict[int, str], order: list[str]
+                          ) -> list[list[str]]:
+    """The parameter names of each param group of the unsharded model's optimizer, in its order (every
+    rank's groups gathered: a pipeline stage holds only its own). Collective over the world."""
+    mine = [[name_of[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    rank_of = {n: i for i, n in enumerate(order)}
+    return [sorted({n for ranks in everyone for n in ranks[g]}, key=rank_of.__getitem__)
+            for g in range(len(mine))]
+
+
 def load_full_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any],
-                              name_of: dict[int, str]) -> None:
-    """Load the local part of `full_optimizer_state`'s output into this rank's optimizer."""
+                              name_of: dict[int, str], group_names: list[list[str]] | None = None) -> None:
+    """Load the local part of `full_optimizer_state`'s output into this rank's optimizer. A state saved by
+    a one-process (or DDP) run has no names; `group_names` (from `unsharded_group_names`) supplies them."""
     if NAMES_KEY not in saved:
-        raise UserError("checkpoint's optimizer state has no parameter names (saved by a one-process or DDP "
-                        "run); resume it with the layout that saved it")
+        if group_names is None or [len(n) for n in group_names] != [len(g["params"]) for g in
+                                                                    saved["param_groups"]]:
+            raise UserError("checkpoint's optimizer state does not match this model's parameter groups")
+        saved = {**saved, NAMES_KEY: group_names}
     by_name = {}
     for group, names in zip(saved["param_groups"], saved[NAMES_KEY]):
         for i, name in zip(group["params"], names):

@@ -182,4 +182,6 @@ class ModelParallel(MeshParallelism):
 
     def load_optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                   state: dict[str, Any]) -> None:
-        full_state.load_full_optimizer_state(optimizer, state, self.name_of)
+        names = None if full_state.NAMES_KEY in state else \
+            full_state.unsharded_group_names(optimizer, self.name_of, self.order)
+        full_state.load_full_optimizer_state(optimizer, state, self.name_of, names)
