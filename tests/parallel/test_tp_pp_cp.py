@@ -2,13 +2,22 @@
 1F1B and an uneven --num-layer-list, CP=2, and DP2xTP2 / PP2xTP2 on 4 ranks give one process's per-step
 losses and final weights (and AdamW moments) on the same global batch. Their checkpoints reshard: saved at
 TP2, PP2 and TP2xPP2 they resume in one process; saved by one process they resume at PP2; the resumed runs
-continue with the uninterrupted run's losses."""
+continue with the uninterrupted run's losses. A pipeline rank killed mid-save leaves the pointer on the last
+complete checkpoint."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
-from parallel_helpers import (ITERS, assert_losses_match, assert_same_state, final_state, pretrain_in_process,
-                              sets)
+from engine_helpers import child_env, torchrun
+from parallel_helpers import (ITERS, assert_losses_match, assert_same_state, cli_args, final_state, kill_tree,
+                              pretrain_in_process, rank_pid, sets)
+
+from llmctl.core.nn.checkpoint import latest_iteration
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +82,28 @@ def test_one_process_checkpoint_resumes_at_pp2(dp_run, pp_reference):
                  args=("--resume", str(pp_reference / "ckpt" / "iter_0000005")))
     assert_losses_match(run, pp_reference, 1e-5, steps=range(6, ITERS + 1))
     assert_same_state(final_state(run), final_state(pp_reference), rtol=1e-3, atol=1e-6)
+
+
+def test_stage_killed_mid_save_leaves_the_pointer_on_a_complete_checkpoint(corpus, pp_reference, test_plugins,
+                                                                           tmp_path):
+    """PP2: the last stage's rank is SIGKILLed while the writer holds iteration 10's gathered state on disk,
+    unpublished; the pointer stays on 5, which one process resumes to the uninterrupted run's losses."""
+    run = tmp_path / "midsave"
+    proc = subprocess.Popen(torchrun(2, *cli_args(sets(corpus, run, *LAYOUTS["pp2-1f1b"][1]))),
+                            env=child_env(test_plugins, LLMCTL_FAULTS=f"hang_at_save={ITERS}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    written = run / "ckpt" / f".iter_{ITERS:07d}.tmp" / "mp_rank_00" / "model_optim_rng.pt"
+    try:
+        deadline = time.monotonic() + 180
+        while not written.is_file():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "timed out waiting for the save"
+            time.sleep(0.05)
+        os.kill(rank_pid(proc, 1), signal.SIGKILL)
+        time.sleep(0.5)
+    finally:
+        kill_tree(proc)
+    ckpt = run / "ckpt"
+    assert latest_iteration(ckpt) == 5 and not (ckpt / f"iter_{ITERS:07d}").exists()
+    pretrain_in_process(sets(corpus, run, *PP_MODEL), resume="auto")
+    assert_losses_match(run, pp_reference, 1e-5, steps=range(6, ITERS + 1))
