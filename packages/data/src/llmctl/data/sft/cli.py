@@ -51,7 +51,7 @@ def _options(f):
     ]
     for opt in reversed(opts):
         f = opt(f)
-    from ..cli import _executor_options  # --workers, --executor, --ray-address: the same in every command
+    from ..cli.common import _executor_options  # --workers, --executor, --ray-address: the same in every command
 
     return _executor_options(f)
 
@@ -61,7 +61,7 @@ def _run(inputs, tokenizer, output_prefix, handler_name, prompt_type, prompt_typ
          ray_address) -> None:
     from llmctl.core.errors import UserError
 
-    from ..cli import _echo_resumed, _executor
+    from ..cli.common import _echo_resumed, _executor
     from .preprocess import preprocess_sft
 
     if tokenizer_type not in (None, "PretrainedFromHF"):
