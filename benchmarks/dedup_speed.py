@@ -10,7 +10,9 @@ real near duplicates. datasketch gets its fastest path (`update_batch`, default 
 query-then-insert loop, with each LSH candidate verified by `MinHash.jaccard >= threshold` (a document is a
 duplicate if an earlier *kept* one is a verified neighbour: the rule llmctl's join applies; `--no-verify` drops
 the check, as plain MinHashLSH use does); llmctl runs the whole `llmctl data dedup --minhash` stage in-process
-(read jsonl, signatures, global band join with verification, write the kept documents). Both shingle with the same tokens (lower-cased words, single CJK characters), so the sets of removed
+(read jsonl, signatures, global band join with verification, write the kept documents). Both shingle with the same tokens
+(lower-cased words, single CJK characters; datatrove's signature step is given llmctl's shingles, and is also run
+once with its own spacy words for reference), so the sets of removed
 documents should nearly agree; their overlap is printed. This is a benchmark, not a test: nothing asserts speed.
 """
 
@@ -107,7 +109,8 @@ def _write_corpus(docs: list[str], work: Path) -> Path:
     return corpus
 
 
-def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path, tasks: int) -> tuple[float, set[int]]:
+def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path, tasks: int,
+                  same_shingles: bool = True) -> tuple[float, set[int]]:
     """datatrove's MinHash pipeline (signatures, buckets, clusters, filter) on LocalPipelineExecutor, with the
     same 5-gram shingles, bands x rows permutations and bands as llmctl; kept ids read from its output."""
     from datatrove.executor import LocalPipelineExecutor
@@ -125,6 +128,19 @@ def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path,
     corpus = _write_corpus(docs, work / "in")
     from datatrove.utils.hashing import HashConfig
 
+    class SameShingles(MinhashDedupSignature):
+        """datatrove's signatures over llmctl's shingles (lower-cased words and single CJK characters, 5 at a
+        time) instead of its spacy word tokenizer on simplified text, so both sides hash the same sets."""
+
+        def get_shingles(self, text):
+            import numpy as np
+
+            toks = _TOKEN.findall(text.lower())
+            grams = [" ".join(toks[i : i + 5]) for i in range(max(1, len(toks) - 4))]
+            return np.fromiter((self._hash_func(g) for g in grams), dtype=np.uint64).reshape((-1, 1))
+
+    signature = SameShingles if same_shingles else MinhashDedupSignature
+
     # sha1 shingle hashes: datatrove's xxhash path passes str, which current xxhash wheels refuse
     cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows, seed=seed,
                         hash_config=HashConfig(hash_fc="sha1", precision=64))
@@ -135,7 +151,7 @@ def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path,
 
     t0 = time.perf_counter()
     LocalPipelineExecutor(
-        [reader(), MinhashDedupSignature(str(work / "sigs"), config=cfg)], tasks=tasks, workers=tasks, **quiet
+        [reader(), signature(str(work / "sigs"), config=cfg)], tasks=tasks, workers=tasks, **quiet
     ).run()
     LocalPipelineExecutor(
         [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=cfg)], tasks=bands, workers=tasks, **quiet
@@ -180,13 +196,16 @@ def main_peers(args, docs: list[str], work: Path) -> None:
     print(f"peers: {bands} bands x {rows} rows, {shards} tasks/shards each")
     t_dt, rm_dt = run_datatrove(docs, bands, rows, 1, work / "dt1", shards)
     _, rm_dt2 = run_datatrove(docs, bands, rows, 2, work / "dt2", shards)
+    t_sp, rm_sp = run_datatrove(docs, bands, rows, 1, work / "dtsp", shards, same_shingles=False)
     t_lo, rm_lo = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "lo", "local", shards)
     t_ray, rm_ray = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "ray", "ray", shards)
     n = len(docs)
     print(f"datatrove MinHash pipeline:    {n / t_dt:>10,.0f} docs/s ({len(rm_dt)} removed)")
     print(f"llmctl --executor local:       {n / t_lo:>10,.0f} docs/s ({len(rm_lo)} removed), {t_dt / t_lo:.1f}x datatrove")
     print(f"llmctl --executor ray:         {n / t_ray:>10,.0f} docs/s ({len(rm_ray)} removed), {t_dt / t_ray:.1f}x datatrove")
-    print(f"removed-set overlap (Jaccard): llmctl vs datatrove {_overlap(rm_lo, rm_dt):.3f}; "
+    print(f"datatrove, its own spacy words: {n / t_sp:>10,.0f} docs/s ({len(rm_sp)} removed); "
+          f"overlap with llmctl {_overlap(rm_lo, rm_sp):.3f}, with datatrove on llmctl shingles {_overlap(rm_dt, rm_sp):.3f}")
+    print(f"removed-set overlap (Jaccard), same shingles: llmctl vs datatrove {_overlap(rm_lo, rm_dt):.3f}; "
           f"datatrove seed 1 vs seed 2 {_overlap(rm_dt, rm_dt2):.3f}; llmctl local vs ray {_overlap(rm_lo, rm_ray):.3f}")
 
 
