@@ -147,3 +147,22 @@ def test_lora_target_matching_nothing_is_one_line(tmp_path, tok_dir, hf_base, cl
     assert len(lines) == 1 and "'attention_dense' matches no module" in lines[0] and "linear_qkv" in lines[0]
     code, _, err = cli("finetune", "-c", cfg, "--set", "task.method=full")
     assert code == 2 and "remove the 'task.lora' section" in err
+
+
+def test_lora_resume_matches_an_uninterrupted_run(tmp_path, tok_dir, hf_base):
+    """Adapter-only checkpoints resume exactly (optimizer, schedule, RNG, data position) on the driver."""
+    from safetensors.torch import load_file
+
+    from llmctl.core.train.loop import pretrain
+
+    data = sft_data(tmp_path, tok_dir)
+    whole = pretrain(finetune_cfg(tmp_path, hf_base, data, "lora", *LORA, name="whole")).checkpoint_dir
+    cfg = finetune_cfg(tmp_path, hf_base, data, "lora", *LORA, name="split")
+    pretrain(cfg, stop_at_step=2)
+    split = pretrain(finetune_cfg(tmp_path, hf_base, data, "lora", *LORA, name="split"), resume="auto").checkpoint_dir
+    a = load_file(str(whole / "iter_0000004" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(split / "iter_0000004" / "adapter" / "adapter_model.safetensors"))
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert (split / "iter_0000002" / "adapter" / "adapter_config.json").is_file()
