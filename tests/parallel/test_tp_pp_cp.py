@@ -1,12 +1,13 @@
 """The model-parallel strategy under torchrun (gloo, CPU, fp32): TP=2 with sequence parallelism, PP=2 with
 1F1B and an uneven --num-layer-list, CP=2, and DP2xTP2 / PP2xTP2 on 4 ranks give one process's per-step
-losses and final weights (and AdamW moments) on the same global batch. Their checkpoints reshard: saved at
+losses, validation loss and final weights (and AdamW moments) on the same global batch. Their checkpoints reshard: saved at
 TP2, PP2 and TP2xPP2 they resume in one process; saved by one process they resume at PP2; the resumed runs
 continue with the uninterrupted run's losses. A pipeline rank killed mid-save leaves the pointer on the last
 complete checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +22,8 @@ from llmctl.core.nn.checkpoint import latest_iteration
 
 pytestmark = pytest.mark.slow
 
-# PP needs more than the tiny preset's 2 layers for an uneven split; validation runs only without PP
-PP_MODEL = ["model.num_layers=4", "eval.iters=0"]
+# PP needs more than the tiny preset's 2 layers for an uneven split
+PP_MODEL = ["model.num_layers=4"]
 LAYOUTS = {
     "tp2-sp": (2, ["parallel.strategy=tp", "parallel.tp=2", "parallel.sequence_parallel=true"]),
     "cp2": (2, ["parallel.strategy=cp", "parallel.cp=2"]),
@@ -55,11 +56,17 @@ def layout_run(dp_run, reference, pp_reference):
     return run
 
 
+def val_losses(run) -> list[float]:
+    return [r["val_loss"] for r in map(json.loads, (run / "logs" / "run.jsonl").read_text().splitlines())
+            if "val_loss" in r]
+
+
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_layout_equals_one_process(name, layout_run):
     run, ref = layout_run(name)
     rel = REL.get(name, 1e-4)
     assert_losses_match(run, ref, rel)
+    assert val_losses(run) == pytest.approx(val_losses(ref), rel=rel) and val_losses(ref)
     got, want = final_state(run), final_state(ref)
     assert got["iteration"] == want["iteration"] == ITERS
     assert_same_state(got, want, rtol=1e-3, atol=ATOL.get(name, 1e-4))

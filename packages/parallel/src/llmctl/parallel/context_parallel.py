@@ -17,7 +17,7 @@ holds the same loss; the parameters' grads are partial over CP ranks and are sum
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed._functional_collectives as funcol
@@ -69,8 +69,8 @@ class ContextParallel(torch.nn.Module):
         self.rank, self.size = cp_mesh.get_local_rank(), cp_mesh.size()
         ops = model.ops
         kernel = cp_attention(ops.attention, cp_mesh.get_group(), self.rank, self.size)
-        model.set_kernels(dataclasses.replace(ops, attention=kernel,
-                                              names={**ops.names, "attention": f"cp-allgather({ops.names['attention']})"}))
+        names = {**ops.names, "attention": f"cp-allgather({ops.names['attention']})"}
+        model.set_kernels(dataclasses.replace(ops, attention=kernel, names=names))
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if targets is None or kwargs:

@@ -14,13 +14,15 @@ the models this engine trains on one node fit the writer's host memory whole.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from llmctl.core.errors import UserError
+
 
 NAMES_KEY = "llmctl_param_names"
 

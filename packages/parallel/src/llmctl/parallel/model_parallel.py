@@ -28,7 +28,7 @@ from llmctl.core.errors import UserError
 from . import full_state
 from .context_parallel import ContextParallel, local_positions
 from .mesh import Layout, MeshOptions, MeshParallelism
-from .pipeline import Pipeline, StageModule, cut_stage
+from .pipeline import PipelinedModel, Pipeline, StageModule, cut_stage
 from .tensor_parallel import apply_tensor_parallel
 
 
@@ -51,8 +51,6 @@ class ModelParallel(MeshParallelism):
         layout = super().preflight(cfg, world_size)
         if layout.cp > 1:
             local_positions(cfg.data.seq_length, 0, layout.cp)  # seq divisible by 2 x cp
-        if layout.pp > 1 and cfg.eval.iters > 0:
-            raise UserError("parallel.pp > 1 does not run validation yet; set eval.iters=0")
         return layout
 
     @classmethod
@@ -82,7 +80,7 @@ class ModelParallel(MeshParallelism):
             stage = StageModule(model, self.cfg.data.seq_length)
             self.pipeline = Pipeline(stage, mesh.pp, self.device, self.cfg.grad_accum_steps(lay.dp),
                                      self.options.pp_schedule, *self._stage_examples(model))
-            return stage
+            return PipelinedModel(stage, self.pipeline)
         return model
 
     def _stage_examples(self, model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +89,7 @@ class ModelParallel(MeshParallelism):
         sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
         dtype = next(model.parameters()).dtype
         first, last = self.pipeline_rank == 0, self.pipeline_rank == self.layout.pp - 1
-        act = dict(dtype=dtype, device=self.device, requires_grad=True)  # static metadata: grads flow back
+        act = {"dtype": dtype, "device": self.device, "requires_grad": True}  # static metadata: grads flow back
         inp = torch.zeros(mbs, seq, dtype=torch.long, device=self.device) if first else \
             torch.empty(mbs, sharded, hidden, **act)
         return inp, torch.empty(mbs, seq if last else sharded, hidden, **act)
@@ -142,9 +140,9 @@ class ModelParallel(MeshParallelism):
         return 1  # grads are summed over data-parallel ranks, not averaged
 
     def sum_over_dp(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Each loss counted once: TP/CP peers hold copies (kept from rank 0 of each), pipeline stages other
-        than the last hold zeros; then a sum over every rank is the sum over data-parallel ranks."""
-        if self.mesh.tp_rank != 0 or self.mesh.cp_rank != 0:
+        """Each loss counted once: TP/CP peers hold copies (kept from rank 0 of each), and only the last
+        pipeline stage has a loss; then a sum over every rank is the sum over data-parallel ranks."""
+        if self.mesh.tp_rank != 0 or self.mesh.cp_rank != 0 or self.mesh.pp_rank != self.layout.pp - 1:
             tensor.zero_()
         dist.all_reduce(tensor)
         return tensor

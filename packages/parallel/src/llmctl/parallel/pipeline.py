@@ -14,13 +14,15 @@ the loss function finds that micro-batch's labels and any other fields the task 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from llmctl.core.errors import UserError
+from llmctl.core.train.task import head_loss
+
 
 SCHEDULES = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}
 
@@ -78,6 +80,10 @@ class Pipeline:
         self.schedule = SCHEDULES[schedule](self.stage, n_microbatches=n_microbatches,
                                             loss_fn=self._call_loss, scale_grads=False)
         self.n_microbatches = n_microbatches
+        # validation runs one micro-batch at a time, forward only, on a stage of its own
+        self.eval_stage = PipelineStage(stage_module, self.rank, self.size, device, input_args=example_input,
+                                        output_args=example_output, group=pp_mesh.get_group())
+        self.eval_schedule = ScheduleGPipe(self.eval_stage, n_microbatches=1)
 
     def _call_loss(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return self._loss_fn(output, int(index.reshape(-1)[0]))
@@ -88,3 +94,26 @@ class Pipeline:
         target = torch.arange(self.n_microbatches, device=inputs.device) if self.is_last else None
         args = (inputs,) if self.is_first else ()
         self.schedule.step(*args, target=target, return_outputs=False)
+
+    def forward_only(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """One micro-batch through every stage; the last stage's hidden states there, None elsewhere."""
+        out = self.eval_schedule.step(*((inputs,) if self.is_first else ()))
+        return out if self.is_last else None
+
+
+class PipelinedModel(torch.nn.Module):
+    """What the driver holds under PP: the stage (trained through `Pipeline.run`), and `model(tokens,
+    labels)` -> per-token loss for validation, through a forward-only pass of the pipeline. Stages other
+    than the last return zeros; the strategy counts only the last stage's sums."""
+
+    def __init__(self, stage: StageModule, pipeline: Pipeline):
+        super().__init__()
+        self.stage, self.pipeline = stage, pipeline
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if targets is None or kwargs:
+            raise UserError("a pipeline-parallel model computes training/validation losses only")
+        hidden = self.pipeline.forward_only(tokens)
+        if hidden is None:
+            return torch.zeros(targets.shape, device=tokens.device)
+        return head_loss(self.stage.model, hidden, targets)

@@ -24,11 +24,18 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard
-from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
-                                               RowwiseParallel, SequenceParallel, parallelize_module)
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    PrepareModuleOutput,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
 
 from llmctl.core.errors import UserError
 from llmctl.core.nn.kernels.fused import chunked_cross_entropy
+
 
 #: Attention.forward(x, cos, sin, mask, cache, layer): only x is a sequence-sharded activation.
 _ATTN_ARGS = 6
