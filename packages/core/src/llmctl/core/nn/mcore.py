@@ -76,74 +76,78 @@ def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:
 
 
 # ---- fused QKV -------------------------------------------------------------------------------------------------
-def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """[q; k; v] (HF order) -> megatron's per-group interleave. Works for weights [out, in] and biases [out]."""
-    ng, hd = cfg.kv_heads, cfg.head_dim
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[q; k; v] (HF order) of `num_groups` query groups -> megatron's per-group interleave. Works for weights
+    [out, in] and biases [out], and for one TP rank's slice of whole groups."""
     rest = q.shape[1:]
-    groups = [q.reshape(ng, (cfg.num_heads // ng) * hd, *rest), k.reshape(ng, hd, *rest), v.reshape(ng, hd, *rest)]
-    return torch.cat(groups, dim=1).reshape(-1, *rest)
+    parts = [t.reshape(num_groups, t.shape[0] // num_groups, *rest) for t in (q, k, v)]
+    return torch.cat(parts, dim=1).reshape(-1, *rest)
 
 
-def unfuse_qkv(w: torch.Tensor, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def unfuse_qkv(parts: Sequence[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v (HF order) from the TP ranks' fused tensors (each ng/tp whole groups; one rank = TP1). One copy."""
     ng, hd = cfg.kv_heads, cfg.head_dim
     per = cfg.num_heads // ng
-    rest = w.shape[1:]
-    if w.shape[0] != ng * (per + 2) * hd:
-        raise UserError(f"linear_qkv has {w.shape[0]} rows; {cfg.num_heads} heads in {ng} groups of "
+    rest = parts[0].shape[1:]
+    rows = sum(t.shape[0] for t in parts)
+    if rows != ng * (per + 2) * hd or any(t.shape[0] % ((per + 2) * hd) for t in parts):
+        raise UserError(f"linear_qkv has {rows} rows; {cfg.num_heads} heads in {ng} groups of "
                         f"head_dim {hd} need {ng * (per + 2) * hd}")
-    q, k, v = w.reshape(ng, (per + 2) * hd, *rest).split([per * hd, hd, hd], dim=1)
-    return q.reshape(-1, *rest).clone(), k.reshape(-1, *rest).clone(), v.reshape(-1, *rest).clone()
+    split = [t.reshape(-1, (per + 2) * hd, *rest).split([per * hd, hd, hd], dim=1) for t in parts]
+    return tuple(torch.cat([sp[i] for sp in split], dim=0).reshape(-1, *rest) for i in range(3))
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:
-    """`t` with storage of its own: torch.save writes a view's whole base storage, so shards must not be views."""
-    whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
-    return t if whole and t.is_contiguous() and t.storage_offset() == 0 else t.clone()
+    """`t` with a storage of exactly its own bytes: torch.save writes a view's whole base storage. A contiguous
+    view (a dim-0 TP chunk) gets a storage slice sharing its memory, so only non-contiguous chunks are copied."""
+    if not t.is_contiguous():
+        return t.contiguous()
+    nbytes, start = t.numel() * t.element_size(), t.storage_offset() * t.element_size()
+    storage = t.untyped_storage()
+    if start == 0 and storage.nbytes() == nbytes:
+        return t
+    return torch.empty(0, dtype=t.dtype).set_(storage[start:start + nbytes], 0, t.shape, t.stride())
 
 
 # ---- native -> mcore -------------------------------------------------------------------------------------------
-def to_mcore_stage(native: dict[str, torch.Tensor], cfg: ModelConfig, tp: int, stage: int,
-                   counts: Sequence[int]) -> list[dict[str, Any]]:
-    """The `tp` model state dicts of pipeline `stage` (layers given by `counts`), in megatron-core names."""
-    shards: list[dict[str, Any]] = [{} for _ in range(tp)]
+def to_mcore_shard(native: dict[str, torch.Tensor], cfg: ModelConfig, tp: int, rank: int, stage: int,
+                   counts: Sequence[int]) -> dict[str, Any]:
+    """TP rank `rank`'s model state dict of pipeline `stage` (layers per stage in `counts`), in megatron-core
+    names. One rank at a time, so a conversion holds the source plus one shard, not the source twice."""
+    shard: dict[str, Any] = {}
 
-    def put(name: str, t: torch.Tensor, dim: int | None) -> None:
-        parts = [t] * tp if dim is None else torch.chunk(t, tp, dim=dim)
-        for r in range(tp):
-            shards[r][name] = _own(parts[r])
+    def part(t: torch.Tensor, dim: int | None) -> torch.Tensor:
+        return _own(t if dim is None else torch.chunk(t, tp, dim=dim)[rank])
 
-    def extra(name: str) -> None:
-        for r in range(tp):
-            shards[r][name + "._extra_state"] = None
+    ng = cfg.kv_heads // tp  # query groups on this rank, whole
 
-    last = stage == len(counts) - 1
+    def qkv(n: str, suffix: str) -> torch.Tensor:
+        q, k, v = (native[n + f"attn.{p}_proj.{suffix}"] for p in "qkv")
+        q, k, v = (torch.chunk(t, tp, dim=0)[rank] for t in (q, k, v))  # groups r*ng .. (r+1)*ng
+        return fuse_qkv(q, k, v, ng)
+
     if stage == 0:
-        put("embedding.word_embeddings.weight", native["embed.weight"], 0)
+        shard["embedding.word_embeddings.weight"] = part(native["embed.weight"], 0)
     first = sum(counts[:stage])
     for j in range(counts[stage]):
         n, m = f"layers.{first + j}.", _LAYER.format(j=j)
-        put(m + "input_layernorm.weight", native[n + "input_norm.weight"], None)
-        qkv = [native[n + f"attn.{p}_proj.weight"] for p in "qkv"]
-        put(m + "self_attention.linear_qkv.weight", fuse_qkv(*qkv, cfg), 0)
+        shard[m + "input_layernorm.weight"] = part(native[n + "input_norm.weight"], None)
+        shard[m + "self_attention.linear_qkv.weight"] = qkv(n, "weight")
         if cfg.qkv_bias:
-            bias = [native[n + f"attn.{p}_proj.bias"] for p in "qkv"]
-            put(m + "self_attention.linear_qkv.bias", fuse_qkv(*bias, cfg), 0)
-        put(m + "self_attention.linear_proj.weight", native[n + "attn.o_proj.weight"], 1)
-        put(m + "pre_mlp_layernorm.weight", native[n + "post_attn_norm.weight"], None)
-        gate = torch.chunk(native[n + "mlp.gate_proj.weight"], tp, dim=0)
-        up = torch.chunk(native[n + "mlp.up_proj.weight"], tp, dim=0)
-        for r in range(tp):
-            shards[r][m + "mlp.linear_fc1.weight"] = torch.cat([gate[r], up[r]], dim=0)
-        put(m + "mlp.linear_fc2.weight", native[n + "mlp.down_proj.weight"], 1)
-        for name in _EXTRA_STATE:
-            extra(m + name)
-    if last:
-        put("decoder.final_layernorm.weight", native["norm.weight"], None)
+            shard[m + "self_attention.linear_qkv.bias"] = qkv(n, "bias")
+        shard[m + "self_attention.linear_proj.weight"] = part(native[n + "attn.o_proj.weight"], 1)
+        shard[m + "pre_mlp_layernorm.weight"] = part(native[n + "post_attn_norm.weight"], None)
+        gate, up = (torch.chunk(native[n + f"mlp.{p}_proj.weight"], tp, dim=0)[rank] for p in ("gate", "up"))
+        shard[m + "mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
+        shard[m + "mlp.linear_fc2.weight"] = part(native[n + "mlp.down_proj.weight"], 1)
+        shard.update({m + name + "._extra_state": None for name in _EXTRA_STATE})
+    if stage == len(counts) - 1:
+        shard["decoder.final_layernorm.weight"] = part(native["norm.weight"], None)
         if not cfg.tie_embeddings or len(counts) > 1:
             head = native["embed.weight"] if cfg.tie_embeddings else native["lm_head.weight"]
-            put("output_layer.weight", head, 0)
-        extra("output_layer")
-    return shards
+            shard["output_layer.weight"] = part(head, 0)
+        shard["output_layer._extra_state"] = None
+    return shard
 
 
 # ---- mcore -> native -------------------------------------------------------------------------------------------
@@ -157,10 +161,9 @@ def stage_num_layers(state: dict[str, Any]) -> int:
 
 def from_mcore(pieces: Sequence[Sequence[dict[str, Any]]], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Native state from megatron-core shards: `pieces` in layer order (pipeline stages, virtual chunks), each
-    the list of its TP ranks' state dicts. Every weight must be used; `_extra_state` entries are ignored."""
-    tp = len(pieces[0])
+    the list of its TP ranks' state dicts, which are emptied as they are read. Every weight must be used;
+    `_extra_state` entries are ignored."""
     native: dict[str, torch.Tensor] = {}
-    used: set[tuple[int, str]] = set()
 
     def get(p: int, name: str, dim: int | None, required: bool = True) -> torch.Tensor | None:
         shards = pieces[p]
@@ -168,11 +171,15 @@ def from_mcore(pieces: Sequence[Sequence[dict[str, Any]]], cfg: ModelConfig) -> 
             if required:
                 raise UserError(f"megatron-core checkpoint: missing weight {name} (stage piece {p})")
             return None
-        used.add((p, name))
-        parts = [s[name] for s in shards]
+        parts = [s.pop(name) for s in shards]  # consumed: its memory goes as soon as it is gathered
         if any(not isinstance(t, torch.Tensor) for t in parts):
             raise UserError(f"megatron-core checkpoint: {name} is not a tensor on every TP rank")
-        return parts[0] if dim is None else torch.cat(parts, dim=dim)
+        return parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
+
+    def get_parts(p: int, name: str) -> list[torch.Tensor]:
+        if name not in pieces[p][0]:
+            raise UserError(f"megatron-core checkpoint: missing weight {name} (stage piece {p})")
+        return [s.pop(name) for s in pieces[p]]
 
     layer = 0
     for p, shards in enumerate(pieces):
@@ -185,14 +192,14 @@ def from_mcore(pieces: Sequence[Sequence[dict[str, Any]]], cfg: ModelConfig) -> 
             n, m = f"layers.{layer}.", _LAYER.format(j=j)
             native[n + "input_norm.weight"] = get(p, m + "input_layernorm.weight", None)
             # each TP rank holds ng/tp whole groups: the dim-0 concatenation is the TP1 fused tensor
-            q, k, v = unfuse_qkv(get(p, m + "self_attention.linear_qkv.weight", 0), cfg)
+            q, k, v = unfuse_qkv(get_parts(p, m + "self_attention.linear_qkv.weight"), cfg)
             native.update({n + "attn.q_proj.weight": q, n + "attn.k_proj.weight": k, n + "attn.v_proj.weight": v})
             if cfg.qkv_bias:
-                q, k, v = unfuse_qkv(get(p, m + "self_attention.linear_qkv.bias", 0), cfg)
+                q, k, v = unfuse_qkv(get_parts(p, m + "self_attention.linear_qkv.bias"), cfg)
                 native.update({n + "attn.q_proj.bias": q, n + "attn.k_proj.bias": k, n + "attn.v_proj.bias": v})
             native[n + "attn.o_proj.weight"] = get(p, m + "self_attention.linear_proj.weight", 1)
             native[n + "post_attn_norm.weight"] = get(p, m + "pre_mlp_layernorm.weight", None)
-            fc1 = [t.chunk(2, dim=0) for t in get(p, m + "mlp.linear_fc1.weight", 0).chunk(tp, dim=0)]
+            fc1 = [t.chunk(2, dim=0) for t in get_parts(p, m + "mlp.linear_fc1.weight")]
             native[n + "mlp.gate_proj.weight"] = torch.cat([g for g, _ in fc1], dim=0)
             native[n + "mlp.up_proj.weight"] = torch.cat([u for _, u in fc1], dim=0)
             native[n + "mlp.down_proj.weight"] = get(p, m + "mlp.linear_fc2.weight", 1)
@@ -205,8 +212,7 @@ def from_mcore(pieces: Sequence[Sequence[dict[str, Any]]], cfg: ModelConfig) -> 
     if layer != cfg.num_layers:
         raise UserError(f"megatron-core checkpoint holds {layer} decoder layers but args.num_layers is "
                         f"{cfg.num_layers}")
-    stray = sorted(k for p, shards in enumerate(pieces) for k, v in shards[0].items()
-                   if (p, k) not in used and not k.endswith("._extra_state"))
+    stray = sorted(k for shards in pieces for k in shards[0] if not k.endswith("._extra_state"))
     if stray:
         more = f" (+{len(stray) - 5} more)" if len(stray) > 5 else ""
         raise UserError(f"megatron-core checkpoint: unexpected weights {', '.join(stray[:5])}{more} "
@@ -285,7 +291,7 @@ class McoreLayout:
 
     name: str = "gpt"
 
-    to_stage = staticmethod(to_mcore_stage)
+    to_shard = staticmethod(to_mcore_shard)
     from_pieces = staticmethod(from_mcore)
 
 

@@ -35,14 +35,15 @@ _RANK_RE = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
 _ITER_RE = re.compile(r"^(iter_\d{7}|release)$")
 
 
-def load_rank_file(path: Path) -> dict[str, Any]:
-    """torch.load(weights_only=True) allowing argparse.Namespace only; refusals/corruption are one line."""
+def load_rank_file(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """torch.load(weights_only=True) allowing argparse.Namespace only; refusals/corruption are one line.
+    `mmap` for a peek at the keys; a full read loads into memory, so gathered shards can be freed one by one."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except RuntimeError as e:
-                if "mmap" not in str(e):
+                if not mmap or "mmap" not in str(e):
                     raise
                 obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as e:
@@ -107,7 +108,7 @@ def is_mcore_checkpoint(path: str | os.PathLike, iteration: int | None = None) -
         files = rank_files(resolve_iteration_dir(path, iteration))
     except (UserError, OSError):
         return False
-    obj = load_rank_file(files[0, 0])
+    obj = load_rank_file(files[0, 0], mmap=True)
     model = obj.get("model", obj.get("model0"))
     return isinstance(model, dict) and any(
         isinstance(k, str) and k.startswith(("decoder.", "embedding.", "output_layer.")) for k in model)
@@ -156,6 +157,7 @@ def read_mcore_state(path: str | os.PathLike, iteration: int | None = None
     has_out = any("output_layer.weight" in piece[0] for piece in pieces)
     cfg = mcore.config_from_args(args, vocab_size=embed.shape[0] * tp, qkv_bias=qkv_bias,
                                  has_output_layer=has_out, source=str(first))
+    del embed
     if args.get("num_layer_list"):
         counts = [mcore.stage_num_layers(piece[0]) for piece in pieces]
         want = mcore.parse_layer_list(args["num_layer_list"])
@@ -182,7 +184,7 @@ def save_mcore_checkpoint(out_dir: str | os.PathLike, iteration: int, native_sta
     layout = mcore.layout_for(cfg.family)
     mcore.check_split(cfg, tp, pp)
     counts = mcore.layer_counts(cfg.num_layers, pp, num_layer_list)
-    state = strip_wrappers(native_state)
+    state = {k: v.detach().cpu() for k, v in strip_wrappers(native_state).items()}  # no-op for CPU tensors
     check_keys(set(ADAPTERS["llama"].name_map(cfg)), set(state) - {"lm_head.weight"} if cfg.tie_embeddings
                else set(state), "save_mcore_checkpoint")
     dtype = state["embed.weight"].dtype
@@ -190,13 +192,11 @@ def save_mcore_checkpoint(out_dir: str | os.PathLike, iteration: int, native_sta
     final = out_dir / iter_dir_name(iteration)
     with atomic_dir(final) as tmp:
         for s in range(pp):
-            shards = layout.to_stage(state, cfg, tp, s, counts)
-            for t, shard in enumerate(shards):
+            for t in range(tp):
                 rank_dir = tmp / rank_dir_name(t, s if pp > 1 else None)
                 rank_dir.mkdir()
                 torch.save({"args": args, "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
-                            "model": shard}, rank_dir / STATE_FILE)
-            del shards
+                            "model": layout.to_shard(state, cfg, tp, t, s, counts)}, rank_dir / STATE_FILE)
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp / "tokenizer")
     write_text_atomic(out_dir / POINTER, f"{iteration}\n")
