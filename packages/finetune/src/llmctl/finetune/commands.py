@@ -103,7 +103,7 @@ def _latest_adapter(ckpt_dir: Path) -> Path | None:
 @click.option("--out-dir", "--save", "out_dir", required=True, type=click.Path(), help="Directory to create.")
 @click.option("--format", "fmt", type=click.Choice(["hf", "native"]), default="hf", show_default=True,
               help="hf: config.json + model.safetensors; native: a llmctl checkpoint (iteration 0).")
-@click.option("--dtype", default=None, help="Output dtype (default: the base's stored dtype, fp32 for mcore).")
+@click.option("--dtype", default=None, help="Output dtype: fp32 (default), bf16 or fp16.")
 @click.option("--force", is_flag=True, help="Replace --out-dir if it is not empty.")
 def merge_lora_command(base, lora_dir, out_dir, fmt, dtype, force) -> None:
     """Merge a LoRA adapter into its base (W + scale * B @ A, in fp32) and write the merged model.
