@@ -1,5 +1,5 @@
 """The model-parallel strategy under torchrun (gloo, CPU, fp32): TP=2 with sequence parallelism, PP=2 with
-1F1B and an uneven --num-layer-list, CP=2, and DP2xTP2 / PP2xTP2 on 4 ranks give one process's per-step
+1F1B and an uneven --num-layer-list (and GPipe, even), CP=2, and DP2xTP2 / PP2xTP2 on 4 ranks give one process's per-step
 losses, validation loss and final weights (and AdamW moments) on the same global batch. Their checkpoints reshard: saved at
 TP2, PP2 and TP2xPP2 they resume in one process; saved by one process they resume at PP2; the resumed runs
 continue with the uninterrupted run's losses. A pipeline rank killed mid-save leaves the pointer on the last
@@ -30,13 +30,14 @@ LAYOUTS = {
     "dp2-tp2": (4, ["parallel.strategy=tp", "parallel.tp=2"]),
     "pp2-1f1b": (2, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.pp_schedule=1f1b",
                      "parallel.num_layer_list=1,3"]),
+    "pp2-gpipe": (2, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.pp_schedule=gpipe"]),
     "pp2-tp2": (4, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.tp=2",
                     "parallel.num_layer_list=3,1"]),
 }
 # PP alone sums exactly like one process; TP/CP/DP reduce partial sums across ranks in another order, and at
 # lr 1e-2 AdamW turns that 1e-7 grad noise into up to ~4e-5 on the few weights whose grads are near zero
-REL = {"pp2-1f1b": 1e-5}
-ATOL = {"pp2-1f1b": 1e-6}
+REL = {"pp2-1f1b": 1e-5, "pp2-gpipe": 1e-5}
+ATOL = {"pp2-1f1b": 1e-6, "pp2-gpipe": 1e-6}
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,14 @@ import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.distributed.tensor import DTensor
 
+from llmctl.core.config import from_dict
 from llmctl.core.errors import UserError
 
 from . import full_state
 from .context_parallel import ContextParallel, local_positions
 from .mesh import Layout, MeshOptions, MeshParallelism
-from .pipeline import PipelinedModel, Pipeline, StageModule, cut_stage
-from .tensor_parallel import apply_tensor_parallel
+from .pipeline import Pipeline, PipelinedModel, StageModule, check_pp, cut_stage
+from .tensor_parallel import apply_tensor_parallel, check_tp
 
 
 @dataclasses.dataclass
@@ -48,9 +49,13 @@ class ModelParallel(MeshParallelism):
 
     @classmethod
     def preflight(cls, cfg, world_size: int) -> Layout:
+        """The mesh's checks, then what TP/PP/CP themselves need (before any process group starts)."""
         layout = super().preflight(cfg, world_size)
+        check_tp(cfg.model, layout.tp)
         if layout.cp > 1:
             local_positions(cfg.data.seq_length, 0, layout.cp)  # seq divisible by 2 x cp
+        if layout.pp > 1:
+            check_pp(cfg.model, from_dict(cls.Options, cfg.parallel, prefix="parallel").pp_schedule)
         return layout
 
     @classmethod

@@ -27,12 +27,20 @@ from llmctl.core.train.task import head_loss
 SCHEDULES = {"1f1b": Schedule1F1B, "gpipe": ScheduleGPipe}
 
 
+def check_pp(cfg, schedule: str = "1f1b") -> None:
+    """What a model must allow to be cut into stages, and a schedule torch has."""
+    if schedule not in SCHEDULES:
+        raise UserError(f"config key 'parallel.pp_schedule': '{schedule}' is not one of {', '.join(SCHEDULES)}")
+    if cfg.tie_embeddings:
+        raise UserError("pipeline parallelism with model.tie_embeddings would split one weight over the first "
+                        "and last stages; untie it (model.tie_embeddings=false) or use parallel.pp=1")
+
+
 def cut_stage(model: torch.nn.Module, layers: range, first: bool, last: bool) -> torch.nn.Module:
     """Keep only this stage's parts of `model` (in place): its blocks, the embedding on the first stage,
     the norm and LM head on the last."""
-    if model.cfg.tie_embeddings and not (first and last):
-        raise UserError("pipeline parallelism with model.tie_embeddings would split one weight over the first "
-                        "and last stages; untie it (model.tie_embeddings=false) or use parallel.pp=1")
+    if not (first and last):
+        check_pp(model.cfg)  # also in the strategy's preflight; here for callers that cut stages themselves
     model.layers = torch.nn.ModuleDict({str(i): model.layers[i] for i in layers})
     if not first:
         model.embed = None
@@ -66,9 +74,6 @@ class Pipeline:
 
     def __init__(self, stage_module: StageModule, pp_mesh: DeviceMesh, device: torch.device,
                  n_microbatches: int, schedule: str, example_input: torch.Tensor, example_output: torch.Tensor):
-        if schedule not in SCHEDULES:
-            raise UserError(f"config key 'parallel.pp_schedule': '{schedule}' is not one of "
-                            f"{', '.join(SCHEDULES)}")
         self.rank, self.size = pp_mesh.get_local_rank(), pp_mesh.size()
         self.is_first, self.is_last = self.rank == 0, self.rank == self.size - 1
         # example shapes instead of torch's shape inference: under TP+SP the stage's activations are
