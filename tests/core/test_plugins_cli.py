@@ -17,6 +17,8 @@ from llmctl.core import plugins
 from llmctl.core.config import apply_overrides, from_dict
 from llmctl.core.errors import PluginError, UserError
 from llmctl.core.model_config import ModelConfig
+from llmctl.core.model_spec import ModelSpec
+from llmctl.core.nn.hf_adapters import ADAPTERS
 from plugin_sites import install_plugins
 
 
@@ -26,10 +28,22 @@ def _plugin(**hooks):
 
 def test_duplicate_registration_raises_naming_both_plugins():
     bus = plugins.PluginBus(load_entrypoints=False)
-    bus.register_plugin(_plugin(register_models=lambda register: register("llama", "llama")), "alpha")
-    bus.register_plugin(_plugin(register_models=lambda register: register("llama", "llama")), "beta")
+    spec = ModelSpec("llama", hf=ADAPTERS["llama"])
+    bus.register_plugin(_plugin(register_models=lambda register: register("llama", spec)), "alpha")
+    bus.register_plugin(_plugin(register_models=lambda register: register("llama", spec)), "beta")
     with pytest.raises(PluginError, match="model 'llama' registered twice: by plugin 'alpha' and by 'beta'"):
         bus.registry("models")
+
+
+def test_each_registry_parses_its_own_arguments():
+    bus = plugins.PluginBus(load_entrypoints=False)
+    bus.register_plugin(_plugin(register_models=lambda register: register("llama", "llama")), "old-style")
+    with pytest.raises(PluginError, match=r"model 'llama': register\(family, ModelSpec"):
+        bus.registry("models")
+    bus = plugins.PluginBus(load_entrypoints=False)
+    bus.register_plugin(_plugin(register_kernels=lambda register: register("rms_norm", "mine", "not callable")), "k")
+    with pytest.raises(PluginError, match="kernel 'rms_norm/mine': impl is not callable"):
+        bus.registry("kernels")
 
 
 def test_duplicate_command_raises_naming_both_plugins():

@@ -3,72 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from engine_helpers import child_env, torchrun, train_losses
+from engine_helpers import child_env, kill_tree, rank_pid, run_tree, torchrun, train_losses  # noqa: F401
 
 ITERS = 10
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (from /proc). torchrun starts each worker in its own session, so killing
-    the launcher's process group alone would leave the workers running."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher's group and every worker below it (collected before anything dies)."""
-    pids = descendants(proc.pid)
-    for target in (lambda: os.killpg(proc.pid, signal.SIGKILL), *[lambda p=p: os.kill(p, signal.SIGKILL) for p in pids]):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
-    proc.wait()
-
-
-def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
-    """The torchrun worker of `rank` under `proc`."""
-    for pid in descendants(proc.pid):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env):
-            return pid
-    return None
-
-
-def run_tree(cmd: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run `cmd` in its own session; whatever happens, nothing it started survives."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{proc.stdout.read()[-4000:]}") from None
-    finally:
-        kill_tree(proc)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 def write_pattern_corpus(prefix: Path, docs: int = 96) -> Path:

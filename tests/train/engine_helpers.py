@@ -32,21 +32,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_group(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `cmd` in its own process group; on timeout the whole group is killed, so no worker survives."""
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc). torchrun starts each worker in its own session, so killing
+    the launcher's process group alone would leave the workers running."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher's group and every worker below it (collected before anything dies)."""
+    pids = descendants(proc.pid)
+    for target in (lambda: os.killpg(proc.pid, signal.SIGKILL), *[lambda p=p: os.kill(p, signal.SIGKILL) for p in pids]):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
+
+
+def rank_pid(proc: subprocess.Popen, rank: int) -> int | None:
+    """The torchrun worker of `rank` under `proc`."""
+    for pid in descendants(proc.pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_RANK=") for e in env):
+            return pid
+    return None
+
+
+def run_tree(cmd: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run `cmd` in its own session; whatever happens, nothing it started survives."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-4000:]}") from None
+        kill_tree(proc)
+        raise AssertionError(f"timed out after {timeout}s: {' '.join(cmd)}\n{proc.stdout.read()[-4000:]}") from None
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything the launcher left behind
-        except ProcessLookupError:
-            pass
+        kill_tree(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_helpers import child_env, events, free_port, run_group, torchrun, train_losses, write_random_corpus
+from engine_helpers import child_env, events, free_port, run_tree, torchrun, train_losses, write_random_corpus
 
 from llmctl.core.nn.checkpoint import latest_iteration, load_checkpoint
 
@@ -36,7 +36,7 @@ def _sets(corpus, run, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def one_process(corpus, tmp_path_factory):
     run = tmp_path_factory.mktemp("one")
-    done = run_group([sys.executable, "-m", "llmctl.cli", *_sets(corpus, run)], child_env())
+    done = run_tree([sys.executable, "-m", "llmctl.cli", *_sets(corpus, run)], child_env())
     assert done.returncode == 0, done.stdout[-3000:]
     return run
 
@@ -60,7 +60,7 @@ def _assert_same_training(run, reference, final_only: bool = False):
 
 def test_two_process_torchrun_equals_one_process(corpus, one_process, tmp_path):
     run = tmp_path / "ddp"
-    done = run_group(torchrun(2, *_sets(corpus, run)), child_env())
+    done = run_tree(torchrun(2, *_sets(corpus, run)), child_env())
     assert done.returncode == 0, done.stdout[-3000:]
     # one writer: one log pair, each save announced once, one checkpoint per save
     assert sorted(p.name for p in (run / "logs").iterdir()) == ["run.jsonl", "run.log"]
@@ -74,7 +74,7 @@ def test_two_process_torchrun_equals_one_process(corpus, one_process, tmp_path):
 def test_a_killed_rank_restarts_under_torchrun_and_resumes(corpus, one_process, tmp_path, engine_plugins):
     run = tmp_path / "restart"
     cmd = torchrun(2, *_sets(corpus, run), "--resume", "auto", max_restarts=1)
-    done = run_group(cmd, child_env(engine_plugins, LLMCTL_FAULTS="kill_at_step=6,kill_rank=1"))
+    done = run_tree(cmd, child_env(engine_plugins, LLMCTL_FAULTS="kill_at_step=6,kill_rank=1"))
     assert done.returncode == 0, done.stdout[-3000:]
     assert (run / "ckpt" / ".faults_killed_at_6").is_file()  # rank 1 really died at step 6
     assert [e["step"] for e in events(run / "logs" / "run.jsonl", "resume")] == [4]

@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from engine_helpers import child_env, events, run_group, train_losses
+from engine_helpers import child_env, events, run_tree, train_losses
 
 from llmctl.core.nn.checkpoint import latest_iteration, load_checkpoint
 
@@ -26,7 +26,7 @@ def _reverse(run, *extra: str) -> list[str]:
 
 def test_third_party_task_trains_saves_and_resumes(engine_plugins, tmp_path):
     env = child_env(engine_plugins)
-    whole = run_group(_reverse(tmp_path / "whole"), env)
+    whole = run_tree(_reverse(tmp_path / "whole"), env)
     assert whole.returncode == 0, whole.stdout[-3000:]
     assert "llmctl reverse:" in whole.stdout  # the driver announces the task it runs
     losses = train_losses(tmp_path / "whole" / "logs" / "run.jsonl")
@@ -37,22 +37,22 @@ def test_third_party_task_trains_saves_and_resumes(engine_plugins, tmp_path):
     assert state["iteration"] == 60 and "layers.0.attn.q_proj.weight" in state["model"]
 
     split = tmp_path / "split"
-    first = run_group(_reverse(split, "--stop-at-step", "30"), env)
+    first = run_tree(_reverse(split, "--stop-at-step", "30"), env)
     assert first.returncode == 0 and latest_iteration(split / "ckpt") == 30, first.stdout[-3000:]
-    second = run_group(_reverse(split, "--resume", "auto"), env)
+    second = run_tree(_reverse(split, "--resume", "auto"), env)
     assert second.returncode == 0, second.stdout[-3000:]
     assert [e["step"] for e in events(split / "logs" / "run.jsonl", "resume")] == [30]
     assert train_losses(split / "logs" / "run.jsonl") == losses  # bit-exact across the resume
 
 
 def test_task_keys_are_checked_by_the_task(engine_plugins, tmp_path):
-    done = run_group(_reverse(tmp_path, "--set", "task.lenght=4"), child_env(engine_plugins))
+    done = run_tree(_reverse(tmp_path, "--set", "task.lenght=4"), child_env(engine_plugins))
     assert done.returncode == 2
     assert done.stdout.strip().splitlines()[-1] == "error: unknown config key 'task.lenght' (did you mean 'length'?)"
 
 
 def test_plugins_lists_tasks_and_parallelisms(engine_plugins):
-    done = run_group([sys.executable, "-m", "llmctl.cli", "plugins", "--json"], child_env(engine_plugins))
+    done = run_tree([sys.executable, "-m", "llmctl.cli", "plugins", "--json"], child_env(engine_plugins))
     rows = {r["plugin"]: r for r in json.loads(done.stdout)}
     assert rows["toy_task"]["registered"]["tasks"] == ["reverse"]
     assert "pretrain" in rows["core"]["registered"]["tasks"]

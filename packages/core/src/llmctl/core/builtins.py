@@ -49,10 +49,11 @@ def register_commands(cli):
 
 @hookimpl
 def register_models(register):
-    from .nn.hf_adapters import ADAPTERS  # torch-free
+    from .model_spec import ModelSpec  # torch-free
+    from .nn.hf_adapters import ADAPTERS
 
     for family, adapter in ADAPTERS.items():
-        register(family, adapter, mcore="gpt")  # state-dict layout for Megatron-core checkpoints (nn/mcore.py)
+        register(family, ModelSpec(family, hf=adapter, mcore="gpt"))
 
 
 @hookimpl

@@ -202,20 +202,39 @@ class PluginBus:
         return sorted(rows, key=lambda r: (not r["builtin"], r["plugin"]))
 
 
+def _parse_kernel(name: str, backend: Any, args: tuple, kw: dict) -> tuple[str, dict]:
+    """register(op, backend, impl, priority=0, available=callable)"""
+    impl = args[0] if args else kw.pop("impl")
+    priority = args[1] if len(args) > 1 else kw.pop("priority", 0)
+    available = args[2] if len(args) > 2 else kw.pop("available", None)
+    if not callable(impl):
+        raise PluginError(f"kernel '{name}/{backend}': impl is not callable")
+    return f"{name}/{backend}", {"value": impl, "op": name, "backend": backend, "priority": priority,
+                                  "available": available}
+
+
+def _parse_model(name: str, spec: Any, args: tuple, kw: dict) -> tuple[str, dict]:
+    """register(family, ModelSpec(family, hf=HFAdapter, mcore=layout, parallelize="module:fn"))"""
+    if args or kw or not hasattr(spec, "hf") or getattr(spec, "family", None) != name:
+        raise PluginError(f"model '{name}': register(family, ModelSpec(family, hf=...)) expected, got {spec!r}")
+    return name, {"value": spec}
+
+
+def _parse_named(name: str, value: Any, args: tuple, kw: dict) -> tuple[str, dict]:
+    """register(name, value, **extra)"""
+    if args:
+        raise PluginError(f"'{name}': register(name, value, **extra) takes no further positional arguments")
+    return name, {"value": value, **kw}
+
+
+#: Each registry parses its own register(...) arguments.
+_PARSERS = {"kernels": _parse_kernel, "models": _parse_model}
+
+
 def _entry_key(kind: str, name: str, value: Any, args: tuple, kw: dict) -> tuple[str, dict]:
     if not isinstance(name, str) or not name:
         raise PluginError(f"{kind}: registered name must be a non-empty string, got {name!r}")
-    if kind == "kernels":
-        # register(op, backend, impl, priority=0, available=callable)
-        backend = value
-        impl = args[0] if args else kw.pop("impl")
-        priority = args[1] if len(args) > 1 else kw.pop("priority", 0)
-        available = args[2] if len(args) > 2 else kw.pop("available", None)
-        if not callable(impl):
-            raise PluginError(f"kernel '{name}/{backend}': impl is not callable")
-        return f"{name}/{backend}", {"value": impl, "op": name, "backend": backend, "priority": priority,
-                                      "available": available}
-    return name, {"value": value, **kw}
+    return _PARSERS.get(kind, _parse_named)(name, value, args, kw)
 
 
 _BUS: PluginBus | None = None

@@ -1,6 +1,6 @@
 """HF <-> native weight names and configs, one adapter per family (llama, qwen2). Pure mapping, no I/O.
 
-Families are registered on the plugin bus (`register_models(register)` -> `register(family, HFAdapter)`), so a
+Families are registered on the plugin bus (`register_models(register)` -> `register(family, ModelSpec(hf=...))`), so a
 plugin can add one. Torch-free: `llmctl plugins` lists the families on a box without torch."""
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ ADAPTERS = {
 def registered_adapters() -> dict[str, HFAdapter]:
     from ..plugins import get_bus
 
-    return {name: entry.value for name, entry in get_bus().registry("models").items()}
+    return {name: entry.value.hf for name, entry in get_bus().registry("models").items()}
 
 
 def adapter_for_hf_config(hf: dict[str, Any], source: str = "config.json") -> HFAdapter:

@@ -299,11 +299,11 @@ LAYOUTS = {"gpt": McoreLayout("gpt")}
 
 
 def layout_for(family: str) -> McoreLayout:
-    """The megatron-core layout a family registered (`register(family, adapter, mcore="gpt")`)."""
+    """The megatron-core layout a family registered (`register(family, ModelSpec(..., mcore="gpt"))`)."""
     from ..plugins import get_bus
 
     entry = get_bus().registry("models").get(family)
-    name = entry.extra.get("mcore") if entry is not None else None
+    name = entry.value.mcore if entry is not None else None
     if name not in LAYOUTS:
         raise UserError(f"model family '{family}' has no megatron-core layout registered")
     return LAYOUTS[name]
