@@ -49,8 +49,10 @@ def load_rank_file(path: Path, mmap: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+        hint = ("; a Megatron training checkpoint pickles numpy's RNG state: save it with --no-save-rng"
+                if "numpy" in why else "")
         raise UserError(f"{path}: refused to load (only tensors, containers and argparse.Namespace are allowed: "
-                        f"{why[:160]})") from None
+                        f"{why[:160]}){hint}") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise UserError(f"{path}: corrupt or unreadable checkpoint ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(obj, dict):
