@@ -82,32 +82,44 @@ def save_sharded_checkpoint(ckpt_dir: str | os.PathLike, iteration: int, shard: 
     the writer just before the rename (fault-injection tests stop there)."""
     ckpt_dir = Path(ckpt_dir)
     final, tmp = ckpt_dir / iter_dir_name(iteration), ckpt_dir / f".{iter_dir_name(iteration)}.tmp"
-    if is_writer:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    if shard is not None:
-        (tmp / shard).mkdir(parents=True, exist_ok=True)
-        with atomic_path(tmp / shard / STATE_FILE) as path:
-            torch.save(state, path)
-    barrier()
-    if is_writer:
-        if config is not None:
-            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-        if tokenizer_dir is not None:
-            copy_tokenizer(tokenizer_dir, tmp / "tokenizer")
-        if before_publish is not None:
-            before_publish(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        write_text_atomic(ckpt_dir / POINTER, f"{iteration}\n")
-        if keep:
-            for old in list_iterations(ckpt_dir)[:-keep]:
-                if old != iteration:
-                    shutil.rmtree(ckpt_dir / iter_dir_name(old), ignore_errors=True)
+    try:
+        if is_writer:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        if shard is not None:
+            (tmp / shard).mkdir(parents=True, exist_ok=True)
+            with atomic_path(tmp / shard / STATE_FILE) as path:
+                torch.save(state, path)
+        barrier()
+        if is_writer:
+            _publish(ckpt_dir, iteration, tmp, final, config, tokenizer_dir, keep, before_publish)
+    except BaseException:
+        if is_writer:  # an error in this process (a killed one leaves the temp dir to the next run)
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     barrier()
     return final
+
+
+def _publish(ckpt_dir: Path, iteration: int, tmp: Path, final: Path, config: dict[str, Any] | None,
+             tokenizer_dir: str | os.PathLike | None, keep: int | None,
+             before_publish: Callable[[Path], None] | None) -> None:
+    """Complete the temp dir, rename it to iter_N, then move the pointer, then prune to the last `keep`."""
+    if config is not None:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    if tokenizer_dir is not None:
+        copy_tokenizer(tokenizer_dir, tmp / "tokenizer")
+    if before_publish is not None:
+        before_publish(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_text_atomic(ckpt_dir / POINTER, f"{iteration}\n")
+    if keep:
+        for old in list_iterations(ckpt_dir)[:-keep]:
+            if old != iteration:
+                shutil.rmtree(ckpt_dir / iter_dir_name(old), ignore_errors=True)
 
 
 def remove_stale_temps(ckpt_dir: str | os.PathLike) -> None:
