@@ -229,6 +229,14 @@ def clean_cmd(
 @click.option("--rows", default="auto", show_default=True, help="LSH rows per band.")
 @click.option("--seed", type=int, default=1, show_default=True, help="MinHash permutation seed.")
 @click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check each LSH candidate pair by estimated Jaccard >= --threshold (default). --no-verify: every band "
+    "match is a duplicate edge and each connected cluster keeps only its first document (datatrove / "
+    "NeMo-Curator semantics: faster, more false positives). A join option: changing it reruns only the join.",
+)
+@click.option(
     "--phase",
     type=click.Choice(["all", "signatures", "join", "apply"]),
     default="all",
@@ -250,6 +258,7 @@ def dedup_cmd(
     bands,
     rows,
     seed,
+    verify,
     phase,
     work_dir,
     text_key,
@@ -263,15 +272,22 @@ def dedup_cmd(
     """Remove exact and near duplicates (MinHash-LSH), across all shards, keeping one per cluster.
 
     Near duplicates: documents sharing an LSH band are candidates, and a candidate pair counts only if its
-    estimated Jaccard (fraction of equal MinHash values) is >= --threshold. Documents are then walked in order
-    (shard, file, row) and one is removed if an earlier *kept* document is such a neighbour: in a chain A~B~C
+    estimated Jaccard (fraction of equal MinHash values) is >= --threshold. Documents are then walked in input
+    order (file, row; the same for any shard count) and one is removed if an earlier *kept* document is such a
+    neighbour: in a chain A~B~C
     with A not similar to C, B goes and A and C stay. _pairs.jsonl gives each removed document, the kept one it
     matched, and their estimated Jaccard ("jaccard").
+
+    With --no-verify, band matches are not checked: documents linked by any chain of shared bands form a
+    cluster (union-find) and all but its first document are removed, as datatrove and NeMo-Curator do (A, B
+    and C above: B and C go). Faster, and removes LSH false positives too; the "jaccard" in _pairs.jsonl
+    (against the cluster's first document) can then be below --threshold.
 
     \b
     Example (local, 4 processes; or one Ray task per shard and one for the join):
       llmctl data dedup --input clean/ --output dedup/ --threshold 0.8 --workers 4
       llmctl data dedup --input clean/ --output dedup/ --num-shards 64 --executor ray --ray-address auto
+      llmctl data dedup --input clean/ --output dedup/ --minhash --no-verify   # datatrove-style clusters
     Example (cluster: 3 phases; signatures and apply as array jobs i = 0..N-1):
       llmctl data dedup --input clean/ --output dedup/ --phase signatures --shard-index $i --num-shards N
       llmctl data dedup --input clean/ --output dedup/ --phase join --num-shards N
@@ -283,7 +299,7 @@ def dedup_cmd(
 
     both = not exact and not minhash
     params = DedupParams(
-        exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands), _auto_int(rows), seed
+        exact or both, minhash or both, threshold, num_perm, ngram, _auto_int(bands), _auto_int(rows), seed, verify
     )
     if phase == "all" and shard_index is not None:
         raise UserError("--shard-index needs --phase signatures or apply (the join phase needs every shard)")

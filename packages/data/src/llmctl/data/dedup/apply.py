@@ -173,7 +173,7 @@ def run_dedup(
     if phase in ("all", "join"):
         metas = [str(work_paths(work, shard_tag(i, n))["meta"]) for i in range(n)]
         load_metas(work, n)  # a missing shard is a one-line error naming it, before any task starts
-        result = run_stage(JoinStage(work, n, pairs, join_memory_bytes), metas, None, 1, executor)
+        result = run_stage(JoinStage(work, n, pairs, join_memory_bytes, params.verify), metas, None, 1, executor)
         runs.append(result["run"])
         summary = {k: v for k, v in result.items() if k != "run"}
     if phase in ("all", "apply"):

@@ -1,11 +1,14 @@
 """Dedup phase 2, once over all shards: the exact and LSH band joins, in bounded memory, then removal lists.
 
-Exact: each group of equal normalised hashes keeps its first document (lowest shard, then position). MinHash:
+Exact: each group of equal normalised hashes keeps its first document in input order. MinHash:
 documents sharing an LSH band bucket are only *candidates*; each candidate pair is verified by its estimated
 Jaccard (the fraction of equal signature values, as datasketch's `MinHash.jaccard`), read from the
 memory-mapped signature files, and kept as an edge only if it is >= threshold. Removal over verified edges is
-greedy in document order: a document goes if an earlier *kept* document is a verified neighbour, so LSH false
-positives are never removed, and in a chain A~B~C with A not similar to C, B goes and A and C both stay.
+greedy in input order (file, row: the same for any shard count): a document goes if an earlier *kept*
+document is a verified neighbour, so LSH false positives are never removed, and in a chain A~B~C with A not
+similar to C, B goes and A and C both stay. With `verify=False` (`--no-verify`) there is no check: every
+candidate pair is an edge, and each connected cluster keeps only its first document in input order
+(datatrove's and NeMo-Curator's rule: faster, more false positives, and in A~B~C both B and C go).
 
 Memory: one band column at a time is read from its spilled file, and split into hash partitions (by the top
 bits of the band value) small enough for `memory_bytes`; a bucket never straddles partitions, so the
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +125,33 @@ def greedy_removal(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return nodes[removed].astype(np.int64), nodes[partner[removed]].astype(np.int64)
 
 
+def cluster_removal(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected clusters of the (unverified) edges `u`-`v`: every document but the smallest of its cluster goes.
+
+    Returns (removed documents, ascending; for each, its cluster's smallest document). Union-find in numpy:
+    each pass hooks every root to the smallest root it shares an edge with, then compresses paths, so a
+    parent is never larger than its child and the one root left per cluster is the cluster's minimum.
+    """
+    if len(u) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    nodes = np.unique(np.concatenate([u, v]))
+    u, v = np.searchsorted(nodes, u), np.searchsorted(nodes, v)
+    parent = np.arange(len(nodes))
+    while True:
+        pu, pv = parent[u], parent[v]
+        differ = pu != pv
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(pu, pv)[differ], np.minimum(pu, pv)[differ])
+        while True:  # path compression: every node points at its root
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    removed = np.flatnonzero(parent != np.arange(len(nodes)))
+    return nodes[removed].astype(np.int64), nodes[parent[removed]].astype(np.int64)
+
+
 def _partitioned(columns: list[np.ndarray], offsets: np.ndarray, parts: int):
     """Yield (values, global ids) of one hash partition at a time, ids ascending within each partition."""
     shift = np.uint64(64 - max(1, int(np.ceil(np.log2(parts))))) if parts > 1 else None
@@ -173,12 +203,17 @@ def dedup_join(
     num_shards: int,
     pairs_path: str | os.PathLike | None = None,
     memory_bytes: int = JOIN_MEMORY_BYTES,
+    verify: bool = True,
 ) -> dict[str, Any]:
-    """Phase 2: one global join over all shards' hashes; writes removal lists and the pair report."""
+    """Phase 2: one global join over all shards' hashes; writes removal lists and the pair report.
+
+    `verify=False`: LSH candidates are not checked by estimated Jaccard; connected clusters of them keep
+    their smallest document (`cluster_removal`) instead of the greedy walk over verified edges.
+    """
     work = Path(work_dir)
     pairs_path = Path(pairs_path) if pairs_path else work / "_pairs.jsonl"
     metas = load_metas(work, num_shards)
-    params = DedupParams(**metas[0]["params"])
+    params = replace(DedupParams(**metas[0]["params"]), verify=verify)
     counts = np.array([m["docs"] for m in metas], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
@@ -195,11 +230,13 @@ def dedup_join(
             out.append(a.reshape(int(c), width) if width > 1 else a)
         return out
 
+    in_order = _InputOrder(metas, load(lambda t: work_paths(work, t)["loc"], np.int64, 2), offsets)
     # exact: every later member of a group of equal normalised hashes goes, pointing at the group's first
     exact_removed = np.zeros(total, dtype=bool)
     ex_u = ex_v = np.zeros(0, np.int64)
     if params.exact and total:
         ex_u, ex_v = _join_column(load(lambda t: work_paths(work, t)["exact"], np.uint64), offsets, parts, _run_edges)
+        ex_u, ex_v = in_order.first_of_groups(ex_u, ex_v)
         order = np.argsort(ex_v, kind="stable")
         ex_u, ex_v = ex_u[order], ex_v[order]
         exact_removed[ex_v] = True
@@ -217,10 +254,12 @@ def dedup_join(
         key = np.unique(np.concatenate(keys))
         candidates = len(key)
         cu, cv = key // total, key % total
-        sims = _similarity(sig_parts, offsets, cu, cv)
-        good = sims >= params.threshold
-        mu, mv = cu[good], cv[good]
-    near_removed, near_kept = greedy_removal(mu, mv)
+        if verify:
+            good = _similarity(sig_parts, offsets, cu, cv) >= params.threshold
+            mu, mv = cu[good], cv[good]
+        else:
+            mu, mv = cu, cv
+    near_removed, near_kept = in_order.removal(greedy_removal if verify else cluster_removal, mu, mv)
     # an exact copy of a document removed as a near duplicate points at that document's kept neighbour
     at = np.searchsorted(near_removed, ex_u)
     hit = at < len(near_removed)
@@ -251,7 +290,8 @@ def dedup_join(
         "removed_exact": int((method == 0).sum()),
         "removed_minhash": int((method == 1).sum()),
         "lsh_candidates": int(candidates),
-        "verified_pairs": int(len(mu)),
+        "verified_pairs": int(len(mu)) if verify else None,  # None: --no-verify, every candidate is an edge
+        "verify": verify,
         "params": asdict(params),
         "pairs": str(pairs_path),
     }
@@ -283,18 +323,75 @@ class JoinStage(ShardStage):
 
     name = "dedup-join"
 
-    def __init__(self, work: Path, num_shards: int, pairs: Path, memory_bytes: int = JOIN_MEMORY_BYTES):
+    def __init__(
+        self, work: Path, num_shards: int, pairs: Path, memory_bytes: int = JOIN_MEMORY_BYTES, verify: bool = True
+    ):
         self.work, self.num_shards, self.pairs, self.memory_bytes = Path(work), num_shards, Path(pairs), memory_bytes
+        self.verify = verify
         self.marker_dir = self.work / "_done"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"num_shards": self.num_shards, "pairs": str(self.pairs)}
+        return {"num_shards": self.num_shards, "pairs": str(self.pairs), "verify": self.verify}
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
-        return dedup_join(self.work, self.num_shards, self.pairs, self.memory_bytes)
+        return dedup_join(self.work, self.num_shards, self.pairs, self.memory_bytes, self.verify)
 
     def merge(self, reports: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
         return dict(reports[0])
+
+
+class _InputOrder:
+    """Document order for the removal rules: input order (file in sorted input order, then row), whatever the
+    shard count. Global ids run shard by shard, and `plan_shard` deals files (file k to shard k mod n) or, with
+    fewer files than shards, rows (row k to shard k mod n) round-robin, so id order is not input order. Keys
+    are computed only for documents with an edge, so memory follows the duplicates.
+    """
+
+    def __init__(self, metas, locs, offsets):
+        n = len(metas)
+        self.locs, self.offsets = locs, offsets
+        self.file_index = [  # each shard's file number -> the file's position among all inputs
+            np.arange(len(m["files"]), dtype=np.int64) * (1 if m["by_document"] else n) + (0 if m["by_document"] else i)
+            for i, m in enumerate(metas)
+        ]
+
+    def keys(self, g: np.ndarray) -> np.ndarray:
+        """int64 keys of global documents `g`, ascending in input order (file << 40 | row)."""
+        loc = _gather(self.locs, self.offsets, g) if len(g) else np.zeros((0, 2), np.int64)
+        shard = np.searchsorted(self.offsets, g, side="right") - 1
+        out = np.empty(len(g), np.int64)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = (self.file_index[s][loc[sel, 0]] << 40) | loc[sel, 1]
+        return out
+
+    def first_of_groups(self, first: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Star edges (first, other) of groups re-pointed at each group's earliest member in input order."""
+        if len(first) == 0:
+            return first, other
+        heads = np.unique(first)
+        member = np.concatenate([heads, other])
+        group = np.concatenate([heads, first])
+        order = np.lexsort((self.keys(member), group))
+        member, group = member[order], group[order]
+        lead = np.concatenate([[True], group[1:] != group[:-1]])
+        root = member[lead][np.cumsum(lead) - 1]
+        return root[~lead], member[~lead]
+
+    def removal(self, rule, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`rule` (greedy_removal or cluster_removal) over edges in input order; (removed, kept) as global
+        ids, ascending by removed."""
+        if len(u) == 0:
+            return rule(u, v)
+        nodes = np.unique(np.concatenate([u, v]))
+        key = self.keys(nodes)
+        ku, kv = key[np.searchsorted(nodes, u)], key[np.searchsorted(nodes, v)]
+        removed_k, kept_k = rule(np.minimum(ku, kv), np.maximum(ku, kv))
+        by_key = np.argsort(key)
+        removed = nodes[by_key[np.searchsorted(key, removed_k, sorter=by_key)]]
+        kept = nodes[by_key[np.searchsorted(key, kept_k, sorter=by_key)]]
+        order = np.argsort(removed, kind="stable")
+        return removed[order], kept[order]
 
 
 def _gather(parts: list[np.ndarray], offsets: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from llmctl.core.errors import UserError
@@ -32,6 +32,9 @@ class DedupParams:
     bands: int = 0  # 0 = choose from threshold and num_perm
     rows: int = 0
     seed: int = 1
+    # False: every LSH band match is an edge and each connected cluster keeps only its smallest document
+    # (datatrove / NeMo-Curator semantics: no similarity check, faster, more false positives); a join option
+    verify: bool = True
 
     def resolved(self) -> "DedupParams":
         if not (self.exact or self.minhash):
@@ -47,9 +50,13 @@ class DedupParams:
             rows = self.num_perm // bands
         if bands * rows > self.num_perm or bands < 1 or rows < 1:
             raise UserError(f"--bands {bands} x --rows {rows} must be at most --num-perm {self.num_perm}")
-        return DedupParams(
-            self.exact, self.minhash, self.threshold, self.num_perm, self.ngram, bands, rows, self.seed
-        )
+        return replace(self, bands=bands, rows=rows)
+
+    def signature_dict(self) -> dict:
+        """What the signatures phase depends on (stored in each shard's meta): all but the join's `verify`."""
+        d = asdict(self)
+        d.pop("verify")
+        return d
 
 
 def normalized_hash(text: str) -> int:

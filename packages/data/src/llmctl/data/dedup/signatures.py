@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ class SignatureStage(ShardStage):
         self.marker_dir = self.work / "_done"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"params": asdict(self.params), "text_key": self.text_key}
+        return {"params": self.params.signature_dict(), "text_key": self.text_key}
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
         params, work = self.params, self.work
@@ -90,7 +89,7 @@ class SignatureStage(ShardStage):
             "docs": n,
             "files": list(documents.files),
             "by_document": documents.plan.by_document,
-            "params": asdict(params),
+            "params": params.signature_dict(),
             "skipped": documents.stats.to_dict()["dropped"],
         }
         write_json_atomic(paths["meta"], meta)
