@@ -3,7 +3,8 @@ same documents and parameters (threshold 0.8, 128 permutations, 5-gram shingles)
 
     python benchmarks/dedup_speed.py                 # 20k documents (English + Chinese, with planted near dups)
     python benchmarks/dedup_speed.py --docs 100000
-    python benchmarks/dedup_speed.py --peers --shards 2   # datatrove's pipeline, llmctl local and ray executors
+    python benchmarks/dedup_speed.py --peers --shards 2   # datatrove's pipeline, llmctl local and ray executors,
+                                                          # llmctl --no-verify; exact-Jaccard ground truth
 
 The documents are windows of the fixture texts (tinyshakespeare, chinese-poetry), so overlapping windows are
 real near duplicates. datasketch gets its fastest path (`update_batch`, default scheme) and the usual
@@ -13,7 +14,10 @@ the check, as plain MinHashLSH use does); llmctl runs the whole `llmctl data ded
 (read jsonl, signatures, global band join with verification, write the kept documents). Both shingle with the same tokens
 (lower-cased words, single CJK characters; datatrove's signature step is given llmctl's shingles, and is also run
 once with its own spacy words for reference), so the sets of removed
-documents should nearly agree; their overlap is printed. This is a benchmark, not a test: nothing asserts speed.
+documents should nearly agree; their overlap is printed. `--peers` also runs llmctl with `--no-verify` (band
+matches removed by clusters, datatrove's rule), overlaps over seeds 1-3 of each, and precision/recall of every
+removed set against exact shingle Jaccard found by brute force (scipy sparse product of the shingle incidence
+matrix). This is a benchmark, not a test: nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -167,8 +171,8 @@ def run_datatrove(docs: list[str], bands: int, rows: int, seed: int, work: Path,
 
 
 def run_llmctl_executor(docs: list[str], threshold: float, num_perm: int, bands: int, rows: int, work: Path,
-                        executor: str, shards: int) -> tuple[float, set[int]]:
-    """The whole `llmctl data dedup --minhash` on an executor by name ('local' or 'ray'), `shards` shards."""
+                        executor: str, shards: int, verify: bool = True, seed: int = 1) -> tuple[float, set[int]]:
+    """The whole `llmctl data dedup --minhash [--no-verify]` on an executor by name ('local' or 'ray')."""
     from llmctl.data.dedup import DedupParams, run_dedup
     from llmctl.data.executors import get_executor
 
@@ -176,8 +180,8 @@ def run_llmctl_executor(docs: list[str], threshold: float, num_perm: int, bands:
     corpus = _write_corpus(docs, work)
     ex = get_executor(executor, workers=shards)
     t0 = time.perf_counter()
-    run_dedup([str(corpus)], work / "out", DedupParams(False, True, threshold, num_perm, 5, bands, rows, 1),
-              num_shards=shards, executor=ex)
+    run_dedup([str(corpus)], work / "out", DedupParams(False, True, threshold, num_perm, 5, bands, rows, seed, verify),
+              num_shards=shards, executor=ex, quiet=True)
     elapsed = time.perf_counter() - t0
     kept = {int(json.loads(line)["id"]) for p in (work / "out").glob("part-*.jsonl") for line in open(p, encoding="utf-8")}
     return elapsed, set(range(len(docs))) - kept
@@ -187,26 +191,104 @@ def _overlap(a: set[int], b: set[int]) -> float:
     return len(a & b) / (len(a | b) or 1)
 
 
+def true_pairs(docs: list[str], threshold: float):
+    """Ground truth by brute force: every pair (i < j) whose exact shingle-set Jaccard is >= threshold (sparse
+    doc x shingle incidence matrix, intersections from its product with itself)."""
+    import numpy as np
+    from scipy import sparse
+
+    vocab: dict[bytes, int] = {}
+    cols, ptr = [], [0]
+    for d in docs:
+        ids = {vocab.setdefault(g, len(vocab)) for g in shingles(d)}
+        cols.extend(ids)
+        ptr.append(len(cols))
+    x = sparse.csr_matrix((np.ones(len(cols), np.int32), np.array(cols), np.array(ptr)), (len(docs), len(vocab)))
+    inter = sparse.triu(x @ x.T, k=1).tocoo()
+    size = np.diff(ptr)
+    jac = inter.data / (size[inter.row] + size[inter.col] - inter.data)
+    good = jac >= threshold
+    return inter.row[good].astype(np.int64), inter.col[good].astype(np.int64)
+
+
+def quality(removed: set[int], truth: set[int], tu, tv, n: int) -> str:
+    """Precision/recall of a removed set against the exact-Jaccard one, and two rule-free counts: removals with
+    no true near duplicate at all, and true pairs left with both documents kept."""
+    import numpy as np
+
+    hit = len(removed & truth)
+    has_true = set(tu.tolist()) | set(tv.tolist())
+    rm = np.zeros(n, bool)
+    rm[list(removed)] = True
+    both_kept = int((~rm[tu] & ~rm[tv]).sum())
+    return (f"P {hit / (len(removed) or 1):.3f}  R {hit / (len(truth) or 1):.3f}  "
+            f"removed without a true near dup {len(removed - has_true):>4}  true pairs both kept {both_kept:>4}")
+
+
 def main_peers(args, docs: list[str], work: Path) -> None:
-    """datatrove's pipeline and llmctl on the local and ray executors, one machine, same bands and rows."""
+    """datatrove's pipeline and llmctl (verified, unverified clusters, local and ray executors), one machine,
+    same shingles, bands and rows; removed-set overlaps across methods and seeds; exact-Jaccard ground truth."""
+    from itertools import combinations
+
+    from llmctl.data.dedup import cluster_removal, greedy_removal
     from llmctl.data.dedup.minhash import optimal_bands
 
     bands, rows = optimal_bands(args.threshold, args.num_perm)
     shards = max(1, min(os.cpu_count() or 1, args.shards))
-    print(f"peers: {bands} bands x {rows} rows, {shards} tasks/shards each")
-    t_dt, rm_dt = run_datatrove(docs, bands, rows, 1, work / "dt1", shards)
-    _, rm_dt2 = run_datatrove(docs, bands, rows, 2, work / "dt2", shards)
+    print(f"peers: {len(docs):,} docs, {bands} bands x {rows} rows, {shards} tasks/shards each")
+    seeds = (1, 2, 3)
+    dt = {}
+    t_dt = None
+    for s_ in seeds:
+        t, dt[s_] = run_datatrove(docs, bands, rows, s_, work / f"dt{s_}", shards)
+        t_dt = t if t_dt is None else t_dt
     t_sp, rm_sp = run_datatrove(docs, bands, rows, 1, work / "dtsp", shards, same_shingles=False)
-    t_lo, rm_lo = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "lo", "local", shards)
-    t_ray, rm_ray = run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / "ray", "ray", shards)
+    def ll(name: str, ex: str, verify: bool, seed: int) -> tuple[float, set[int]]:
+        return run_llmctl_executor(docs, args.threshold, args.num_perm, bands, rows, work / name, ex, shards,
+                                   verify, seed)
+
+    t_lo, rm_lo = ll("lo", "local", True, 1)
+    t_nv, rm_nv = ll("nv", "local", False, 1)
+    t_ray, rm_ray = ll("ray", "ray", True, 1)
+    lo = {1: rm_lo, **{s_: ll(f"lo{s_}", "local", True, s_)[1] for s_ in seeds[1:]}}
+    nv = {1: rm_nv, **{s_: ll(f"nv{s_}", "local", False, s_)[1] for s_ in seeds[1:]}}
     n = len(docs)
-    print(f"datatrove MinHash pipeline:    {n / t_dt:>10,.0f} docs/s ({len(rm_dt)} removed)")
-    print(f"llmctl --executor local:       {n / t_lo:>10,.0f} docs/s ({len(rm_lo)} removed), {t_dt / t_lo:.1f}x datatrove")
-    print(f"llmctl --executor ray:         {n / t_ray:>10,.0f} docs/s ({len(rm_ray)} removed), {t_dt / t_ray:.1f}x datatrove")
-    print(f"datatrove, its own spacy words: {n / t_sp:>10,.0f} docs/s ({len(rm_sp)} removed); "
-          f"overlap with llmctl {_overlap(rm_lo, rm_sp):.3f}, with datatrove on llmctl shingles {_overlap(rm_dt, rm_sp):.3f}")
-    print(f"removed-set overlap (Jaccard), same shingles: llmctl vs datatrove {_overlap(rm_lo, rm_dt):.3f}; "
-          f"datatrove seed 1 vs seed 2 {_overlap(rm_dt, rm_dt2):.3f}; llmctl local vs ray {_overlap(rm_lo, rm_ray):.3f}")
+    print(f"datatrove MinHash pipeline:     {n / t_dt:>8,.0f} docs/s ({len(dt[1])} removed)")
+    print(f"llmctl local (verified):        {n / t_lo:>8,.0f} docs/s ({len(rm_lo)} removed), {t_dt / t_lo:.1f}x datatrove")
+    print(f"llmctl local --no-verify:       {n / t_nv:>8,.0f} docs/s ({len(rm_nv)} removed), {t_dt / t_nv:.1f}x datatrove")
+    print(f"llmctl ray (verified):          {n / t_ray:>8,.0f} docs/s ({len(rm_ray)} removed), {t_dt / t_ray:.1f}x datatrove")
+    print(f"datatrove, its own spacy words: {n / t_sp:>8,.0f} docs/s ({len(rm_sp)} removed); "
+          f"overlap with llmctl {_overlap(rm_lo, rm_sp):.3f}, with datatrove on llmctl shingles {_overlap(dt[1], rm_sp):.3f}")
+
+    def cross(a: dict, b: dict) -> str:  # mean (min-max) overlap over seed pairs, a's seed != b's unless a is b
+        vals = [_overlap(a[i], b[j]) for i, j in (combinations(seeds, 2) if a is b else
+                                                  ((i, j) for i in seeds for j in seeds))]
+        return f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f}, {len(vals)} pairs)"
+
+    print("removed-set overlap (Jaccard of the removed sets), same shingles, seeds 1-3:")
+    print(f"  datatrove vs datatrove (seed pairs):   {cross(dt, dt)}")
+    print(f"  llmctl --no-verify vs datatrove:       {cross(nv, dt)}")
+    print(f"  llmctl verified vs datatrove:          {cross(lo, dt)}")
+    print(f"  llmctl --no-verify vs itself (seeds):  {cross(nv, nv)}")
+    print(f"  llmctl verified vs itself (seeds):     {cross(lo, lo)}")
+    print(f"  llmctl local vs ray (seed 1):          {_overlap(rm_lo, rm_ray):.3f}")
+    print(f"  seed-1 sizes: datatrove {[len(dt[s_]) for s_ in seeds]}, --no-verify {[len(nv[s_]) for s_ in seeds]}, "
+          f"verified {[len(lo[s_]) for s_ in seeds]}")
+    t0 = time.perf_counter()
+    tu, tv = true_pairs(docs, args.threshold)
+    g_greedy = set(greedy_removal(tu, tv)[0].tolist())
+    g_cluster = set(cluster_removal(tu, tv)[0].tolist())
+    print(f"exact ground truth ({time.perf_counter() - t0:.1f} s brute force): {len(tu)} pairs with shingle Jaccard "
+          f">= {args.threshold}; removed by the verified rule on them {len(g_greedy)}, by clusters {len(g_cluster)}")
+    print("  vs the exact greedy set (P = precision, R = recall), seed 1; then the same vs the exact clusters:")
+    for name, r in (("datatrove", dt[1]), ("llmctl --no-verify", nv[1]), ("llmctl verified", lo[1]),
+                    ("datatrove spacy words", rm_sp)):
+        print(f"  {name:<22} {quality(r, g_greedy, tu, tv, n)}")
+    for name, r in (("datatrove", dt[1]), ("llmctl --no-verify", nv[1]), ("llmctl verified", lo[1])):
+        print(f"  {name:<22} vs exact clusters: {quality(r, g_cluster, tu, tv, n)}")
+    for name, runs in (("datatrove", dt), ("llmctl --no-verify", nv), ("llmctl verified", lo)):
+        ov = [_overlap(runs[s_], g_greedy) for s_ in seeds]
+        print(f"  {name:<22} overlap with the exact greedy set, seeds 1-3: {' '.join(f'{x:.3f}' for x in ov)}")
 
 
 def main() -> None:
