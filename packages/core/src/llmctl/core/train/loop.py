@@ -353,11 +353,11 @@ class Trainer(Checkpointing):
         return PretrainResult(final_step=self.state.iteration, train_loss=train_loss, val_loss=val_loss,
                               checkpoint_dir=self.ckpt_dir, log_path=self.log.jsonl_path, stopped_early=stopped)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         self.log.close()
         if self.bar is not None:
             self.bar.close()
-        self.par.close()
+        self.par.close(finished)
 
 
 def pretrain(cfg: TrainConfig | str | os.PathLike | dict, *, resume: str | None = None,
@@ -369,7 +369,10 @@ def pretrain(cfg: TrainConfig | str | os.PathLike | dict, *, resume: str | None 
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
     trainer = Trainer(cfg, callbacks=callbacks, echo=echo)
+    finished = False
     try:
-        return trainer.run(resume=resume or cfg.checkpoint.resume, stop_at_step=stop_at_step)
+        result = trainer.run(resume=resume or cfg.checkpoint.resume, stop_at_step=stop_at_step)
+        finished = True
+        return result
     finally:
-        trainer.close()
+        trainer.close(finished)

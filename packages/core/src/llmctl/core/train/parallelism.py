@@ -151,8 +151,8 @@ class Parallelism:
         """The `mp_rank_*` folder this rank loads its state from."""
         return "mp_rank_00"
 
-    def close(self) -> None:
-        pass
+    def close(self, finished: bool = True) -> None:
+        """End the strategy; `finished` is False when the run is leaving on an error."""
 
 
 class DistributedParallelism(Parallelism):
@@ -180,8 +180,13 @@ class DistributedParallelism(Parallelism):
     def barrier(self) -> None:
         dist.barrier()
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """After a finished run every rank meets once more, so no collective is still in flight when the group
+        is destroyed (gloo aborts the process at exit otherwise). A run leaving on an error skips the barrier:
+        its peers may be gone."""
         if self.owns_group and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -224,11 +229,14 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
 
 
 def resolve_strategy(cfg: TrainConfig) -> str:
-    """`auto`: ddp when torchrun started more than one process, else single."""
+    """`auto`: model_parallel when parallel.tp/pp/cp ask for it, ddp when torchrun started more than one
+    process, else single."""
     name = cfg.strategy
-    if name == "auto":
-        return "ddp" if torchrun_world()[1] > 1 else "single"
-    return name
+    if name != "auto":
+        return name
+    if any(int(cfg.parallel.get(key, 1) or 1) > 1 for key in ("tp", "pp", "cp")):
+        return "model_parallel"
+    return "ddp" if torchrun_world()[1] > 1 else "single"
 
 
 def iter_dp_positions(start: int, global_batch: int, dp_rank: int, dp_size: int) -> Iterator[int]:
