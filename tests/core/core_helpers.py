@@ -102,3 +102,13 @@ def make_hf_model(kind: str, seed: int = 0, **kw):
             if name.endswith("bias"):
                 p.normal_(0, 0.2)
     return model
+
+
+def pickled_globals(pt_file) -> set[str]:
+    """Every `module.name` a torch.save file's pickle names (what weights_only must allow or refuse)."""
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(pt_file) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}

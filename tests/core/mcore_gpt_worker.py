@@ -4,7 +4,9 @@ parallel state is process-global.
 
 Each job builds a GPTModel from `config` and either
 - "load": loads an llmctl-written shard's `model` dict (strict) and reports missing/unexpected keys, or
-- "save": randomises the model and writes its `state_dict()` in MindSpeed's file layout with an args Namespace;
+- "save": randomises the model and writes its `state_dict()` as a Megatron/MindSpeed training save does
+  (`training_save`: args Namespace with the enums `get_model` stores, numpy/python/torch RNG state as
+  `get_rng_state` returns it, the LR scheduler's state, no optimizer);
 then saves its logits for `tokens`. CPU workarounds (from the issue): `torch.cuda.current_device` answers "cpu",
 the TP RNG tracker's fork is a no-op, and an explicit boolean causal mask is passed.
 """
@@ -71,6 +73,27 @@ def mindspeed_args(c: dict) -> argparse.Namespace:
         params_dtype=torch.float32, use_mcore_models=True, seq_length=c["max_seq_len"], micro_batch_size=1)
 
 
+def training_save(c: dict, model, iteration: int) -> dict:
+    """What megatron/training/checkpointing.py's save_checkpoint writes with --no-save-optim (torch format)."""
+    import random
+
+    import numpy as np
+    from megatron.core.enums import ModelType
+    from megatron.core.tensor_parallel import random as mrandom
+    from megatron.core.transformer.enums import AttnBackend
+
+    args = mindspeed_args(c)
+    args.model_type, args.attention_backend = ModelType.encoder_or_decoder, AttnBackend.auto  # as get_model sets
+    rng_state = {"random_rng_state": random.getstate(), "np_rng_state": np.random.get_state(),
+                 "torch_rng_state": torch.get_rng_state(),
+                 "rng_tracker_states": mrandom.get_cuda_rng_tracker().get_states()}
+    scheduler = {"max_lr": 3e-4, "lr_warmup_steps": 2, "num_steps": iteration * 4, "lr_decay_style": "cosine",
+                 "lr_decay_steps": 100, "min_lr": 3e-5, "start_wd": 0.1, "end_wd": 0.1, "wd_incr_style": "constant"}
+    return {"args": args, "checkpoint_version": 3.0, "iteration": iteration, "model": model.state_dict(),
+            "opt_param_scheduler": scheduler, "rng_state": [rng_state],
+            "num_floating_point_operations_so_far": 1.5e12}
+
+
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     setup(Path(spec["tmp"]))
@@ -93,8 +116,8 @@ def main(spec_file: str) -> None:
                     p.copy_(1 + 0.1 * torch.randn_like(p) if "layernorm" in name else 0.2 * torch.randn_like(p))
             out = Path(job["dir"])
             (out / "iter_0000007" / "mp_rank_00").mkdir(parents=True)
-            torch.save({"args": mindspeed_args(job["config"]), "checkpoint_version": 3.0, "iteration": 7,
-                        "model": model.state_dict()}, out / "iter_0000007" / "mp_rank_00" / "model_optim_rng.pt")
+            torch.save(training_save(job["config"], model, 7),
+                       out / "iter_0000007" / "mp_rank_00" / "model_optim_rng.pt")
             (out / "latest_checkpointed_iteration.txt").write_text("7")
         torch.save(logits(model, tokens), job["logits"])
         results.append(res)

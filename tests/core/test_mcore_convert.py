@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from core_helpers import HF_KINDS, make_hf_model
+from core_helpers import HF_KINDS, make_hf_model, pickled_globals
 from llmctl.core.nn.loading import load_model
 from llmctl.core.tokenizer import load_tokenizer
 from safetensors.torch import load_file
@@ -148,21 +148,62 @@ class _Plant:
         return (open, (self.path, "w"))
 
 
+def _megatron_rng_state(extra=None):
+    """Megatron's get_rng_state() on a CPU run: python's and numpy's state tuples (an ndarray inside) and torch's."""
+    import random
+
+    import numpy as np
+
+    state = {"random_rng_state": random.getstate(), "np_rng_state": np.random.get_state(),
+             "torch_rng_state": torch.get_rng_state(), "rng_tracker_states": {}}
+    return [{**state, **(extra or {})}]
+
+
+def test_training_save_with_numpy_rng_state_loads(tmp_path, cli):
+    """A Megatron training save pickles numpy's RNG state next to the weights: it loads, the RNG part is ignored."""
+    import numpy as np
+
+    hf, hf_dir = _save_hf(tmp_path, "qwen2-gqa-tied-bias")
+    mc = tmp_path / "mc"
+    assert cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", mc)[0] == 0
+    f = mc / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt"
+    state = _shard(f)
+    state.update(rng_state=_megatron_rng_state({"np_generator": np.random.default_rng(0)}),
+                 opt_param_scheduler={"max_lr": 3e-4, "num_steps": 40, "lr_decay_style": "cosine"},
+                 num_floating_point_operations_so_far=np.float64(1e12))
+    torch.save(state, f)
+    assert "numpy._core.multiarray._reconstruct" in pickled_globals(f)
+    code, out, err = cli("convert", "mcore2hf", "--ckpt-dir", mc, "--out-dir", tmp_path / "back")
+    assert code == 0, err
+    a, b = load_file(hf_dir / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from llmctl.core.nn.mcore_io import load_rank_file
+    from llmctl.core.nn.mcore_unpickle import Placeholder
+
+    rng = load_rank_file(f)["rng_state"][0]
+    assert isinstance(rng["np_rng_state"][1], Placeholder) and isinstance(rng["np_generator"], Placeholder)
+
+
 def test_refuses_any_other_pickled_object_and_runs_nothing(tmp_path, cli):
     hf, hf_dir = _save_hf(tmp_path, "llama-mha-tied")
     mc = tmp_path / "mc"
     assert cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", mc)[0] == 0
     f = mc / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt"
-    state = _shard(f)
+    clean = _shard(f)
     marker = tmp_path / "pwned"
-    state["extra"] = _Plant(marker)
-    torch.save(state, f)
-    for args in (("convert", "mcore2hf", "--ckpt-dir", mc, "--out-dir", tmp_path / "out"),
-                 ("generate", "--ckpt-dir", mc, "--prompt", "x", "--tokenizer", hf_dir),
-                 ("convert", "mcore-to-native", "--ckpt-dir", mc, "--out-dir", tmp_path / "out2")):
-        code, _, err = cli(*args)
-        _one_line_error(code, err, str(f), "refused")
-    assert not marker.exists() and not (tmp_path / "out").exists()
+    for where in ("top", "rng_state"):  # next to the weights, and hidden among the numpy RNG stand-ins
+        state = dict(clean)
+        if where == "top":
+            state["extra"] = _Plant(marker)
+        else:
+            state["rng_state"] = _megatron_rng_state({"np_rng_state": _Plant(marker)})
+        torch.save(state, f)
+        for args in (("convert", "mcore2hf", "--ckpt-dir", mc, "--out-dir", tmp_path / "out"),
+                     ("generate", "--ckpt-dir", mc, "--prompt", "x", "--tokenizer", hf_dir),
+                     ("convert", "mcore-to-native", "--ckpt-dir", mc, "--out-dir", tmp_path / "out2")):
+            code, _, err = cli(*args)
+            _one_line_error(code, err, str(f), "refused", "open")
+        assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_bad_layouts_are_one_line_errors(tmp_path, cli):

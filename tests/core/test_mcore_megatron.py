@@ -1,6 +1,7 @@
 """Parity with megatron-core itself: its GPTModel loads llmctl-written checkpoints with no missing/unexpected
 keys and HF's logits, and llmctl reads a checkpoint whose weights come from GPTModel.state_dict() in MindSpeed's
-file layout (mcore-to-hf, generate, eval) with megatron-core's logits. megatron-core runs in a subprocess
+file layout (mcore-to-hf, generate, eval) with megatron-core's logits — a file shaped like a real training save,
+with numpy RNG state and Megatron enums pickled next to the weights. megatron-core runs in a subprocess
 (mcore_gpt_worker.py): its parallel state is process-global."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from core_helpers import make_hf_model
+from core_helpers import make_hf_model, pickled_globals
 from llmctl.core.nn.loading import load_model
 
 pytest.importorskip("megatron.core")
@@ -75,6 +76,9 @@ def test_megatron_core_gptmodel_reads_ours(megatron_run, name):
 def test_we_read_megatron_cores_checkpoint(megatron_run, tmp_path, cli, tiny_tokenizer_dir):
     tmp, _, _ = megatron_run
     ckpt, want = tmp / "theirs", torch.load(tmp / "theirs.pt", weights_only=True)
+    shard = ckpt / "iter_0000007" / "mp_rank_00" / "model_optim_rng.pt"
+    names = pickled_globals(shard)  # beyond tensors: what a plain weights_only load refuses
+    assert "numpy._core.multiarray._reconstruct" in names and "megatron.core.enums.ModelType" in names
 
     loaded = load_model(ckpt, device="cpu")  # the path generate, eval and chat take
     assert loaded.source == "mcore" and loaded.config.kv_heads == 2 and loaded.config.qkv_bias

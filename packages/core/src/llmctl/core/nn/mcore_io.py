@@ -7,8 +7,10 @@
     DIR/iter_{N:07d}/tokenizer/                                  llmctl's addition, so generate/eval need only DIR
 
 Files load with `weights_only=True` and exactly one extra class allowed, `argparse.Namespace`: a MindSpeed
-file pickles its args as one, and anything else (an object whose unpickling would run code) is refused with a
-one-line error before any of it runs. Only the `args` fields the model needs are read.
+file pickles its args as one. The numpy RNG state and Megatron enums a training save also pickles become inert
+placeholders (`mcore_unpickle`), so such a file loads and its RNG state is ignored; anything else (an object
+whose unpickling would run code) is refused with a one-line error before any of it runs. Only the `args`
+fields the model needs are read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..model_config import ModelConfig
 from . import mcore
 from .build import check_keys, strip_wrappers
 from .hf_adapters import ADAPTERS
+from .mcore_unpickle import only_allowed_globals
 from .checkpoint import POINTER, STATE_FILE, copy_tokenizer, iter_dir_name, rank_dir_name
 
 CHECKPOINT_VERSION = 3.0
@@ -36,10 +39,11 @@ _ITER_RE = re.compile(r"^(iter_\d{7}|release)$")
 
 
 def load_rank_file(path: Path, mmap: bool = False) -> dict[str, Any]:
-    """torch.load(weights_only=True) allowing argparse.Namespace only; refusals/corruption are one line.
-    `mmap` for a peek at the keys; a full read loads into memory, so gathered shards can be freed one by one."""
+    """torch.load(weights_only=True) allowing argparse.Namespace (and inert stand-ins for numpy's RNG state);
+    refusals/corruption are one line. `mmap` for a peek at the keys; a full read loads into memory, so
+    gathered shards can be freed one by one."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with only_allowed_globals():
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except RuntimeError as e:
@@ -49,10 +53,10 @@ def load_rank_file(path: Path, mmap: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
-        hint = ("; a Megatron training checkpoint pickles numpy's RNG state: save it with --no-save-rng"
-                if "numpy" in why else "")
+        named = re.search(r"GLOBAL (\S+)", why)
+        why = f"it pickles {named.group(1)}" if named else why.removeprefix("WeightsUnpickler error: ")
         raise UserError(f"{path}: refused to load (only tensors, containers and argparse.Namespace are allowed: "
-                        f"{why[:160]}){hint}") from None
+                        f"{why[:160]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise UserError(f"{path}: corrupt or unreadable checkpoint ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(obj, dict):
