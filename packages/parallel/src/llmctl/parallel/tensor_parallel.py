@@ -7,6 +7,13 @@ Megatron's layout, written as DTensor `parallelize_module` plans over the tensor
 - with sequence parallelism the residual stream and the norms hold a sequence shard (`Shard(1)`), and the
   attention/MLP inputs are gathered to the whole sequence by `PrepareModuleInput`.
 
+A projection wrapped with a low-rank adapter (llmctl-finetune's `LoRALinear`: the linear's own `weight`/`bias`
+plus `lora_A`/`lora_B` linears, PEFT's names) takes the linear's place in the plan, split as Megatron/MindSpeed
+split LoRA on parallel layers: on a column-parallel layer `lora_A` is replicated and `lora_B` split on its output
+dim like the weight; on a row-parallel layer `lora_A` is split on its input dim like the weight and `lora_B`
+replicated, so base and adapter outputs are partial sums reduced together in the layer's one reduction.
+Frozen parameters stay frozen (torch's SequenceParallel re-creates the norms' as trainable).
+
 GQA: k/v heads split contiguously like q heads, so rank r's q heads (r·H/tp ...) use exactly its own kv heads
 (r·Hkv/tp ...); tp must divide both. The per-rank head counts the model reshapes with are set from here.
 
@@ -19,11 +26,12 @@ log-sum-exp and target logit are reduced across the tensor-parallel group.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleInput,
@@ -56,12 +64,56 @@ def check_tp(cfg, tp: int) -> None:
             raise UserError(f"parallel.tp {tp} does not divide {what} {n}")
 
 
+def is_adapted_linear(module: torch.nn.Module) -> bool:
+    """A linear layer's parameters plus a low-rank adapter (`lora_A`, `lora_B` linears) in one module."""
+    return (not isinstance(module, torch.nn.Linear) and isinstance(getattr(module, "weight", None), torch.Tensor)
+            and all(isinstance(getattr(module, k, None), torch.nn.Linear) for k in ("lora_A", "lora_B")))
+
+
+def _split(placements: dict[str, Placement]):
+    """A distribute_module partition_fn: the parameters at these paths inside the module are split (keeping
+    requires_grad); distribute_module replicates the rest."""
+    def partition(prefix: str, module: torch.nn.Module, mesh: DeviceMesh) -> None:
+        for name, param in list(module.named_parameters(recurse=False)):
+            placement = placements.get(f"{prefix}.{name}" if prefix else name)
+            if placement is not None:
+                module.register_parameter(name, torch.nn.Parameter(
+                    distribute_tensor(param, mesh, [placement]), requires_grad=param.requires_grad))
+    return partition
+
+
+class _Colwise(ColwiseParallel):
+    """ColwiseParallel that also splits an adapted linear: weight, bias and lora_B on the output dim."""
+
+    def _apply(self, module: torch.nn.Module, mesh: DeviceMesh) -> torch.nn.Module:
+        if not is_adapted_linear(module):
+            return super()._apply(module, mesh)
+        return distribute_module(
+            module, mesh, _split({"weight": Shard(0), "bias": Shard(0), "lora_B.weight": Shard(0)}),
+            partial(self._prepare_input_fn, self.input_layouts, self.desired_input_layouts),
+            partial(self._prepare_output_fn, self.output_layouts, self.use_local_output))
+
+
+class _Rowwise(RowwiseParallel):
+    """RowwiseParallel that also splits an adapted linear: weight and lora_A on the input dim."""
+
+    def _apply(self, module: torch.nn.Module, mesh: DeviceMesh) -> torch.nn.Module:
+        if not is_adapted_linear(module):
+            return super()._apply(module, mesh)
+        self.desired_input_layouts = (Shard(-1),)
+        return distribute_module(
+            module, mesh, _split({"weight": Shard(1), "lora_A.weight": Shard(1)}),
+            partial(self._prepare_input_fn, self.input_layouts, self.desired_input_layouts),
+            partial(self._prepare_output_fn, self.output_layouts, self.use_local_output))
+
+
 def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool = True
                           ) -> torch.nn.Module:
     """Shard `model` (a Transformer, or a pipeline stage of one: embed/norm/lm_head may be None) in place
     over the 1-D `tp_mesh`; returns it."""
     tp = tp_mesh.size()
     check_tp(model.cfg, tp)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     seq = Shard(1) if sequence_parallel else Replicate()
     top = {
         "embed": RowwiseParallel(input_layouts=Replicate(), output_layouts=seq),
@@ -79,10 +131,9 @@ def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_
         model.lm_head.weight = model.embed.weight  # both vocab-sharded on dim 0: keep them one parameter
 
     for block in blocks(model):
-        plan = {"attn.q_proj": ColwiseParallel(), "attn.k_proj": ColwiseParallel(),
-                "attn.v_proj": ColwiseParallel(), "attn.o_proj": RowwiseParallel(output_layouts=seq),
-                "mlp.gate_proj": ColwiseParallel(), "mlp.up_proj": ColwiseParallel(),
-                "mlp.down_proj": RowwiseParallel(output_layouts=seq)}
+        plan = {"attn.q_proj": _Colwise(), "attn.k_proj": _Colwise(), "attn.v_proj": _Colwise(),
+                "attn.o_proj": _Rowwise(output_layouts=seq), "mlp.gate_proj": _Colwise(),
+                "mlp.up_proj": _Colwise(), "mlp.down_proj": _Rowwise(output_layouts=seq)}
         if sequence_parallel:
             rest = (None,) * (_ATTN_ARGS - 1)
             plan.update({
@@ -97,6 +148,9 @@ def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_
     ops = dataclasses.replace(model.ops, cross_entropy=vocab_parallel_cross_entropy,
                               names={**model.ops.names, "cross_entropy": "vocab_parallel"})
     model.set_kernels(ops)
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
     return model
 
 

@@ -1,0 +1,117 @@
+"""Finetuning across processes (torchrun, 2 ranks, gloo, CPU, fp32) is the one-process run on the same global
+batch: full SFT and LoRA under `ddp`, LoRA under `fsdp2` and under tensor parallelism (`model_parallel`,
+tp 2: LoRA A/B split like the layer they adapt), and DPO under `ddp` with a precomputed reference give the
+same per-step losses (DPO: pairs counted once) and the same final weights / PEFT adapter, written by one rank.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from finetune_helpers import dpo_data, finetune_cfg, read_jsonl, sft_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))  # engine_helpers: torchrun launches
+from engine_helpers import child_env, run_tree, torchrun  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ITERS = 4
+COMMON = ["data.seq_length=64", f"train.train_iters={ITERS}", "train.global_batch_size=4",
+          "train.micro_batch_size=1", "train.warmup_iters=0", "train.weight_decay=0.0", "eval.iters=0",
+          "checkpoint.interval=0", "logging.interval=1", "logging.name=run", "task.prompt_type=chatml"]
+METHODS = {  # name -> (task.method, its own overrides)
+    "full": ("full", ["train.lr=1e-3"]),
+    "lora": ("lora", ["train.lr=2e-2", "task.lora.r=4", "task.lora.alpha=8"]),
+    "dpo": ("dpo", ["train.lr=1e-3", "task.reference=precomputed", "task.beta=0.5"]),
+}
+RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
+    "full-ddp": ("full", ["parallel.strategy=ddp"], 1e-5),
+    "lora-ddp": ("lora", ["parallel.strategy=ddp"], 1e-5),
+    "lora-fsdp2": ("lora", ["parallel.strategy=fsdp2"], 1e-4),
+    "lora-tp2": ("lora", ["parallel.strategy=model_parallel", "parallel.tp=2"], 1e-4),
+    "dpo-ddp": ("dpo", ["parallel.strategy=ddp"], 1e-5),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tok_dir):
+    tmp = tmp_path_factory.mktemp("data")
+    return {"sft": sft_data(tmp, tok_dir), "dpo": dpo_data(tmp, tok_dir)}
+
+
+def _overrides(method: str, base: Path, data: dict, run: Path) -> list[str]:
+    kind, extra = METHODS[method]
+    return [f"task.method={kind}", f"task.base={base}", f"data.path={data['dpo' if kind == 'dpo' else 'sft']}",
+            *COMMON, *extra, f"checkpoint.dir={run / 'ckpt'}", f"logging.dir={run / 'logs'}"]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, hf_base, data):
+    """one_process(method) -> the run dir of that method's in-process, one-process run (memoised)."""
+    from llmctl.core.train.loop import pretrain
+
+    cache: dict[str, Path] = {}
+
+    def get(method: str) -> Path:
+        if method not in cache:
+            run = tmp_path_factory.mktemp(f"one-{method}")
+            pretrain(finetune_cfg(run, hf_base, data["sft"], "full", *_overrides(method, hf_base, data, run)))
+            cache[method] = run
+        return cache[method]
+
+    return get
+
+
+def _launch(name: str, hf_base: Path, data: dict, run: Path):
+    method, strategy, _ = RUNS[name]
+    (run / "finetune.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (run / "finetune.yaml").write_text("task: {}\n")
+    sets = [a for s in (*_overrides(method, hf_base, data, run), *strategy) for a in ("--set", s)]
+    return run_tree(torchrun(2, "finetune", "-c", str(run / "finetune.yaml"), *sets), child_env(), timeout=120)
+
+
+def _losses(run: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in read_jsonl(run / "logs" / "run.jsonl") if "lr" in r and "event" not in r}
+
+
+def _final(run: Path) -> dict[str, torch.Tensor]:
+    from llmctl.core.nn.checkpoint import load_checkpoint
+
+    return load_checkpoint(run / "ckpt")[0]["model"]
+
+
+def _adapter(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "ckpt" / f"iter_{ITERS:07d}" / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_two_ranks_equal_one_process(name, one_process, hf_base, data, tmp_path):
+    method, _, rel = RUNS[name]
+    ref, run = one_process(method), tmp_path / name
+    done = _launch(name, hf_base, data, run)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["run.jsonl", "run.log"]  # one writer
+    assert done.stdout.count("successfully saved checkpoint") == 1
+
+    got, want = _losses(run), _losses(ref)
+    assert sorted(got) == sorted(want) == list(range(1, ITERS + 1))
+    for step in want:
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=rel), (step, got[step], want[step])
+        if method == "dpo":  # means over the step's pairs, each pair counted once
+            for key in ("rewards/accuracies", "rewards/margins", "logps/chosen"):
+                assert got[step][key] == pytest.approx(want[step][key], rel=rel, abs=1e-6), (step, key)
+    a, b = _final(run), _final(ref)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+    if method == "lora":
+        assert all(".lora_" in k for k in a)
+        got_adapter, want_adapter = _adapter(run), _adapter(ref)
+        assert got_adapter.keys() == want_adapter.keys() and len(want_adapter) == 2 * 7 * 2
+        for key in want_adapter:
+            torch.testing.assert_close(got_adapter[key], want_adapter[key], rtol=1e-4, atol=1e-6, msg=key)
