@@ -26,10 +26,11 @@ ADAPTER_DIR = "adapter"  # inside each iter_N of a LoRA run: the PEFT adapter of
 
 
 def load_base(options: FinetuneOptions):
-    """The base model on the CPU in fp32 (moved to the training device by build_model), via load_model."""
-    from llmctl.core.nn.loading import load_model
+    """The base model on the CPU in fp32 (moved to the training device by build_model): core's one path for
+    starting from weights, as pretraining's checkpoint.load."""
+    from llmctl.core.train.init_weights import load_initial_model
 
-    return load_model(options.base, device="cpu", dtype=torch.float32, iteration=options.base_iteration)
+    return load_initial_model(options.base, options.base_iteration)
 
 
 def has_val_split(prefix: str) -> bool:
@@ -50,6 +51,9 @@ class FinetuneTask(Task):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
+        if cfg.checkpoint.load:
+            raise UserError("config key 'checkpoint.load' is pretraining's start from weights; a finetuning "
+                            "task starts from 'task.base'")
         self.lora = self.options.lora_options()
         self._loaded = load_base(self.options)
         cfg.model = self._loaded.config
@@ -87,14 +91,13 @@ class FinetuneTask(Task):
 
     # ---- model ---------------------------------------------------------------------------------------
     def build_model(self, device: torch.device) -> torch.nn.Module:
-        from llmctl.core.nn.kernels import select_kernels
+        from llmctl.core.train.init_weights import to_training_device
 
         if self._loaded is None:
             raise RuntimeError("build_model called twice: the base is loaded once")
-        model = self._loaded.model.to(device)
-        self._loaded = None
-        model.set_kernels(select_kernels(device.type, self.cfg.train.kernels))
-        return model.train()
+        loaded, self._loaded = self._loaded, None
+        self.initialised_from = (str(loaded.path), loaded.source)
+        return to_training_device(loaded.model, device, self.cfg.train.kernels)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.lora is not None:

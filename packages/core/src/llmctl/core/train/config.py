@@ -107,6 +107,10 @@ class CheckpointConfig:
     interval: int = 0  # save every N steps (0: only at the end); a run with a dir always saves at the end
     keep: int | None = None  # keep the last K iteration dirs
     resume: str | None = None  # "auto" (latest in dir, if any) or a checkpoint dir to continue from
+    # Megatron's --load with --finetune: start from these weights only (HF dir, llmctl or megatron-core
+    # checkpoint); optimizer, schedule and iteration start fresh. The model section must describe them.
+    load: str | None = None
+    load_iteration: int | None = None  # which iteration of `load` (default: its pointer file)
 
     def validate(self) -> None:
         if self.interval and not self.dir:

@@ -40,6 +40,9 @@ from .optim import build_optimizer, build_scheduler
 from .state import TrainState, seed_everything
 from .task import Task
 
+_FORMATS = {"hf": "Hugging Face", "native": "llmctl", "mcore": "megatron-core"}
+
+
 @dataclasses.dataclass
 class PretrainResult:
     final_step: int
@@ -292,6 +295,10 @@ class Trainer(Checkpointing):
                       f"parallel {self.par.describe()}, global batch {self.gbs} = {self.mbs} x {self.accum} "
                       f"accumulation x {self.par.dp_size} data-parallel ranks, {cfg.tokens_per_step:,} "
                       f"tokens/step, {self.total} iterations, warmup {cfg.warmup_iters}")
+        if self.task.initialised_from is not None:
+            path, source = self.task.initialised_from
+            self.log.note(f" > initialised from {path} ({_FORMATS.get(source, source)} weights; optimizer, "
+                          "schedule and iteration start fresh)")
         for key, value in (("seq_length", self.seq), ("global_batch_size", self.gbs),
                            ("micro_batch_size", self.mbs), ("train_iters", self.total), ("lr", cfg.train.lr),
                            ("data_parallel_size", self.par.dp_size), ("world_size", self.par.world_size)):

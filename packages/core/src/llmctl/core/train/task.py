@@ -36,6 +36,7 @@ class Task:
 
     name = "task"
     Options: type = NoOptions
+    initialised_from: tuple[str, str] | None = None  # (path, "hf" | "native" | "mcore") when built from weights
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -55,11 +56,20 @@ class Task:
 
     # ---- model ---------------------------------------------------------------------------------------
     def build_model(self, device: torch.device) -> torch.nn.Module:
-        """The model to train, on `device`, initialised from the current RNG (a finetuning task loads its
-        base weights here)."""
+        """The model to train, on `device`: the weights of `checkpoint.load` when set (Megatron's --load with
+        --finetune; the config's model must match them), else initialised from the current RNG (a finetuning
+        task loads its base weights here)."""
         from ..nn.build import build_model
 
-        return build_model(self.cfg.model, device=device, kernels=self.cfg.train.kernels)
+        ck = self.cfg.checkpoint
+        if not ck.load:
+            return build_model(self.cfg.model, device=device, kernels=self.cfg.train.kernels)
+        from .init_weights import check_same_model, load_initial_model, to_training_device
+
+        loaded = load_initial_model(ck.load, ck.load_iteration)
+        check_same_model(self.cfg.model, loaded.config, ck.load)
+        self.initialised_from = (str(loaded.path), loaded.source)
+        return to_training_device(loaded.model, device, self.cfg.train.kernels)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Called once before parallelisation: freeze, add adapters, build a frozen reference."""
