@@ -83,3 +83,44 @@ def test_pretrain_starts_from_mcore_native_or_hf_weights(corpus, tmp_path):
     bad["model"]["ffn_hidden_size"] = 256
     with pytest.raises(UserError, match=r"model\.ffn_hidden_size=176 but the config has 256"):
         _pretrain(bad)
+
+
+def test_mcore_format_resumes_exactly_and_megatron_core_loads_it(corpus, tmp_path):
+    _pretrain(_cfg(corpus, tmp_path, "native", interval=2))
+    mc = _cfg(corpus, tmp_path, "mc", interval=2, format="mcore")
+    first = _pretrain(mc, stop_at_step=2)
+    assert first.stopped_early
+    it2 = tmp_path / "mc" / "iter_0000002"
+    assert sorted(p.name for p in it2.iterdir()) == ["config.yaml", "llmctl_resume", "mp_rank_00"]
+    _pretrain(mc, resume="auto")
+    assert _losses(tmp_path, "mc") == _losses(tmp_path, "native")  # resumed from the mcore-format checkpoint
+
+    ours, ref = load_model(tmp_path / "mc", device="cpu"), load_model(tmp_path / "native", device="cpu")
+    assert ours.source == "mcore" and ref.source == "native"
+    want = ref.model.state_dict()
+    assert all(torch.equal(want[k], v) for k, v in ours.model.state_dict().items())  # the trained weights
+
+    pytest.importorskip("megatron.core")
+    c = ours.config
+    job = {"name": "trained", "mode": "load", "tokens": TOKENS.tolist(), "logits": str(tmp_path / "theirs.pt"),
+           "file": str(tmp_path / "mc" / "iter_0000004" / "mp_rank_00" / "model_optim_rng.pt"),
+           "config": dict(num_layers=c.num_layers, hidden_size=c.hidden_size, num_heads=c.num_heads,
+                          num_kv_heads=c.kv_heads, ffn_hidden_size=c.ffn_hidden_size, norm_eps=c.norm_eps,
+                          qkv_bias=c.qkv_bias, vocab_size=c.vocab_size, max_seq_len=c.max_seq_len,
+                          rope_theta=c.rope_theta, tied=c.tie_embeddings)}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"tmp": str(tmp_path), "out": str(tmp_path / "results.json"), "jobs": [job]}))
+    worker = Path(__file__).with_name("mcore_gpt_worker.py")
+    proc = subprocess.run([sys.executable, str(worker), str(spec)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (res,) = json.loads((tmp_path / "results.json").read_text())
+    assert res["missing"] == [] and res["unexpected"] == []
+    with torch.no_grad():
+        assert (torch.load(tmp_path / "theirs.pt", weights_only=True) - ours.model(TOKENS)).abs().max() <= 1e-4
+
+
+def test_mcore_format_refuses_layouts_and_adapter_only_tasks_before_training(corpus, tmp_path):
+    cfg = _cfg(corpus, tmp_path, "bad", format="mcore", mcore_tp=4)  # tiny: 2 KV heads
+    with pytest.raises(UserError, match="tensor parallel size 4 does not divide the 2 KV heads"):
+        _pretrain(cfg)
+    assert not (tmp_path / "bad").exists()

@@ -175,6 +175,38 @@ def read_mcore_state(path: str | os.PathLike, iteration: int | None = None
     return cfg, native, it_dir, info
 
 
+def check_mcore_layout(cfg: ModelConfig, tp: int = 1, pp: int = 1,
+                       num_layer_list: Sequence[int] | str | None = None) -> list[int]:
+    """Layers per stage, or a one-line UserError when the model cannot be cut into TP x PP (before any work)."""
+    mcore.layout_for(cfg.family)
+    mcore.check_split(cfg, tp, pp)
+    return mcore.layer_counts(cfg.num_layers, pp, num_layer_list)
+
+
+def write_mcore_shards(it_dir: str | os.PathLike, iteration: int, native_state: dict[str, torch.Tensor],
+                       model_cfg: ModelConfig, tp: int = 1, pp: int = 1,
+                       num_layer_list: Sequence[int] | str | None = None, *,
+                       extra_args: dict[str, Any] | None = None) -> None:
+    """The `mp_rank_*` grid of one iteration into the existing directory `it_dir` (the caller makes it
+    appear atomically: `save_mcore_checkpoint`, or the training driver's sharded save). Weights keep their
+    dtype; `extra_args` override/add `args` fields (e.g. consumed_train_samples)."""
+    cfg, it_dir = model_cfg, Path(it_dir)
+    counts = check_mcore_layout(cfg, tp, pp, num_layer_list)
+    layout = mcore.layout_for(cfg.family)
+    state = {k: v.detach().cpu() for k, v in strip_wrappers(native_state).items()}  # no-op for CPU tensors
+    check_keys(set(ADAPTERS["llama"].name_map(cfg)), set(state) - {"lm_head.weight"} if cfg.tie_embeddings
+               else set(state), "save_mcore_checkpoint")
+    dtype = state["embed.weight"].dtype
+    args = argparse.Namespace(**{**mcore.args_from_config(cfg, tp, pp, counts, dtype, iteration),
+                                 **(extra_args or {})})
+    for s in range(pp):
+        for t in range(tp):
+            rank_dir = it_dir / rank_dir_name(t, s if pp > 1 else None)
+            rank_dir.mkdir()
+            torch.save({"args": args, "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
+                        "model": layout.to_shard(state, cfg, tp, t, s, counts)}, rank_dir / STATE_FILE)
+
+
 def save_mcore_checkpoint(out_dir: str | os.PathLike, iteration: int, native_state: dict[str, torch.Tensor],
                           model_cfg: ModelConfig, tp: int = 1, pp: int = 1,
                           num_layer_list: Sequence[int] | str | None = None, *,
@@ -186,23 +218,10 @@ def save_mcore_checkpoint(out_dir: str | os.PathLike, iteration: int, native_sta
     replaced: a crash leaves the pointer naming a complete checkpoint. Weights keep their dtype. `extra_args`
     are added to the pickled `args` (e.g. consumed_train_samples). Returns the iteration directory."""
     out_dir = Path(out_dir)
-    cfg = model_cfg
-    layout = mcore.layout_for(cfg.family)
-    mcore.check_split(cfg, tp, pp)
-    counts = mcore.layer_counts(cfg.num_layers, pp, num_layer_list)
-    state = {k: v.detach().cpu() for k, v in strip_wrappers(native_state).items()}  # no-op for CPU tensors
-    check_keys(set(ADAPTERS["llama"].name_map(cfg)), set(state) - {"lm_head.weight"} if cfg.tie_embeddings
-               else set(state), "save_mcore_checkpoint")
-    dtype = state["embed.weight"].dtype
-    args = argparse.Namespace(**mcore.args_from_config(cfg, tp, pp, counts, dtype, iteration), **(extra_args or {}))
+    check_mcore_layout(model_cfg, tp, pp, num_layer_list)
     final = out_dir / iter_dir_name(iteration)
     with atomic_dir(final) as tmp:
-        for s in range(pp):
-            for t in range(tp):
-                rank_dir = tmp / rank_dir_name(t, s if pp > 1 else None)
-                rank_dir.mkdir()
-                torch.save({"args": args, "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
-                            "model": layout.to_shard(state, cfg, tp, t, s, counts)}, rank_dir / STATE_FILE)
+        write_mcore_shards(tmp, iteration, native_state, model_cfg, tp, pp, num_layer_list, extra_args=extra_args)
         if tokenizer_dir is not None:
             copy_tokenizer(tokenizer_dir, tmp / "tokenizer")
     write_text_atomic(out_dir / POINTER, f"{iteration}\n")

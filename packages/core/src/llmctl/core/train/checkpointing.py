@@ -1,6 +1,11 @@
 """The driver's checkpoint side: what a checkpoint holds for an exact resume, saving it from every rank that
 holds a shard, resuming from it, and the guards' rollback to it. A mixin of `Trainer` (loop.py), which owns the
 cadence; these methods read the trainer's task, parallelism, optimizer, schedule and state.
+
+`checkpoint.format: mcore` writes the same iteration directory with the weights as megatron-core shards
+(`mp_rank_*`, what MindSpeed loads with --no-load-optim --no-load-rng) gathered on the writer, and llmctl's
+resume state (optimizer, schedule, RNG, counters) per shard under `llmctl_resume/`, where Megatron does not
+look; config.yaml and the tokenizer as always, published atomically, pointer last.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from typing import Any
 
 from ..config import to_dict
 from ..errors import UserError
-from ..nn.checkpoint import latest_iteration, load_checkpoint, save_sharded_checkpoint
+from ..nn.checkpoint import latest_iteration, load_checkpoint, resolve_iteration_dir, save_sharded_checkpoint
+from ..nn.mcore_io import check_mcore_layout, is_mcore_checkpoint, read_mcore_state, write_mcore_shards
 from .guards import Guard
 from .optim import adamw_impl
 from .state import TrainState, capture_rng, restore_rng
 
 CHECKPOINT_VERSION = 3.0  # Megatron's field name; our layout of the state dict below
+RESUME_DIR = "llmctl_resume"  # checkpoint.format mcore: llmctl's resume state, one file per shard
 
 
 class Checkpointing:
@@ -33,12 +40,39 @@ class Checkpointing:
             return
         shard = self.par.checkpoint_shard()
         state = self.state_dict()
+        publish = lambda tmp: self.callbacks.call("on_checkpoint_publish", self, tmp)  # noqa: E731
+        if self.cfg.checkpoint.format == "mcore":
+            shard, publish = self._mcore_save(state, shard, publish)
         path = save_sharded_checkpoint(
             self.ckpt_dir, self.state.iteration, shard, state if shard else None, to_dict(self.cfg),
             tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep, is_writer=self.par.is_log_writer,
-            barrier=self.par.barrier,
-            before_publish=lambda tmp: self.callbacks.call("on_checkpoint_publish", self, tmp))
+            barrier=self.par.barrier, before_publish=publish)
         self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
+
+    def check_checkpoint_format(self) -> None:
+        """Before training: an mcore layout the model cannot be cut into, or a task that does not save the
+        whole model (LoRA keeps adapters), is a one-line error now rather than at the first save."""
+        ck = self.cfg.checkpoint
+        if ck.format != "mcore" or self.ckpt_dir is None:
+            return
+        check_mcore_layout(self.cfg.model, ck.mcore_tp, ck.mcore_pp, ck.mcore_num_layer_list)
+        names = dict.fromkeys(self.par.unwrap(self.module).state_dict())
+        if set(self.task.saved_state(names)) != set(names):
+            raise UserError(f"checkpoint.format mcore saves the whole model, but task {self.cfg.train.task} "
+                            "saves only part of it (LoRA adapters); use checkpoint.format native")
+
+    def _mcore_save(self, state: dict[str, Any], shard: str | None, publish):
+        """(this rank's resume-state shard, the writer's publish step that adds the mcore weights)."""
+        model, ck = state.pop("model"), self.cfg.checkpoint  # whole on the writer ({} or partial elsewhere)
+        extra = {"consumed_train_samples": self.state.consumed_samples, "train_iters": self.total,
+                 "global_batch_size": self.gbs, "micro_batch_size": self.mbs, "seq_length": self.seq}
+
+        def write(tmp: Path) -> None:
+            write_mcore_shards(tmp, self.state.iteration, model, self.cfg.model, ck.mcore_tp, ck.mcore_pp,
+                               ck.mcore_num_layer_list, extra_args=extra)
+            publish(tmp)
+
+        return (f"{RESUME_DIR}/{shard}" if shard else None), write
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.task.load_saved_state(self.module, state["model"], self.par.load_model_state_dict)
@@ -54,7 +88,19 @@ class Checkpointing:
             self.guard = Guard(self.cfg.guards, self.state.guard_window)
 
     def _load(self, source: str | Path):
-        return load_checkpoint(source, shard=self.par.checkpoint_read_shard())
+        """(state, config, it_dir) of a native or an mcore-format checkpoint (weights gathered from mp_rank_*)."""
+        it_dir = resolve_iteration_dir(source)
+        shard = self.par.checkpoint_read_shard()
+        if not (it_dir / RESUME_DIR).is_dir():
+            if is_mcore_checkpoint(it_dir):
+                raise UserError(f"{it_dir}: a megatron-core checkpoint without llmctl's resume state "
+                                f"({RESUME_DIR}/); start from its weights with checkpoint.load instead")
+            return load_checkpoint(it_dir, shard=shard)
+        state, config, _ = load_checkpoint(it_dir, shard=f"{RESUME_DIR}/{shard}")
+        cfg, state["model"], _, _ = read_mcore_state(it_dir)
+        if cfg.tie_embeddings:
+            state["model"]["lm_head.weight"] = state["model"]["embed.weight"]
+        return state, config, it_dir
 
     def resume(self, source: str) -> bool:
         """Load `source` ("auto": the latest checkpoint in checkpoint.dir, if any). False when auto found none."""

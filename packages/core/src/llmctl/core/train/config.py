@@ -20,6 +20,7 @@ from ..model_config import ModelConfig, get_preset
 SCHEDULES = ("cosine", "linear", "constant", "wsd")
 DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "npu")
+CHECKPOINT_FORMATS = ("native", "mcore")
 
 
 def _choice(value: str, choices: Iterable[str], key: str) -> None:
@@ -111,8 +112,15 @@ class CheckpointConfig:
     # checkpoint); optimizer, schedule and iteration start fresh. The model section must describe them.
     load: str | None = None
     load_iteration: int | None = None  # which iteration of `load` (default: its pointer file)
+    # native: llmctl's files. mcore: the weights as a megatron-core checkpoint MindSpeed can continue from
+    # (TP x PP shards below), llmctl's resume state beside them, so --resume auto works on either.
+    format: str = "native"
+    mcore_tp: int = 1
+    mcore_pp: int = 1
+    mcore_num_layer_list: str | None = None  # MindSpeed's --num-layer-list for mcore_pp > 1 (default: even)
 
     def validate(self) -> None:
+        _choice(self.format, CHECKPOINT_FORMATS, "checkpoint.format")
         if self.interval and not self.dir:
             raise UserError("config key 'checkpoint.interval' is set but 'checkpoint.dir' is not")
         if self.resume == "auto" and not self.dir:

@@ -132,6 +132,7 @@ class Trainer(Checkpointing):
         self.state = TrainState()
 
         self.ckpt_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
+        self.check_checkpoint_format()
         self.tokenizer_dir = None
         if cfg.data.tokenizer:
             from ..tokenizer import find_tokenizer_dir
