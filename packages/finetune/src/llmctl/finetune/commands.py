@@ -47,6 +47,10 @@ def load_finetune_config(config: str, overrides: list[str] | tuple[str, ...] = (
     elif cfg.train.task == "pretrain":
         raise UserError("config: set task.method (full, lora or dpo) or train.task (sft or dpo); "
                         "`llmctl pretrain` trains from scratch")
+    pp = int(cfg.parallel.get("pp", 1) or 1)
+    if pp > 1:  # refused here, on every rank before any process group, not as a crash in the first step
+        raise UserError(f"parallel.pp {pp}: {cfg.train.task} does not train under pipeline parallelism (its "
+                        "batches cannot cross the stages yet); use parallel.tp, fsdp2 or ddp")
     return cfg
 
 
@@ -73,18 +77,11 @@ def finetune_group(ctx, config, overrides, resume, stop_at_step) -> None:
     cfg = load_finetune_config(config, overrides)
     from llmctl.core.train.loop import pretrain
 
+    from llmctl.core.train.commands import done_line
+
     result = pretrain(cfg, resume=resume, stop_at_step=stop_at_step)
-    parts = [f"step {result.final_step}"]
-    if result.train_loss is not None:
-        parts.append(f"train loss {result.train_loss:.4f}")
-    if result.val_loss is not None:
-        parts.append(f"val loss {result.val_loss:.4f}")
-    if result.checkpoint_dir is not None:
-        parts.append(f"checkpoint {result.checkpoint_dir}")
-        adapter = _latest_adapter(result.checkpoint_dir)
-        if adapter is not None:
-            parts.append(f"adapter {adapter}")
-    click.echo("done: " + ", ".join(parts) + f", metrics {result.log_path}")
+    adapter = _latest_adapter(result.checkpoint_dir) if result.checkpoint_dir is not None else None
+    click.echo(done_line(result, *([f"adapter {adapter}"] if adapter is not None else [])))
 
 
 def _latest_adapter(ckpt_dir: Path) -> Path | None:

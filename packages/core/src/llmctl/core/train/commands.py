@@ -80,6 +80,11 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
     from .loop import pretrain
 
     result = pretrain(cfg, resume=resume, stop_at_step=stop_at_step)
+    click.echo(done_line(result))
+
+
+def done_line(result, *extra: str) -> str:
+    """The one line a training command ends with: step, losses, checkpoint, `extra` parts, metrics file."""
     parts = [f"step {result.final_step}"]
     if result.train_loss is not None:
         parts.append(f"train loss {result.train_loss:.4f}")
@@ -87,7 +92,7 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
         parts.append(f"val loss {result.val_loss:.4f}")
     if result.checkpoint_dir is not None:
         parts.append(f"checkpoint {result.checkpoint_dir}")
-    click.echo("done: " + ", ".join(parts) + f", metrics {result.log_path}")
+    return "done: " + ", ".join([*parts, *extra]) + f", metrics {result.log_path}"
 
 
 def _supervised(cfg, config: str, overrides: list[str], resume: str | None, stop_at_step: int | None,
