@@ -45,13 +45,21 @@ def trl_dpo(per_token_logps, ref_per_token_logps, labels, *, beta, loss_type):
     return float(loss), {k: v[-1] for k, v in fake._metrics["train"].items()}
 
 
-def _task(tmp_path, tok_dir, hf_base, *overrides, method="dpo"):
+def _trainer(dp_rank: int = 0, dp_size: int = 1):
+    """What the task's on_train_start reads of the driver: the data-parallel layout, the device, the log."""
+    par = types.SimpleNamespace(dp_rank=dp_rank, dp_size=dp_size, sum_over_dp=lambda t: t)
+    return types.SimpleNamespace(par=par, device=torch.device("cpu"), log=types.SimpleNamespace(note=print))
+
+
+def _task(tmp_path, tok_dir, hf_base, *overrides, method="dpo", start=True):
     from llmctl.finetune.dpo import DPOTask
 
     cfg = finetune_cfg(tmp_path, hf_base, dpo_data(tmp_path, tok_dir), method, *overrides)
     task = DPOTask(cfg)
     train, _ = task.build_datasets(4, 0)
     model = task.prepare(task.build_model(torch.device("cpu")))
+    if start:
+        task.on_train_start(_trainer())
     return task, train, model
 
 
@@ -109,6 +117,26 @@ def test_precomputed_reference_equals_the_frozen_copy(tmp_path, tok_dir, hf_base
     assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5)
     for name, (s, _) in want[2].items():
         assert float(got[2][name][0]) == pytest.approx(float(s), rel=1e-4, abs=1e-5), name
+
+
+def test_precomputed_reference_is_split_over_data_parallel_ranks(tmp_path, tok_dir, hf_base):
+    """Each data-parallel rank computes only its contiguous share of the pairs (the other rows are 0 until
+    sum_over_dp adds the other ranks' shares) and runs as many forwards as every other rank, even with an
+    empty share (the forward of a sharded model is a collective)."""
+    task, _, _ = _task(tmp_path, tok_dir, hf_base, "task.reference=precomputed", start=False)
+    split, cpu = task.splits[0], torch.device("cpu")
+    forwards = []
+    reference_logps = task._reference_logps
+    task._reference_logps = lambda tokens, labels: forwards.append(len(tokens)) or reference_logps(tokens, labels)
+    whole = task._precompute(split, _trainer().par, cpu, batch_size=1)
+    assert whole.shape == (4, 2) and bool((whole < 0).all())
+    for rank, rows in enumerate([[0, 1], [2, 3], []]):  # 4 pairs over 3 ranks: shares of 2, 2 and 0
+        forwards.clear()
+        part = task._precompute(split, _trainer(rank, 3).par, cpu, batch_size=1)
+        mine = torch.zeros(4, dtype=torch.bool)
+        mine[rows] = True
+        torch.testing.assert_close(part[mine], whole[mine], rtol=1e-6, atol=1e-6)
+        assert bool((part[~mine] == 0).all()) and len(forwards) == 2, (rank, forwards)
 
 
 def test_lora_reference_is_the_base_with_adapters_disabled(tmp_path, tok_dir, hf_base):

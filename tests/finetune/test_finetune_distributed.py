@@ -1,7 +1,8 @@
 """Finetuning across processes (torchrun, 2 ranks, gloo, CPU, fp32) is the one-process run on the same global
 batch: full SFT and LoRA under `ddp`, LoRA under `fsdp2` and under tensor parallelism (`model_parallel`,
 tp 2: LoRA A/B split like the layer they adapt), and DPO under `ddp` with a precomputed reference give the
-same per-step losses (DPO: pairs counted once) and the same final weights / PEFT adapter, written by one rank.
+same per-step losses (DPO: pairs counted once) and the same final weights / PEFT adapter, written by one rank;
+so does DPO with LoRA under `fsdp2`, whose precomputed reference is a sharded forward on every rank.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ METHODS = {  # name -> (task.method, its own overrides)
     "full": ("full", ["train.lr=1e-3"]),
     "lora": ("lora", ["train.lr=2e-2", "task.lora.r=4", "task.lora.alpha=8"]),
     "dpo": ("dpo", ["train.lr=1e-3", "task.reference=precomputed", "task.beta=0.5"]),
+    "dpo-lora": ("dpo", ["train.lr=2e-2", "task.reference=precomputed", "task.beta=0.5", "task.lora.r=4",
+                         "task.lora.alpha=8"]),
 }
 RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
     "full-ddp": ("full", ["parallel.strategy=ddp"], 1e-5),
     "lora-ddp": ("lora", ["parallel.strategy=ddp"], 1e-5),
     "lora-fsdp2": ("lora", ["parallel.strategy=fsdp2"], 1e-4),
     "lora-tp2": ("lora", ["parallel.strategy=model_parallel", "parallel.tp=2"], 1e-4),
+    "lora-tp2-nosp": ("lora", ["parallel.strategy=model_parallel", "parallel.tp=2",
+                               "parallel.sequence_parallel=false"], 1e-4),
     "dpo-ddp": ("dpo", ["parallel.strategy=ddp"], 1e-5),
+    # the reference pass (base with adapters disabled) is a sharded forward on every rank, before step 1
+    "dpo-lora-fsdp2": ("dpo-lora", ["parallel.strategy=fsdp2"], 1e-4),
 }
 
 
@@ -102,16 +109,26 @@ def test_two_ranks_equal_one_process(name, one_process, hf_base, data, tmp_path)
     assert sorted(got) == sorted(want) == list(range(1, ITERS + 1))
     for step in want:
         assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=rel), (step, got[step], want[step])
-        if method == "dpo":  # means over the step's pairs, each pair counted once
+        if method.startswith("dpo"):  # means over the step's pairs, each pair counted once
             for key in ("rewards/accuracies", "rewards/margins", "logps/chosen"):
                 assert got[step][key] == pytest.approx(want[step][key], rel=rel, abs=1e-6), (step, key)
     a, b = _final(run), _final(ref)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
-    if method == "lora":
+    if "lora" in method:
         assert all(".lora_" in k for k in a)
         got_adapter, want_adapter = _adapter(run), _adapter(ref)
         assert got_adapter.keys() == want_adapter.keys() and len(want_adapter) == 2 * 7 * 2
         for key in want_adapter:
             torch.testing.assert_close(got_adapter[key], want_adapter[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_pipeline_parallelism_is_refused_in_one_line(tmp_path, hf_base, data, cli):
+    """Before any process group (what each torchrun worker would print): exit 2, one line."""
+    (tmp_path / "c.yaml").write_text("task: {}\n")
+    sets = [a for s in (*_overrides("full", hf_base, data, tmp_path), "parallel.strategy=model_parallel",
+                        "parallel.pp=2") for a in ("--set", s)]
+    code, _, err = cli("finetune", "-c", tmp_path / "c.yaml", *sets)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "parallel.pp 2: sft does not train under pipeline" in lines[0], err

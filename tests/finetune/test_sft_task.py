@@ -112,3 +112,21 @@ def test_full_finetune_runs_on_the_driver(tmp_path, tok_dir, native_base):
     before = load_model(native_base, device="cpu").model.state_dict()
     after = loaded.model.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("proj.weight"))
+
+
+def test_missing_validation_split_is_said_once_at_start(tmp_path, tok_dir, hf_base):
+    """eval.iters asks for validation but `llmctl data sft` wrote no PREFIX_val files: one note in the run
+    log before the first step (and none when eval.iters is 0)."""
+    from llmctl.core.train.loop import pretrain
+
+    prefix = sft_data(tmp_path, tok_dir)
+    note = f"no validation split at {prefix}_val; eval skipped"
+    for iters, expected in ((1, 1), (0, 0)):
+        cfg = finetune_cfg(tmp_path, hf_base, prefix, "full", "train.train_iters=1", f"eval.iters={iters}",
+                           name=f"eval{iters}")
+        result = pretrain(cfg)
+        text = result.log_path.with_suffix(".log").read_text()
+        assert text.count(note) == expected, text
+        assert result.val_loss is None
+        if expected:
+            assert text.index(note) < text.index(" iteration        1/")

@@ -38,6 +38,12 @@ def has_val_split(prefix: str) -> bool:
     return any(Path(p + "_val").parent.glob(Path(p).name + "_val_packed_*_document.idx"))
 
 
+def no_validation_note(prefix: str) -> str:
+    """The run-log line when eval.iters asks for validation but `llmctl data sft` wrote no PREFIX_val files
+    (the usual case for instruction data): without it the skip would be silent."""
+    return f" > no validation split at {str(prefix).removesuffix('_packed')}_val; eval skipped"
+
+
 def base_tokenizer_dir(loaded) -> str | None:
     tok = loaded.tokenizer
     return str(tok.path) if tok is not None and tok.path is not None else None
@@ -65,6 +71,7 @@ class FinetuneTask(Task):
         if self.lora is not None and self.lora.base_dtype == "bf16" and cfg.train.dtype != "bf16":
             raise UserError("task.lora.base_dtype bf16 needs train.dtype bf16 (autocast feeds the bf16 base)")
         self.adapter_names: list[str] = []
+        self.notes: list[str] = []  # logged once before the first step (on_train_start)
         self.adapter_state: dict[str, torch.Tensor] | None = None
         self.pad_id = self._pad_id()
 
@@ -85,9 +92,16 @@ class FinetuneTask(Task):
             raise UserError(f"config key 'data.path' is required: the --output-prefix of `llmctl data sft` "
                             f"({default} data)")
         if split == "val" and not has_val_split(d.path):
+            self.notes.append(no_validation_note(d.path))
             return None  # finetuning data usually has no `PREFIX_val` files: then there is no validation
         return lookup("datasets", self.dataset_name(default))(
             d.path, seq_len=d.seq_length, num_samples=num_samples, seed=self.cfg.train.seed, split=split)
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Before the first step (llmctl-finetune's driver callback): what the config asked for but will not
+        happen, in the run log."""
+        for note in self.notes:
+            trainer.log.note(note)
 
     # ---- model ---------------------------------------------------------------------------------------
     def build_model(self, device: torch.device) -> torch.nn.Module:

@@ -1,6 +1,7 @@
 """llmctl-finetune's built-in plugin (registered through the `llmctl` entry point): the `sft` and `dpo` tasks
-(torch-free registration: the classes load when a run starts), the LoRA adapter export callback, and the
-`llmctl finetune` / `llmctl chat` commands."""
+(torch-free registration: the classes load when a run starts), the driver callback of those tasks (LoRA
+adapter export at each checkpoint; at the start of training, their notes and DPO's precomputed reference,
+which needs the parallelism the Task API does not give), and the `llmctl finetune` / `llmctl chat` commands."""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ def register_tasks(register):
     register("dpo", "llmctl.finetune.dpo:DPOTask")
 
 
-class _LazyAdapterExport:
-    """Imports the torch side only when a checkpoint is published."""
+def _is_finetune_task(task) -> bool:
+    return type(task).__module__.startswith("llmctl.finetune.")
+
+
+class _LazyFinetuneCallbacks:
+    """Imports the torch side only when a finetuning run calls it."""
+
+    def on_train_start(self, trainer):
+        task = getattr(trainer, "task", None)
+        if _is_finetune_task(task) and hasattr(task, "on_train_start"):
+            task.on_train_start(trainer)
 
     def on_checkpoint_publish(self, trainer, tmp_dir):
         from .base import AdapterExport
@@ -24,7 +34,7 @@ class _LazyAdapterExport:
 
 @hookimpl
 def register_callbacks(register):
-    register("lora-adapter-export", _LazyAdapterExport())
+    register("finetune-run", _LazyFinetuneCallbacks())
 
 
 @hookimpl

@@ -8,7 +8,10 @@ Losses (logits = (pi_c - ref_c) - (pi_r - ref_r), log-probs summed over each ans
 Rewards: beta * (pi - ref) per answer. Metrics carry TRL's names (rewards/chosen, ..., logps/rejected).
 
 Reference: a frozen copy of the base (LoRA: the same model with adapters disabled), or `reference:
-precomputed`: every pair's reference log-probs computed once before training and the copy dropped.
+precomputed`: every pair's reference log-probs computed once before training and the copy dropped. That
+happens at the driver's `on_train_start` (llmctl-finetune's callback), not in `prepare`, because only then is
+the parallelism known: each data-parallel rank computes its share of the pairs and the shares are summed
+over ranks, so every rank holds the whole [pairs, 2] table (8 bytes a pair) for 1/dp of the forwards.
 """
 
 from __future__ import annotations
@@ -110,11 +113,17 @@ class DPOTask(FinetuneTask):
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         model = super().prepare(model)
         self.policy = model  # unwrapped: the LoRA reference pass calls it with adapters disabled
-        if self.options.reference == "precomputed":
-            for split in self.splits:
-                split.ref = self._precompute(split)
-            self.reference = None
+        self.pending_reference = self.options.reference == "precomputed"
         return model
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Before the first step (driver callback): the notes, and the precomputed reference log-probs,
+        after which the frozen copy is dropped."""
+        super().on_train_start(trainer)
+        if self.pending_reference:
+            for split in self.splits:
+                split.ref = self._precompute(split, trainer.par, trainer.device)
+            self.reference, self.pending_reference = None, False
 
     @torch.no_grad()
     def _reference_logps(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -129,18 +138,24 @@ class DPOTask(FinetuneTask):
             self.policy.train(was_training)
 
     @torch.no_grad()
-    def _precompute(self, split: _WithIndex, batch_size: int = 8) -> torch.Tensor:
-        """[pairs, 2] reference log-probs (chosen, rejected) of every pair in the split's files."""
+    def _precompute(self, split: _WithIndex, par: Any, device: torch.device, batch_size: int = 8) -> torch.Tensor:
+        """[pairs, 2] reference log-probs (chosen, rejected) of every pair in the split's files. This
+        data-parallel rank computes a contiguous share; `par.sum_over_dp` adds the others' (zeros elsewhere).
+        Every rank runs the same number of forwards (an empty share repeats pair 0, discarded): the forward of
+        a sharded model (FSDP2, TP) is a collective."""
         base = getattr(split.ds, "base", split.ds)
-        device = next(self.policy.parameters()).device
-        out = torch.zeros(len(base), 2)
-        for start in range(0, len(base), batch_size):
-            rows = [base[i] for i in range(start, min(start + batch_size, len(base)))]
+        n = len(base)
+        share = -(-n // par.dp_size)
+        lo, hi = min(n, par.dp_rank * share), min(n, (par.dp_rank + 1) * share)
+        out = torch.zeros(n, 2, device=device)
+        for start in range(lo, lo + share, batch_size):
+            idx = list(range(start, min(hi, start + batch_size)))
+            rows = [base[i] for i in idx or [0]]
             b = self.collate(rows)
-            logps = self._reference_logps(b["input_ids"].to(device), b["labels"].to(device)).float().cpu()
-            n = len(rows)
-            out[start:start + n] = torch.stack([logps[:n], logps[n:]], 1)
-        return out
+            logps = self._reference_logps(b["input_ids"].to(device), b["labels"].to(device)).float()
+            if idx:
+                out[idx[0]:idx[-1] + 1] = torch.stack([logps[:len(idx)], logps[len(rows):len(rows) + len(idx)]], 1)
+        return par.sum_over_dp(out).cpu()
 
     # ---- the loss ------------------------------------------------------------------------------------
     def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
@@ -150,6 +165,9 @@ class DPOTask(FinetuneTask):
         if "ref_logps" in batch:
             ref = batch["ref_logps"].to(logps.device)
             ref_c, ref_r = ref[:, 0], ref[:, 1]
+        elif self.options.reference == "precomputed":
+            raise RuntimeError("dpo: reference log-probs were never precomputed (llmctl-finetune's "
+                               "on_train_start callback did not run)")
         else:
             ref_all = self._reference_logps(tokens, labels).float()
             ref_c, ref_r = ref_all[:n], ref_all[n:]
