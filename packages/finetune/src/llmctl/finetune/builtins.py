@@ -14,16 +14,14 @@ def register_tasks(register):
     register("dpo", "llmctl.finetune.dpo:DPOTask")
 
 
-def _is_finetune_task(task) -> bool:
-    return type(task).__module__.startswith("llmctl.finetune.")
-
-
 class _LazyFinetuneCallbacks:
-    """Imports the torch side only when a finetuning run calls it."""
+    """Imports the torch side only when a run calls it (a torch process by then)."""
 
     def on_train_start(self, trainer):
+        from .base import FinetuneTask
+
         task = getattr(trainer, "task", None)
-        if _is_finetune_task(task) and hasattr(task, "on_train_start"):
+        if isinstance(task, FinetuneTask):  # subclasses too: a DPO subclass needs its reference precomputed
             task.on_train_start(trainer)
 
     def on_checkpoint_publish(self, trainer, tmp_dir):
