@@ -1,9 +1,10 @@
 """The model-parallel strategy under torchrun (gloo, CPU, fp32): TP=2 with sequence parallelism, PP=2 with
-1F1B and an uneven --num-layer-list (and GPipe, even), CP=2, and DP2xTP2 / PP2xTP2 on 4 ranks give one process's per-step
-losses, validation loss and final weights (and AdamW moments) on the same global batch. Their checkpoints reshard: saved at
-TP2, PP2 and TP2xPP2 they resume in one process; saved by one process they resume at PP2; the resumed runs
-continue with the uninterrupted run's losses. A pipeline rank killed mid-save leaves the pointer on the last
-complete checkpoint."""
+1F1B and an uneven --num-layer-list (and GPipe, even), CP=2, and DP2xTP2 / PP2xTP2 / DP2xPP2 / fsdp2 at TP2
+on 4 ranks (data parallelism and CP's grad sum by torch's fully_shard over the dp_cp mesh dim) give one
+process's per-step losses, validation loss and final weights (and AdamW moments) on the same global batch.
+Their checkpoints reshard: saved at TP2, PP2, TP2xPP2 and DP2xTP2 they resume in one process; saved by one
+process they resume at PP2 and at DP2xTP2; the resumed runs continue with the uninterrupted run's losses. A pipeline rank killed
+mid-save leaves the pointer on the last complete checkpoint."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ LAYOUTS = {
     "pp2-gpipe": (2, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.pp_schedule=gpipe"]),
     "pp2-tp2": (4, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.tp=2",
                     "parallel.num_layer_list=3,1"]),
+    "dp2-pp2": (4, [*PP_MODEL, "parallel.strategy=pp", "parallel.pp=2", "parallel.num_layer_list=1,3"]),
+    "fsdp2-tp2": (4, ["parallel.strategy=fsdp2", "parallel.tp=2"]),  # fsdp2 with tp: FSDP2 over dp + TP
 }
+# the layouts whose data parallelism (DP replicas, CP ranks) is torch's fully_shard over the dp_cp mesh dim
+FSDP_OVER = {"cp2": 2, "dp2-tp2": 2, "dp2-pp2": 2, "fsdp2-tp2": 2}
 # PP alone sums exactly like one process; TP/CP/DP reduce partial sums across ranks in another order, and at
 # lr 1e-2 AdamW turns that 1e-7 grad noise into up to ~4e-5 on the few weights whose grads are near zero
 REL = {"pp2-1f1b": 1e-5, "pp2-gpipe": 1e-5}
@@ -71,11 +76,15 @@ def test_layout_equals_one_process(name, layout_run):
     got, want = final_state(run), final_state(ref)
     assert got["iteration"] == want["iteration"] == ITERS
     assert_same_state(got, want, rtol=1e-3, atol=ATOL.get(name, 1e-4))
+    sharded = "data parallel: fully_shard over dp_cp"
+    text = (run / "logs" / "run.log").read_text()
+    assert (f"{sharded} {FSDP_OVER[name]}" in text) if name in FSDP_OVER else (sharded not in text)
 
 
-@pytest.mark.parametrize("name", ["tp2-sp", "pp2-1f1b", "pp2-tp2"])
+@pytest.mark.parametrize("name", ["tp2-sp", "pp2-1f1b", "pp2-tp2", "dp2-tp2"])
 def test_sharded_checkpoint_resumes_in_one_process(name, layout_run, corpus, tmp_path):
-    """Saved at TP2 / PP2 / TP2xPP2 (step 5), continued by one process (TP1 PP1)."""
+    """Saved at TP2 / PP2 / TP2xPP2 / DP2xTP2 (FSDP2 x TP: DTensors over (dp, tp)) at step 5, continued by one
+    process (TP1 PP1)."""
     run, ref = layout_run(name)
     single = tmp_path / "single"
     extra = PP_MODEL if "pp" in name else []
@@ -84,12 +93,16 @@ def test_sharded_checkpoint_resumes_in_one_process(name, layout_run, corpus, tmp
     assert_same_state(final_state(single), final_state(ref), rtol=1e-3, atol=ATOL.get(name, 1e-4))
 
 
-def test_one_process_checkpoint_resumes_at_pp2(dp_run, pp_reference):
-    nproc, overrides = LAYOUTS["pp2-1f1b"]
-    run = dp_run("pp2-from-single", *overrides, nproc=nproc,
-                 args=("--resume", str(pp_reference / "ckpt" / "iter_0000005")))
-    assert_losses_match(run, pp_reference, 1e-5, steps=range(6, ITERS + 1))
-    assert_same_state(final_state(run), final_state(pp_reference), rtol=1e-3, atol=1e-6)
+@pytest.mark.parametrize("name", ["pp2-1f1b", "dp2-tp2"])
+def test_one_process_checkpoint_resumes_sharded(name, dp_run, reference, pp_reference):
+    """A one-process checkpoint loaded at PP2, and at DP2xTP2 (each whole tensor sliced to its FSDP x TP
+    shard), continues with the uninterrupted run's losses."""
+    nproc, overrides = LAYOUTS[name]
+    ref = pp_reference if "pp" in name else reference
+    run = dp_run(f"{name}-from-single", *overrides, nproc=nproc,
+                 args=("--resume", str(ref / "ckpt" / "iter_0000005")))
+    assert_losses_match(run, ref, REL.get(name, 1e-4), steps=range(6, ITERS + 1))
+    assert_same_state(final_state(run), final_state(ref), rtol=1e-3, atol=ATOL.get(name, 1e-4))
 
 
 def test_stage_killed_mid_save_leaves_the_pointer_on_a_complete_checkpoint(corpus, pp_reference, test_plugins,

@@ -6,6 +6,11 @@ weights stay in the shards); `reshard_after_forward` trades memory for one all-g
 Checkpoints are written in the native layout: the full model state and a full, index-keyed torch optimizer
 state dict gathered to rank 0 (`torch.distributed.checkpoint.state_dict`, cpu offload), so a run saved here
 resumes under `single` or `ddp` and back.
+
+`shard_model` and `sharded_grad_norm` are shared with the model-parallel strategy, whose data parallelism is
+this same `fully_shard`, applied over the dp (x cp) mesh dim after tensor parallelism (torchtitan's 2-D/3-D
+composition: the parameters become DTensors over (dp, tp)). `parallel.strategy: fsdp2` with tp/pp/cp > 1 runs
+that strategy (model_parallel.FSDP2Strategy); this class is the pure data-parallel case, with HSDP.
 """
 
 from __future__ import annotations
@@ -36,6 +41,55 @@ class FSDP2Options(MeshOptions):
                                 f"{', '.join(DTYPES)}")
 
 
+def mixed_precision(options: FSDP2Options):
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=DTYPES[options.param_dtype], reduce_dtype=DTYPES[options.reduce_dtype])
+
+
+def shard_model(root: torch.nn.Module, layers, mesh, options: FSDP2Options, reshard_after_forward: bool | None = None
+                ) -> torch.nn.Module:
+    """`fully_shard` each transformer block (one all-gather / reduce-scatter per block, overlapped by torch's
+    prefetching), then `root` for the rest (embedding, final norm, LM head). `layers`: the blocks (a
+    ModuleList's or a pipeline stage's ModuleDict's values, under any activation-checkpoint wrapper). The
+    reduce-scatter *averages* over `mesh`'s ranks (torch's default), which the strategy's grad_mean_divisor
+    says."""
+    from torch.distributed.fsdp import fully_shard
+
+    reshard = options.reshard_after_forward if reshard_after_forward is None else reshard_after_forward
+    kw = {"mesh": mesh, "reshard_after_forward": reshard, "mp_policy": mixed_precision(options)}
+    for block in layers:
+        fully_shard(block, **kw)
+    return fully_shard(root, **kw)
+
+
+def sharded_grad_norm(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The 2-norm of this rank's model part's grads, whatever mixes of plain tensors and DTensors (over
+    (dp,), (tp,) or (dp, tp) meshes, any placements) they are: torch's get_total_norm per kind of layout,
+    each reduced to a whole norm over its mesh, then combined."""
+    kinds: dict = {}
+    for g in grads:
+        key = (g.device_mesh, tuple(g.placements)) if hasattr(g, "device_mesh") else None
+        kinds.setdefault(key, []).append(g)
+    norms = []
+    for group in kinds.values():
+        norm = torch.nn.utils.get_total_norm(group, 2.0, foreach=True)
+        norms.append(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    if len(norms) == 1:
+        return norms[0]
+    return torch.stack([n.float() for n in norms]).norm() if norms else torch.zeros((), device=device)
+
+
+@contextlib.contextmanager
+def gradient_sync_off(module: torch.nn.Module):
+    """FSDP2's no_sync: accumulate unsharded grads locally; the next synced backward reduce-scatters the sum."""
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
 class FSDP2(MeshParallelism):
     name = "fsdp2"
     Options = FSDP2Options
@@ -48,29 +102,15 @@ class FSDP2(MeshParallelism):
         return self.mesh.mesh["dp_replicate", "dp_shard"] if self.layout.dp_replicate > 1 else self.mesh.dp_shard
 
     def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        return shard_model(model, getattr(model, "layers", []), self._dp_mesh(), self.options)
 
-        o = self.options
-        kw = {"mesh": self._dp_mesh(), "reshard_after_forward": o.reshard_after_forward,
-              "mp_policy": MixedPrecisionPolicy(param_dtype=DTYPES[o.param_dtype], reduce_dtype=DTYPES[o.reduce_dtype])}
-        for block in getattr(model, "layers", []):
-            fully_shard(block, **kw)
-        return fully_shard(model, **kw)
-
-    @contextlib.contextmanager
     def no_sync(self, model: torch.nn.Module):
         """Accumulate unsharded grads locally; the last micro-batch reduce-scatters the sum."""
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
+        return gradient_sync_off(model)
 
     def clip_grad_norm(self, model, params, max_norm: float) -> torch.Tensor:
         """The norm over every shard (a DTensor reduction), clipped in place on the local shards."""
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        norm = sharded_grad_norm([p.grad for p in params if p.grad is not None], self.device)
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
         return norm
 

@@ -7,6 +7,11 @@ over TP are all-gathered, pipeline stages send theirs to the writer — and the 
 checkpoint saved at TP2·PP2 resumes at TP1·PP1, at TP2, in `single`, and loads in `generate`/`eval`. A load
 slices each whole tensor to the local shard (`distribute_tensor` with no communication).
 
+Any DTensor layout works, FSDP2 over TP's shards included (placements like `(_StridedShard(0), Shard(0))`
+over (dp, tp)): the save is `full_tensor`, the load `distribute_tensor(..., src_data_rank=None)`, which cuts
+the local piece with no communication. (torch 2.13's `set_model_state_dict(full_state_dict=True)` scatters
+instead and asserts on uneven strided shards, e.g. 3 rows of a TP shard over 2 dp ranks.)
+
 Why not per-rank `mp_rank_{tp}_{pp}` shards: resharding on load would have to re-assemble them anyway, and
 the models this engine trains on one node fit the writer's host memory whole.
 """

@@ -2,25 +2,33 @@
 
 `parallel.strategy: tp | pp | cp | model_parallel` (one strategy; the layout keys `tp`, `pp`, `cp` decide what
 is applied, in torchtitan's order: cut pipeline stages, tensor-parallelise each, wrap for context
-parallelism). Data-parallel replicas (and CP ranks, whose grads are partial over their tokens) sum their
-grads once per step, after the last micro-batch, in one flat all-reduce over the `dp_cp` group.
+parallelism). Data parallelism is torch's own FSDP2, composed as torchtitan does for 2-D/3-D layouts:
+after TP, `fully_shard` each block and the root (a pipeline stage's StageModule under PP) over the `dp_cp`
+mesh dim (DP replicas and CP ranks: the ranks whose grads are partial over different tokens), so the
+parameters become DTensors over (dp_cp, tp) and grads are reduce-scattered once per step, after the last
+micro-batch (`no_sync`; under PP torch's schedule drives FSDP's sync itself). The reduce-scatter averages
+over `dp_cp`, which is the `grad_mean_divisor`. `param_dtype`, `reduce_dtype` and `reshard_after_forward`
+are fsdp2's keys (a pipeline stage keeps its parameters gathered between micro-batches, torchtitan's default
+under PP). With one dp_cp rank nothing is wrapped. `parallel.strategy: fsdp2` with tp/pp/cp > 1 is this
+strategy (`FSDP2Strategy`, at the end).
 
 Losses are counted once: TP and CP ranks hold the same whole per-token loss (vocab-parallel CE returns whole
 losses; the CP wrapper gathers them), and only the last pipeline stage has a loss; `sum_over_dp` keeps the
 sums of TP rank 0 and CP rank 0 and sums over the world. The grad norm is the norm of the whole model's
-grads: DTensor shards are reduced over TP, stage norms summed over PP.
+grads: DTensor shards are reduced over their (dp_cp, tp) mesh, stage norms summed over PP.
 
-Checkpoints hold the unsharded state on the writer (see full_state.py), so they reshard on load.
+Checkpoints hold the unsharded state on the writer (see full_state.py), so they reshard on load: the whole
+tensors are gathered from any DTensor layout (full_tensor) and sliced back without communication.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.distributed.tensor import DTensor
 
 from llmctl.core.config import from_dict
@@ -28,13 +36,14 @@ from llmctl.core.errors import UserError
 
 from . import full_state
 from .context_parallel import ContextParallel, local_positions
-from .mesh import Layout, MeshOptions, MeshParallelism
+from .fsdp import DTYPES, FSDP2, FSDP2Options, gradient_sync_off, shard_model, sharded_grad_norm
+from .mesh import Layout, MeshParallelism
 from .pipeline import Pipeline, PipelinedModel, StageModule, check_pp, cut_stage
 from .tensor_parallel import apply_tensor_parallel, check_tp
 
 
 @dataclasses.dataclass
-class ModelParallelOptions(MeshOptions):
+class ModelParallelOptions(FSDP2Options):  # fsdp2's keys shape the data-parallel sharding
     sequence_parallel: bool = True  # Megatron --sequence-parallel: norms and residuals hold sequence shards
     pp_schedule: str = "1f1b"  # 1f1b | gpipe (torch.distributed.pipelining)
 
@@ -63,8 +72,8 @@ class ModelParallel(MeshParallelism):
         if layout.pp > 1 and layout.cp > 1:
             raise UserError("parallel.pp and parallel.cp together are not supported; use one of them")
         if layout.dp_replicate != 1:
-            raise UserError("parallel.dp_replicate (HSDP) applies to fsdp; the model-parallel strategy "
-                            "replicates over data-parallel ranks")
+            raise UserError("parallel.dp_replicate (HSDP) applies to fsdp2 without tp/pp/cp; the model-parallel "
+                            "strategy shards over every data-parallel rank")
 
     # ---- the model ---------------------------------------------------------------------------------------
     def parallelize(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -78,11 +87,17 @@ class ModelParallel(MeshParallelism):
         if lay.tp > 1:
             apply_tensor_parallel(model, mesh.tp, self.options.sequence_parallel)
         self.inner = model
-        self.name_of = {id(p): n for n, p in model.named_parameters()}
+        stage = StageModule(model, self.cfg.data.seq_length) if lay.pp > 1 else None
+        self.sharded = mesh.size("dp_cp") > 1
+        if self.sharded:
+            layers = model.layers.values() if isinstance(model.layers, torch.nn.ModuleDict) else model.layers
+            # under PP the stage is the FSDP root: torch's schedule finds it there and drives its grad sync
+            shard_model(stage or model, list(layers), mesh["dp_cp"], self.options,
+                        reshard_after_forward=False if stage is not None else None)
+        self.name_of = {id(p): n for n, p in model.named_parameters()}  # the (sharded) parameters trained
         if lay.cp > 1:
             return ContextParallel(model, mesh.cp)
-        if lay.pp > 1:
-            stage = StageModule(model, self.cfg.data.seq_length)
+        if stage is not None:
             self.pipeline = Pipeline(stage, mesh.pp, self.device, self.cfg.grad_accum_steps(lay.dp),
                                      self.options.pp_schedule, *self._stage_examples(model))
             return PipelinedModel(stage, self.pipeline)
@@ -92,12 +107,17 @@ class ModelParallel(MeshParallelism):
         """Example input/output of this stage for one micro-batch (the shapes the schedule sends)."""
         mbs, seq, hidden = self.cfg.train.micro_batch_size, self.cfg.data.seq_length, self.cfg.model.hidden_size
         sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
-        dtype = next(model.parameters()).dtype
+        dtype = DTYPES[self.options.param_dtype] or next(model.parameters()).dtype
         first, last = self.pipeline_rank == 0, self.pipeline_rank == self.layout.pp - 1
         act = {"dtype": dtype, "device": self.device, "requires_grad": True}  # static metadata: grads flow back
         inp = torch.zeros(mbs, seq, dtype=torch.long, device=self.device) if first else \
             torch.empty(mbs, sharded, hidden, **act)
         return inp, torch.empty(mbs, seq if last else sharded, hidden, **act)
+
+    def describe(self) -> str:
+        sharded = f", data parallel: fully_shard over dp_cp {self.mesh.size('dp_cp')}" \
+            if getattr(self, "sharded", False) else ""
+        return super().describe() + sharded
 
     @property
     def pipeline_rank(self) -> int:
@@ -107,13 +127,14 @@ class ModelParallel(MeshParallelism):
         return self.inner
 
     # ---- one step ----------------------------------------------------------------------------------------
+    def no_sync(self, model: torch.nn.Module):
+        """No reduce-scatter on the micro-batches before the last (the pipeline's schedule does this itself)."""
+        return gradient_sync_off(self.inner) if self.sharded else contextlib.nullcontext()
+
     def forward_backward(self, trainer: Any, step: int, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         if self.pipeline is None:
-            sums = super().forward_backward(trainer, step, batches)
-        else:
-            sums = self._pipeline_step(trainer, step, batches)
-        self._sum_grads(trainer.params)
-        return sums
+            return super().forward_backward(trainer, step, batches)
+        return self._pipeline_step(trainer, step, batches)
 
     def _pipeline_step(self, trainer: Any, step: int, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         packed: list[torch.Tensor] = []
@@ -130,19 +151,10 @@ class ModelParallel(MeshParallelism):
             return torch.zeros(2 + 2 * len(trainer.metric_names), device=self.device)
         return torch.stack(packed).sum(0)
 
-    def _sum_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """Sum grads over the ranks that saw different tokens (DP replicas, CP ranks): one flat all-reduce."""
-        if self.mesh.size("dp_cp") == 1:
-            return
-        grads = [_local(p.grad) for p in params if p.grad is not None]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat, group=self.mesh.group("dp_cp"))
-        for g, summed in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            g.copy_(summed)
-
     @property
     def grad_mean_divisor(self) -> int:
-        return 1  # grads are summed over data-parallel ranks, not averaged
+        """FSDP's reduce-scatter averages over the dp_cp ranks (each holding grads of its own tokens)."""
+        return self.mesh.size("dp_cp")
 
     def sum_over_dp(self, tensor: torch.Tensor) -> torch.Tensor:
         """Each loss counted once: TP/CP peers hold copies (kept from rank 0 of each), and only the last
@@ -154,12 +166,7 @@ class ModelParallel(MeshParallelism):
 
     def clip_grad_norm(self, model: torch.nn.Module, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         grads = [p.grad for p in params if p.grad is not None]
-        squares = torch.zeros((), device=self.device)
-        for kind in (DTensor, torch.Tensor):
-            group = [g for g in grads if isinstance(g, DTensor) == (kind is DTensor)]
-            if group:
-                norm = torch.nn.utils.get_total_norm(group, 2.0)
-                squares = squares + (norm.full_tensor() if isinstance(norm, DTensor) else norm) ** 2
+        squares = sharded_grad_norm(grads, self.device).float() ** 2  # this stage's part: reduced over dp_cp x tp
         if self.layout.pp > 1:
             dist.all_reduce(squares, group=self.mesh.group("pp"))
         total = squares.sqrt()
@@ -188,3 +195,23 @@ class ModelParallel(MeshParallelism):
         names = None if full_state.NAMES_KEY in state else \
             full_state.unsharded_group_names(optimizer, self.name_of, self.order)
         full_state.load_full_optimizer_state(optimizer, state, self.name_of, names)
+
+
+def _splits_the_model(cfg) -> bool:
+    return any(int(cfg.parallel.get(key, 1) or 1) > 1 for key in ("tp", "pp", "cp"))
+
+
+class FSDP2Strategy:
+    """`parallel.strategy: fsdp2`. Pure data parallelism is `fsdp.FSDP2` (with HSDP); with tp/pp/cp > 1 it is
+    `ModelParallel`, whose data parallelism is that same fully_shard, composed with TP's DTensor plan (and
+    over PP stages, with CP). One name for both, so `--set parallel.strategy=fsdp2 --tp 2` does what it says."""
+
+    name = "fsdp2"
+    Options = FSDP2Options
+
+    def __new__(cls, cfg):
+        return (ModelParallel if _splits_the_model(cfg) else FSDP2)(cfg)
+
+    @classmethod
+    def preflight(cls, cfg, world_size: int) -> Layout:
+        return (ModelParallel if _splits_the_model(cfg) else FSDP2).preflight(cfg, world_size)

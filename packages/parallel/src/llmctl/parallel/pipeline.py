@@ -10,6 +10,11 @@ The last stage's output is the final norm's hidden states; the schedule's loss f
 task (`Task.loss_from_hidden`), which computes the loss through the model's cross_entropy kernel (chunked,
 vocab-parallel under TP), so no stage ever holds the logits. The schedule's target is the micro-batch index:
 the loss function finds that micro-batch's labels and any other fields the task needs.
+
+With data parallelism the stage module is the root of `fully_shard` (its blocks each a unit of their own):
+torch's schedule recognises an FSDP stage and turns its grad sync off until the step's last backward, then
+reduce-scatters once. Validation reads the LM head outside the stage's forward, so it gathers the root's
+parameters for that (`PipelinedModel`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from llmctl.core.errors import UserError
@@ -121,4 +127,12 @@ class PipelinedModel(torch.nn.Module):
         hidden = self.pipeline.forward_only(tokens)
         if hidden is None:
             return torch.zeros(targets.shape, device=tokens.device)
-        return head_loss(self.stage.model, hidden, targets)
+        if not isinstance(self.stage, FSDPModule):
+            return head_loss(self.stage.model, hidden, targets)
+        # the LM head is read outside the stage's forward, where FSDP has resharded the root's parameters
+        # (the final norm's and head's): gather them for the loss
+        self.stage.unshard()
+        try:
+            return head_loss(self.stage.model, hidden, targets)
+        finally:
+            self.stage.reshard()

@@ -64,9 +64,9 @@ def torchrun_command(nproc: int, args: list[str], max_restarts: int = 0) -> list
 def preflight(cfg, nproc: int) -> None:
     """The strategy's own check for `nproc` processes, before torchrun starts any of them."""
     from ..plugins import lookup
+    from .parallelism import resolve_strategy  # torch: only once torchrun is to be launched
 
-    name = cfg.strategy if cfg.strategy != "auto" else ("ddp" if nproc > 1 else "single")
-    lookup("parallelisms", name).preflight(cfg, nproc)
+    lookup("parallelisms", resolve_strategy(cfg, nproc)).preflight(cfg, nproc)
 
 
 def exec_torchrun(cfg, nproc: int, args: list[str], max_restarts: int) -> None:

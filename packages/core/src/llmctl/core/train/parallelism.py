@@ -228,15 +228,15 @@ def _attempt_store(timeout: datetime.timedelta) -> dist.Store:
     return dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def resolve_strategy(cfg: TrainConfig) -> str:
-    """`auto`: model_parallel when parallel.tp/pp/cp ask for it, ddp when torchrun started more than one
-    process, else single."""
+def resolve_strategy(cfg: TrainConfig, world_size: int | None = None) -> str:
+    """`auto`: model_parallel when parallel.tp/pp/cp ask for it, ddp when more than one process runs (torchrun
+    started them, or `world_size` will: the launcher's check before it execs torchrun), else single."""
     name = cfg.strategy
     if name != "auto":
         return name
     if any(int(cfg.parallel.get(key, 1) or 1) > 1 for key in ("tp", "pp", "cp")):
         return "model_parallel"
-    return "ddp" if torchrun_world()[1] > 1 else "single"
+    return "ddp" if (torchrun_world()[1] if world_size is None else world_size) > 1 else "single"
 
 
 def iter_dp_positions(start: int, global_batch: int, dp_rank: int, dp_size: int) -> Iterator[int]:
