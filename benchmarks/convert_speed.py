@@ -9,6 +9,12 @@ mapping at all: HF -> mcore is `safetensors.load_file` + `torch.save` (two shard
 `torch.load` + `safetensors.save_file`. Each step runs in its own process, so its peak RSS (getrusage) is its
 own; seconds (wall and CPU, the median run) exclude interpreter start and imports and include an os.sync() of
 what was written. On a shared box the CPU seconds are the steadier figure. This is a benchmark, not a test: nothing here asserts.
+
+What llmctl does beyond the peer's bytes: the HF file is memory-mapped (safetensors' load_file is lazy), so a
+dim-0 TP slice is a view written straight from the map; fused QKV, fc1 [gate; up] and dim-1 slices are one copy
+each, into an arena reused from one TP rank to the next. Under load (other jobs on the cores) the copies suffer
+most: the previous version (torch.cat into fresh tensors per rank) measured 2.44x at load average 6, and on a
+quiet box took 0.71 s for HF -> mcore where this one takes 0.67 s.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Every transform is a reshape/cat/chunk, so HF -> mcore -> HF is bit-identical.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -32,6 +33,8 @@ _EXTRA_STATE = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.
 _TE_NORMS = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
              "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
 _LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.")
+#: `empty(shape, dtype)`: where a copied output tensor is allocated.
+Empty = Callable[[tuple, torch.dtype], torch.Tensor]
 
 
 def parse_layer_list(value: Any) -> list[int] | None:
@@ -76,12 +79,45 @@ def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:
 
 
 # ---- fused QKV -------------------------------------------------------------------------------------------------
-def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_groups: int) -> torch.Tensor:
+def _fresh(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype)
+
+
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_groups: int,
+             empty: Empty = _fresh) -> torch.Tensor:
     """[q; k; v] (HF order) of `num_groups` query groups -> megatron's per-group interleave. Works for weights
-    [out, in] and biases [out], and for one TP rank's slice of whole groups."""
-    rest = q.shape[1:]
-    parts = [t.reshape(num_groups, t.shape[0] // num_groups, *rest) for t in (q, k, v)]
-    return torch.cat(parts, dim=1).reshape(-1, *rest)
+    [out, in] and biases [out], and for one TP rank's slice of whole groups. One copy, into `empty(shape)`."""
+    rest = tuple(q.shape[1:])
+    rows = [t.shape[0] // num_groups for t in (q, k, v)]
+    out = empty((num_groups * sum(rows), *rest), q.dtype)
+    groups, start = out.view(num_groups, sum(rows), *rest), 0
+    for t, n in zip((q, k, v), rows):
+        groups[:, start:start + n].copy_(t.reshape(num_groups, n, *rest))
+        start += n
+    return out
+
+
+class Arena:
+    """Output buffers for `to_mcore_shard`, reused from one TP rank's shard to the next (`reset()` once the
+    previous shard is saved): its pages are faulted in once per conversion, not once per rank, and each
+    tensor is a slice of a chunk's storage, so `torch.save` writes exactly its bytes."""
+
+    def __init__(self, chunk_bytes: int = 64 << 20):
+        self.chunk_bytes, self.chunks, self.index, self.offset = chunk_bytes, [], 0, 0
+
+    def reset(self) -> None:
+        self.index, self.offset = 0, 0
+
+    def __call__(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = math.prod(shape) * dtype.itemsize
+        while self.index < len(self.chunks) and self.offset + nbytes > self.chunks[self.index].nbytes():
+            self.index, self.offset = self.index + 1, 0
+        if self.index == len(self.chunks):
+            self.chunks.append(torch.UntypedStorage(max(self.chunk_bytes, nbytes)))
+            self.offset = 0
+        piece = self.chunks[self.index][self.offset:self.offset + nbytes]
+        self.offset += -(-nbytes // 64) * 64  # keep every tensor 64-byte aligned
+        return torch.empty(0, dtype=dtype).set_(piece, 0, shape)
 
 
 def unfuse_qkv(parts: Sequence[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,20 +147,23 @@ def _own(t: torch.Tensor) -> torch.Tensor:
 
 # ---- native -> mcore -------------------------------------------------------------------------------------------
 def to_mcore_shard(native: dict[str, torch.Tensor], cfg: ModelConfig, tp: int, rank: int, stage: int,
-                   counts: Sequence[int]) -> dict[str, Any]:
+                   counts: Sequence[int], empty: Empty = _fresh) -> dict[str, Any]:
     """TP rank `rank`'s model state dict of pipeline `stage` (layers per stage in `counts`), in megatron-core
-    names. One rank at a time, so a conversion holds the source plus one shard, not the source twice."""
+    names. One rank at a time, so a conversion holds the source plus one shard, not the source twice. A
+    dim-0 piece is a view of the source (no copy); a fused or dim-1 piece is one copy into `empty(shape,
+    dtype)` (an `Arena` reuses the memory across ranks)."""
     shard: dict[str, Any] = {}
 
     def part(t: torch.Tensor, dim: int | None) -> torch.Tensor:
-        return _own(t if dim is None else torch.chunk(t, tp, dim=dim)[rank])
+        t = t if dim is None else torch.chunk(t, tp, dim=dim)[rank]
+        return _own(t) if t.is_contiguous() else empty(tuple(t.shape), t.dtype).copy_(t)
 
     ng = cfg.kv_heads // tp  # query groups on this rank, whole
 
     def qkv(n: str, suffix: str) -> torch.Tensor:
         q, k, v = (native[n + f"attn.{p}_proj.{suffix}"] for p in "qkv")
         q, k, v = (torch.chunk(t, tp, dim=0)[rank] for t in (q, k, v))  # groups r*ng .. (r+1)*ng
-        return fuse_qkv(q, k, v, ng)
+        return fuse_qkv(q, k, v, ng, empty)
 
     if stage == 0:
         shard["embedding.word_embeddings.weight"] = part(native["embed.weight"], 0)
@@ -138,7 +177,9 @@ def to_mcore_shard(native: dict[str, torch.Tensor], cfg: ModelConfig, tp: int, r
         shard[m + "self_attention.linear_proj.weight"] = part(native[n + "attn.o_proj.weight"], 1)
         shard[m + "pre_mlp_layernorm.weight"] = part(native[n + "post_attn_norm.weight"], None)
         gate, up = (torch.chunk(native[n + f"mlp.{p}_proj.weight"], tp, dim=0)[rank] for p in ("gate", "up"))
-        shard[m + "mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
+        fc1 = shard[m + "mlp.linear_fc1.weight"] = empty((gate.shape[0] + up.shape[0], *gate.shape[1:]), gate.dtype)
+        fc1[:gate.shape[0]].copy_(gate)
+        fc1[gate.shape[0]:].copy_(up)
         shard[m + "mlp.linear_fc2.weight"] = part(native[n + "mlp.down_proj.weight"], 1)
         shard.update({m + name + "._extra_state": None for name in _EXTRA_STATE})
     if stage == len(counts) - 1:

@@ -199,12 +199,14 @@ def write_mcore_shards(it_dir: str | os.PathLike, iteration: int, native_state: 
     dtype = state["embed.weight"].dtype
     args = argparse.Namespace(**{**mcore.args_from_config(cfg, tp, pp, counts, dtype, iteration),
                                  **(extra_args or {})})
+    arena = mcore.Arena()  # one rank's copied tensors at a time, in memory reused by the next
     for s in range(pp):
         for t in range(tp):
             rank_dir = it_dir / rank_dir_name(t, s if pp > 1 else None)
             rank_dir.mkdir()
+            arena.reset()
             torch.save({"args": args, "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
-                        "model": layout.to_shard(state, cfg, tp, t, s, counts)}, rank_dir / STATE_FILE)
+                        "model": layout.to_shard(state, cfg, tp, t, s, counts, arena)}, rank_dir / STATE_FILE)
 
 
 def save_mcore_checkpoint(out_dir: str | os.PathLike, iteration: int, native_state: dict[str, torch.Tensor],
