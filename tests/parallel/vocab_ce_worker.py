@@ -63,6 +63,7 @@ def main(report: str) -> None:
     if dist.get_rank() == 0:
         with open(report, "w") as f:
             json.dump(result, f)
+    dist.barrier()  # no collective in flight when the group goes (gloo aborts the process otherwise)
     dist.destroy_process_group()
 
 
