@@ -138,6 +138,31 @@ def test_num_layer_list_places_layers_and_native_round_trip(tmp_path, cli, tiny_
     assert code2 == 0 and out == out2
 
 
+@pytest.mark.parametrize("kind", ["llama-gqa-untied-llama3rope", "qwen2-gqa-tied-bias"])
+def test_padded_vocab_size_pads_with_zeros_and_mcore2hf_drops_it(kind, tmp_path, cli):
+    hf, hf_dir = _save_hf(tmp_path, kind)  # vocab 320
+    mc = tmp_path / "mc"
+    code, _, err = cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", mc, "--padded-vocab-size", 336,
+                       "--target-tensor-parallel-size", 2)
+    assert code == 0, err
+    shards = [_shard(mc / "iter_0000001" / f"mp_rank_{r:02d}" / "model_optim_rng.pt") for r in range(2)]
+    assert shards[0]["args"].padded_vocab_size == 336 and shards[0]["args"].vocab_size == 320
+    names = ["embedding.word_embeddings.weight"] + ([] if hf.config.tie_word_embeddings else ["output_layer.weight"])
+    src = {"embedding.word_embeddings.weight": hf.model.embed_tokens.weight, "output_layer.weight": hf.lm_head.weight}
+    for name in names:
+        full = torch.cat([s["model"][name] for s in shards])  # 168 rows per TP rank
+        assert full.shape[0] == 336 and torch.equal(full[:320], src[name].detach())
+        assert not full[320:].any()
+    code, out, err = cli("convert", "mcore2hf", "--ckpt-dir", mc, "--out-dir", tmp_path / "back")
+    assert code == 0, err
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["vocab_size"] == 320
+    a, b = load_file(hf_dir / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    code, _, err = cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", tmp_path / "x",
+                       "--padded-vocab-size", 300)
+    _one_line_error(code, err, "--padded-vocab-size 300", "320")
+
+
 class _Plant:
     """Unpickling this would create a file: proof that a refused checkpoint ran nothing."""
 

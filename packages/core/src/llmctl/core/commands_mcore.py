@@ -31,8 +31,11 @@ def _describe(info: dict) -> str:
 @_tp
 @_pp
 @_layers
+@click.option("--padded-vocab-size", type=click.IntRange(min=1), default=None,
+              help="Zero-pad the embedding/output rows to N, as MindSpeed's scripts do (e.g. 152064); "
+                   "recorded in args, and mcore-to-hf drops the padding again.")
 @_force
-def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, force) -> None:
+def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, padded_vocab_size, force) -> None:
     """Write an HF llama/qwen2 model as a MindSpeed / megatron-core checkpoint (iteration 1), sharded TP x PP.
 
     \b
@@ -45,7 +48,8 @@ def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, force) -> None:
     require_torch("llmctl convert")
     from .nn.mcore_convert import hf_to_mcore
 
-    it_dir = hf_to_mcore(hf_dir, out_dir, tp=tp, pp=pp, num_layer_list=num_layer_list, overwrite=force)
+    it_dir = hf_to_mcore(hf_dir, out_dir, tp=tp, pp=pp, num_layer_list=num_layer_list,
+                         padded_vocab_size=padded_vocab_size, overwrite=force)
     click.echo(f"wrote {it_dir}")
 
 

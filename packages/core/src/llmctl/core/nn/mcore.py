@@ -75,7 +75,7 @@ def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:
         raise UserError(f"tensor parallel size {tp} does not divide ffn_hidden_size {cfg.ffn_hidden_size}")
     if cfg.vocab_size % tp:
         raise UserError(f"tensor parallel size {tp} does not divide the vocabulary ({cfg.vocab_size}); "
-                        "pad the embedding to a multiple of it first")
+                        "pad it to a multiple first (--padded-vocab-size)")
 
 
 # ---- fused QKV -------------------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def read_mcore_state(path: str | os.PathLike, iteration: int | None = None
         if len(keys) == 1 and counts != want:
             raise UserError(f"{first}: args.num_layer_list={args['num_layer_list']} but the stages hold {counts}")
     native = mcore.layout_for(cfg.family).from_pieces(pieces, cfg)
-    info = {"tp": tp, "pp": pp, "iteration": loaded[0, 0].get("iteration"),
+    info = {"tp": tp, "pp": pp, "iteration": loaded[0, 0].get("iteration"), "vocab_size": args.get("vocab_size"),
             "num_layer_list": [mcore.stage_num_layers(piece[0]) for piece in pieces]}
     return cfg, native, it_dir, info
 
