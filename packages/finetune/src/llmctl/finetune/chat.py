@@ -140,6 +140,8 @@ def chat_command(ckpt_dir, lora_dir, prompt_type, prompt_type_path, system, prom
         name = "empty"
     template = get_template(name, prompt_type_path)
     loaded = load_model(ckpt_dir, device=device, dtype=dtype, iteration=iteration, lora_dir=lora_dir)
+    if loaded.source == "mcore":  # as generate says it: the format was told from the keys
+        click.echo(f"read a megatron-core checkpoint from {ckpt_dir}", err=True)
     if loaded.tokenizer is None:
         raise UserError(f"{ckpt_dir}: no tokenizer next to the model")
     sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
