@@ -22,9 +22,9 @@ def no_exec(monkeypatch):
 @pytest.mark.parametrize("flags, message", [
     (["--nproc-per-node", "2", "--set", "parallel.strategy=fsdp2", "--tp", "3"], "world size 2 != dp"),
     (["--nproc-per-node", "4", "--set", "parallel.strategy=fsdp2", "--tp", "4"], "must divide model.num_heads 4 and the KV heads 2"),
-    (["--nproc-per-node", "3", "--set", "parallel.strategy=fsdp2", "--pp", "3"], "parallel.pp 3 is larger than model.num_layers 2"),
+    (["--nproc-per-node", "3", "--set", "parallel.strategy=fsdp2", "--pp", "3"], "pipeline size 3 (parallel.pp) is larger than model.num_layers 2"),
     (["--nproc-per-node", "2", "--set", "parallel.strategy=fsdp2", "--pp", "2", "--num-layer-list", "1,2"],
-     "--num-layer-list 1,2 sums to 3 but model.num_layers is 2"),
+     "--num-layer-list 1,2 sums to 3 but the model has 2 layers"),
     (["--nproc-per-node", "2", "--set", "train.global_batch_size=6", "--batch-size-per-device", "2"],
      "global batch size 6 is not divisible by train.micro_batch_size 2 x data-parallel size 2"),
     (["--nproc-per-node", "2", "--set", "parallel.zero_1=true"], "unknown config key 'parallel.zero_1' (did you mean 'zero1'"),

@@ -34,6 +34,7 @@ from typing import Any
 
 from llmctl.core.config import from_dict
 from llmctl.core.errors import UserError
+from llmctl.core.pipeline_layers import stage_layer_counts
 from llmctl.core.train.parallelism import DistributedParallelism, StrategyOptions, torchrun_world
 
 DIMS = ("pp", "dp_replicate", "dp_shard", "cp", "tp")
@@ -74,33 +75,6 @@ class Layout:
         return f"dp {self.dp} x tp {self.tp} x pp {self.pp} x cp {self.cp}"
 
 
-def parse_layer_list(value: Any) -> list[int] | None:
-    """"5,7", "5 7", [5, 7] -> [5, 7]; None/"" -> None."""
-    if value is None or value == "":
-        return None
-    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    try:
-        return [int(v) for v in items]
-    except (TypeError, ValueError):
-        raise UserError(f"config key 'parallel.num_layer_list' must be integers like \"5,7\", got {value!r}") from None
-
-
-def _split_layers(num_layers: int, pp: int, layer_list: list[int] | None) -> tuple[int, ...]:
-    if pp > num_layers:
-        raise UserError(f"parallel.pp {pp} is larger than model.num_layers {num_layers}: every pipeline stage "
-                        "needs at least one layer")
-    if layer_list is None:
-        base, extra = divmod(num_layers, pp)
-        return tuple(base + (1 if i < extra else 0) for i in range(pp))
-    if len(layer_list) != pp:
-        raise UserError(f"--num-layer-list {','.join(map(str, layer_list))} has {len(layer_list)} entries but "
-                        f"parallel.pp is {pp}: give one layer count per pipeline stage")
-    if sum(layer_list) != num_layers or min(layer_list) < 1:
-        raise UserError(f"--num-layer-list {','.join(map(str, layer_list))} sums to {sum(layer_list)} but "
-                        f"model.num_layers is {num_layers} (each stage needs >= 1 layer)")
-    return tuple(layer_list)
-
-
 def plan_layout(cfg, options: MeshOptions, world_size: int) -> Layout:
     """Check the layout against the config and the world size; no torch, no collectives."""
     for key in ("tp", "pp", "cp", "dp_replicate"):
@@ -119,7 +93,7 @@ def plan_layout(cfg, options: MeshOptions, world_size: int) -> Layout:
     if m.num_heads % tp or m.kv_heads % tp:
         raise UserError(f"parallel.tp {tp} must divide model.num_heads {m.num_heads} and the KV heads "
                         f"{m.kv_heads} (each TP rank holds whole query and key/value heads)")
-    layers = _split_layers(m.num_layers, pp, parse_layer_list(options.num_layer_list))
+    layers = tuple(stage_layer_counts(m.num_layers, pp, options.num_layer_list, uneven_default=True))
     cfg.check(dp)  # GBS divisible by DP x MBS, and the config's other cross-section checks
     return Layout(world_size, dp, tp, pp, cp, options.dp_replicate, layers)
 

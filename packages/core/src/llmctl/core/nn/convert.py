@@ -61,7 +61,6 @@ def native_to_hf(
 ) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files, generation_config.json) loadable by
     `transformers.AutoModelForCausalLM` / `AutoTokenizer`. Tied embeddings are stored once, as HF does."""
-    from safetensors.torch import save_file
 
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     cfg, state, it_dir = read_native_state(ckpt_dir, iteration)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import UserError
+from ..pipeline_layers import stage_layer_counts
 from ..model_config import ModelConfig
 
 _LAYER = "decoder.layers.{j}."
@@ -37,32 +38,9 @@ _LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.")
 Empty = Callable[[tuple, torch.dtype], torch.Tensor]
 
 
-def parse_layer_list(value: Any) -> list[int] | None:
-    """MindSpeed's `--num-layer-list` ("3,5", or a list) as ints; None when absent/empty."""
-    if value is None or value == "" or value == []:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    try:
-        return [int(str(x).strip()) for x in items]
-    except ValueError:
-        raise UserError(f"--num-layer-list {value!r}: expected comma-separated layer counts, e.g. 3,5") from None
-
-
 def layer_counts(num_layers: int, pp: int, num_layer_list: Any = None) -> list[int]:
-    """Layers per pipeline stage: `--num-layer-list` when given (must sum to the layers), else an even split."""
-    counts = parse_layer_list(num_layer_list)
-    if counts is None:
-        if num_layers % pp:
-            raise UserError(f"{num_layers} layers do not split evenly over pipeline size {pp}; "
-                            "give --num-layer-list")
-        return [num_layers // pp] * pp
-    if len(counts) != pp:
-        raise UserError(f"--num-layer-list {','.join(map(str, counts))} has {len(counts)} stages but the "
-                        f"pipeline size is {pp}")
-    if sum(counts) != num_layers or min(counts) < 1:
-        raise UserError(f"--num-layer-list {','.join(map(str, counts))} sums to {sum(counts)} but the model has "
-                        f"{num_layers} layers (each stage needs at least 1)")
-    return counts
+    """Layers per pipeline stage of an mcore checkpoint: `--num-layer-list`, else Megatron's exact even split."""
+    return stage_layer_counts(num_layers, pp, num_layer_list)
 
 
 def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:

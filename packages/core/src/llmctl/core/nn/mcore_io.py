@@ -27,6 +27,7 @@ import torch
 from ..errors import UserError
 from ..io import atomic_dir, write_text_atomic
 from ..model_config import ModelConfig
+from ..pipeline_layers import parse_layer_list
 from . import mcore
 from .build import check_keys, strip_wrappers
 from .hf_adapters import ADAPTERS
@@ -166,7 +167,7 @@ def read_mcore_state(path: str | os.PathLike, iteration: int | None = None
     del embed
     if args.get("num_layer_list"):
         counts = [mcore.stage_num_layers(piece[0]) for piece in pieces]
-        want = mcore.parse_layer_list(args["num_layer_list"])
+        want = parse_layer_list(args["num_layer_list"])
         if len(keys) == 1 and counts != want:
             raise UserError(f"{first}: args.num_layer_list={args['num_layer_list']} but the stages hold {counts}")
     native = mcore.layout_for(cfg.family).from_pieces(pieces, cfg)
