@@ -38,7 +38,7 @@ def test_fresh_clone_skips_fixture_tests_with_one_reason(clone):
     reason = f"real-data fixtures not found at {clone.parent / 'shared' / 'fixtures'}; set LLMCTL_FIXTURES"
     assert f"{SELF_CONTAINED} passed, {NEED_FIXTURES} skipped" in out, out[-4000:]
     assert f"{NEED_FIXTURES} tests need the real-data fixtures and were skipped: {reason}" in out
-    assert out.count(f"SKIPPED [") >= 1 and all(reason in line for line in out.splitlines()
+    assert out.count("SKIPPED [") >= 1 and all(reason in line for line in out.splitlines()
                                                 if line.startswith("SKIPPED ["))
     assert "FileNotFoundError" not in out
 

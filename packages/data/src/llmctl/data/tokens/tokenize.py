@@ -24,7 +24,7 @@ import numpy as np
 from llmctl.core.errors import UserError
 from llmctl.core.io import write_json_atomic
 
-from ..readers.chunks import Chunk, decode_chunk
+from ..readers.chunks import decode_chunk
 from ..executors import Executor, ShardDocuments, Shards, ShardStage, run_stage
 from ..executors.local import LocalExecutor
 from ..hashing import row_keys, stable_hash64, uniform01
