@@ -6,7 +6,9 @@ batch, sequence length, thread count, fp32 and AdamW. Prints trained-sequence to
     python benchmarks/sft_speed.py                 # ~9M-param llama, seq 256, batch 8 (a few minutes)
     python benchmarks/sft_speed.py --threads 2 --steps 30
 
-Tokens/s counts real (unpadded) tokens of the samples each side trained on. Not a test: nothing asserts.
+Tokens/s counts real (unpadded) tokens of the samples each side trained on (DPO: chosen + rejected of each
+pair). Every side runs fp32: TRL's DPOConfig defaults to bf16=True, so the benchmark sets bf16=False. Not a test:
+nothing asserts.
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def run_trl_dpo(tmp, base, tok, pairs, args) -> float:
     ds = Dataset.from_list([{"prompt": f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n",
                              "chosen": c + "<|im_end|>", "rejected": r + "<|im_end|>"} for p, c, r in pairs])
     timer = _HFTimer(args.warmup)
-    cfg = _hf_args(tmp, args, DPOConfig, beta=0.1, max_length=args.seq)
+    # DPOConfig defaults to bf16=True (autocast, bf16 matmuls on CPU too): pin fp32 like every other row
+    cfg = _hf_args(tmp, args, DPOConfig, beta=0.1, max_length=args.seq, bf16=False)
     DPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(tok),
                callbacks=[timer]).train()
     return (timer.t1 - timer.t0) / args.steps
@@ -184,7 +187,7 @@ def main() -> int:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from llmctl.data.sft.datasets import SFTDataset  # the same samples for both sides
+    from llmctl.data.sft.datasets import PairwiseDataset, SFTDataset  # the same samples for both sides
 
     tmp = Path(tempfile.mkdtemp(prefix="sft_speed_"))
     corpus = make_corpus(args.batch * (args.warmup + args.steps))
@@ -212,10 +215,13 @@ def main() -> int:
         pairs = [(q, a, " ".join(reversed(a.split()))) for q, a in corpus]
         dprefix = preprocess(tmp, tok, [{"instruction": q, "input": "", "chosen": c, "rejected": r}
                                         for q, c, r in pairs], "AlpacaStylePairwiseHandler", args.seq)
+        pds = PairwiseDataset(dprefix)  # the pairs' own real tokens (chosen + rejected), not the SFT samples'
+        pair_tokens = sum(len(pds[i]["chosen_input_ids"]) + len(pds[i]["rejected_input_ids"])
+                          for i in range(len(pds))) / len(pds) * args.batch
         ours = run_llmctl(tmp, base, dprefix, "dpo", args)
         peer = run_trl_dpo(tmp / "trl_dpo", base, tok, pairs, args)
-        rows.append(("DPO step (policy + frozen reference)", "TRL DPOTrainer", 2 * tokens_per_step / ours,
-                     2 * tokens_per_step / peer))
+        rows.append(("DPO step (policy + frozen reference)", "TRL DPOTrainer", pair_tokens / ours,
+                     pair_tokens / peer))
     print(f"\n{'what':<38} {'peer':<20} {'llmctl tok/s':>13} {'peer tok/s':>11} {'ratio':>6}")
     for what, peer, a, b in rows:
         print(f"{what:<38} {peer:<20} {a:>13,.0f} {b:>11,.0f} {a / b:>5.2f}x")
