@@ -35,6 +35,19 @@ def test_duplicate_registration_raises_naming_both_plugins():
         bus.registry("models")
 
 
+@pytest.mark.parametrize("order", [("core", "parallel"), ("parallel", "core")])
+def test_a_registration_may_replace_a_named_plugins_entry(order):
+    hooks = {"core": lambda register: register("ddp", "core:DDP"),
+             "parallel": lambda register: register("ddp", "parallel:DDP", replaces="core")}
+    bus = plugins.PluginBus(load_entrypoints=False)
+    for name in order:
+        bus.register_plugin(_plugin(register_parallelisms=hooks[name]), name)
+    assert bus.registry("parallelisms")["ddp"].value == "parallel:DDP"  # whichever registered first
+    bus.register_plugin(_plugin(register_parallelisms=lambda register: register("ddp", "x:DDP")), "third")
+    with pytest.raises(PluginError, match="parallelism 'ddp' registered twice"):
+        bus.registry("parallelisms")
+
+
 def test_each_registry_parses_its_own_arguments():
     bus = plugins.PluginBus(load_entrypoints=False)
     bus.register_plugin(_plugin(register_models=lambda register: register("llama", "llama")), "old-style")

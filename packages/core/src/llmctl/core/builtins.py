@@ -75,10 +75,7 @@ def register_tasks(register):
 @hookimpl
 def register_parallelisms(register):
     register("single", "llmctl.core.train.parallelism:Parallelism")
-    import importlib.util
-
-    if importlib.util.find_spec("llmctl.parallel") is None:  # llmctl-parallel registers ddp with ZeRO-1/hooks
-        register("ddp", "llmctl.core.train.parallelism:DDP")
+    register("ddp", "llmctl.core.train.parallelism:DDP")  # llmctl-parallel's ddp (ZeRO-1, hooks) replaces it
 
 
 @hookimpl

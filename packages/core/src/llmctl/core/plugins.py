@@ -153,13 +153,20 @@ class PluginBus:
         for impl in hook.get_hookimpls():  # registration order (pluggy lists impls oldest first)
             plugin = impl.plugin_name
 
-            def register(name: str, value: Any = None, *args: Any, _plugin: str = plugin, **kw: Any) -> None:
+            def register(name: str, value: Any = None, *args: Any, _plugin: str = plugin,
+                         replaces: str | None = None, **kw: Any) -> None:
+                """`replaces="core"`: this registration knowingly supersedes plugin core's entry of the same
+                name (whichever of the two registers first); any other clash is an error naming both."""
                 key, extra = _entry_key(kind, name, value, args, kw)
-                if key in entries:
+                entry = Entry(key, extra.pop("value"), _plugin, {**extra, "replaces": replaces})
+                old = entries.get(key)
+                if old is not None and old.extra.get("replaces") == _plugin:
+                    return  # the entry already there supersedes this plugin's
+                if old is not None and replaces != old.plugin:
                     raise PluginError(
-                        f"{kind[:-1]} '{key}' registered twice: by plugin '{entries[key].plugin}' and by '{_plugin}'"
+                        f"{kind[:-1]} '{key}' registered twice: by plugin '{old.plugin}' and by '{_plugin}'"
                     )
-                entries[key] = Entry(key, extra.pop("value"), _plugin, extra)
+                entries[key] = entry
 
             impl.function(register)
         return entries
