@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import heapq
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .executors import Executor, ShardDocuments, ShardStage, run_stage
+from .executors import Executor, ShardDocuments, ShardStage, run_stage_in
 from .pipeline import StageStats, make_bar, report_progress, shard_tag
 
 KEY_ROW_BITS = 40  # (global file index << 40) | row, as tokenize and sft key their documents
@@ -88,10 +87,5 @@ def corpus_pass(files: Sequence[str], output_dir, text_key: str | None, num_shar
 
     executor = executor or LocalExecutor(1)
     stage = CorpusStage(files, output_dir, text_key, silent)
-    try:
-        report = run_stage(stage, files, None, num_shards or max(1, executor.workers), executor)
-    except BaseException:
-        if not any(stage.marker_dir.glob("*.json")):  # nothing finished: nothing to resume from
-            shutil.rmtree(stage.work, ignore_errors=True)
-        raise
+    report = run_stage_in(stage, stage.work, files, num_shards or max(1, executor.workers), executor)
     return stage, report

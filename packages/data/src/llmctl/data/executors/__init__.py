@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Executor, ShardDocuments, Shards, ShardStage, resumed_note, run_stage
+from .base import Executor, ShardDocuments, Shards, ShardStage, resumed_note, run_stage, run_stage_in
 
 
 
@@ -26,4 +26,4 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
     return lookup("executors", name)(**options)
 
 
-__all__ = ["Executor", "ShardDocuments", "ShardStage", "Shards", "get_executor", "resumed_note", "run_stage"]
+__all__ = ["Executor", "ShardDocuments", "ShardStage", "Shards", "get_executor", "resumed_note", "run_stage", "run_stage_in"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,18 @@ def run_stage(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return merged
+
+
+def run_stage_in(stage: ShardStage, work: Path, inputs: Sequence[str], shards: "int | Shards",
+                 executor: Executor) -> dict[str, Any]:
+    """`run_stage` for a stage that spills its shards into the work dir `work` (markers inside): a run that
+    fails before any shard finished removes the work dir, since there is nothing to resume from."""
+    try:
+        return run_stage(stage, inputs, None, shards, executor)
+    except BaseException:
+        if not any(stage.markers().glob("*.json")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def resumed_note(runs: Sequence[dict[str, Any]]) -> str | None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from llmctl.core.errors import UserError
 
-from ..executors import Executor, ShardDocuments, ShardStage, run_stage
+from ..executors import Executor, ShardDocuments, ShardStage, run_stage_in
 from ..pipeline import make_bar, report_progress, shard_tag
 from .encode import PAIR_KEYS, SFT_KEYS, Writers, encode_record, output_path, pad_id
 from .handlers import EmptyResponse, get_handler
@@ -200,12 +200,7 @@ def preprocess_sft(inputs: Sequence[str], tokenizer: str, output_prefix: str, ha
     paths = expand_inputs(inputs)
     Path(output_prefix).parent.mkdir(parents=True, exist_ok=True)
     stage = SFTStage(paths, tokenizer, output_prefix, handler, template, seq_length, packing, neat_pack, skip_empty)
-    try:
-        report = run_stage(stage, paths, None, num_shards or max(1, executor.workers), executor)
-    except BaseException:
-        if not any(stage.marker_dir.glob("*.json")):  # nothing finished: nothing to resume from
-            shutil.rmtree(stage.work, ignore_errors=True)
-        raise
+    report = run_stage_in(stage, stage.work, paths, num_shards or max(1, executor.workers), executor)
     if warn is not None:
         _warn(warn, report, seq_length)
     return report
