@@ -142,10 +142,10 @@ class ModelParallel(MeshParallelism):
         def loss_fn(hidden: torch.Tensor, index: int) -> torch.Tensor:
             loss_sum, count, metrics = trainer.task.loss_from_hidden(self.inner, hidden, batches[index])
             loss_sum = trainer.callbacks.transform_loss(trainer, step, loss_sum)
-            packed.append(trainer._micro_batch_sums(loss_sum, count, metrics))
+            packed.append(trainer.micro_batch_sums(loss_sum, count, metrics))
             return loss_sum / trainer.loss_divisor
 
-        with trainer._autocast():
+        with trainer.autocast():
             self.pipeline.run(torch.cat([b["input_ids"] for b in batches]), loss_fn)
         if not packed:  # not the last stage: it adds nothing to the step's sums
             return torch.zeros(2 + 2 * len(trainer.metric_names), device=self.device)

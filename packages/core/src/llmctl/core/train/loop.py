@@ -150,7 +150,8 @@ class Trainer(Checkpointing):
         self._reset_interval()
 
     # ---- helpers -----------------------------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self):
+        """The run's mixed-precision context (a pipeline strategy's schedule runs its stages under it too)."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
 
     def _loader(self, ds, start: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -171,7 +172,7 @@ class Trainer(Checkpointing):
         self.last_grad_norm = z()
         self.interval_start = (time.perf_counter(), self.state.iteration)
 
-    def _micro_batch_sums(self, loss_sum, count, metrics) -> torch.Tensor:
+    def micro_batch_sums(self, loss_sum, count, metrics) -> torch.Tensor:
         """[loss sum, count, metric sums..., metric counts...] of one micro-batch, as one fp32 vector."""
         zero = torch.zeros((), device=self.device)
         parts = [loss_sum.detach().float(), count.float()]
@@ -183,12 +184,12 @@ class Trainer(Checkpointing):
     def micro_batch(self, step: int, batch: dict[str, torch.Tensor], last: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch (no grad sync unless `last`); its packed sums."""
         with (contextlib.nullcontext() if last else self.par.no_sync(self.module)):
-            with self._autocast():
+            with self.autocast():
                 loss_sum, count, metrics = self.task.loss(self.forward_model, batch)
             loss_sum = self.callbacks.transform_loss(self, step, loss_sum)
             loss = loss_sum / self.loss_divisor
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return self._micro_batch_sums(loss_sum, count, metrics)
+        return self.micro_batch_sums(loss_sum, count, metrics)
 
     def train_step(self, step: int, batches: list[dict[str, torch.Tensor]]) -> tuple[str | None, bool, float]:
         """Forward/backward over the micro-batches, then (unless the guard objects) one optimizer step.
@@ -271,8 +272,8 @@ class Trainer(Checkpointing):
         self.module.eval()
         sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
         for batch in itertools.islice(self._loader(self.val_ds, 0), self.cfg.eval.iters * self.accum):
-            with self._autocast():
-                sums += self._micro_batch_sums(*self.task.loss(self.forward_model, self._to_device(batch)))
+            with self.autocast():
+                sums += self.micro_batch_sums(*self.task.loss(self.forward_model, self._to_device(batch)))
         values = self.par.sum_over_dp(sums).tolist()
         val_loss = values[0] / max(values[1], 1.0)
         rec: dict[str, Any] = {"step": step, "consumed_tokens": self.state.consumed_samples * self.seq,
