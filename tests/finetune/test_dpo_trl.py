@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from finetune_helpers import dpo_data, finetune_cfg
+from llmctl.finetune.dpo import answer_logps
 
 trl = pytest.importorskip("trl")
 
@@ -71,12 +72,19 @@ def _perturb(model, seed=1):
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
-def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type):
-    task, train, model = _task(tmp_path, tok_dir, hf_base, f"task.loss_type={loss_type}", "task.beta=0.5")
+def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type, padding_free):
+    """Either batch layout (answers end to end in one row, or padded rows) gives TRL's loss and metrics, which
+    are computed from padded rows as TRL builds them."""
+    task, train, model = _task(tmp_path, tok_dir, hf_base, f"task.loss_type={loss_type}", "task.beta=0.5",
+                               f"task.padding_free={str(padding_free).lower()}")
     _perturb(model)
-    batch = task.collate([train[i] for i in range(4)])
-    loss_sum, pairs, metrics = task.loss(model, batch)
+    samples = [train[i] for i in range(4)]
+    loss_sum, pairs, metrics = task.loss(model, task.collate(samples))
+    assert ("documents" in task.collate(samples)) == padding_free
+    task.options.padding_free = False
+    batch = task.collate(samples)
     with torch.no_grad():
         policy = -model(batch["input_ids"], batch["labels"])
         ref = -task.reference(batch["input_ids"], batch["labels"])
@@ -127,7 +135,7 @@ def test_precomputed_reference_is_split_over_data_parallel_ranks(tmp_path, tok_d
     split, cpu = task.splits[0], torch.device("cpu")
     forwards = []
     reference_logps = task._reference_logps
-    task._reference_logps = lambda tokens, labels: forwards.append(len(tokens)) or reference_logps(tokens, labels)
+    task._reference_logps = lambda batch: forwards.append(batch) or reference_logps(batch)
     whole = task._precompute(split, _trainer().par, cpu, batch_size=1)
     assert whole.shape == (4, 2) and bool((whole < 0).all())
     for rank, rows in enumerate([[0, 1], [2, 3], []]):  # 4 pairs over 3 ranks: shares of 2, 2 and 0
@@ -148,6 +156,6 @@ def test_lora_reference_is_the_base_with_adapters_disabled(tmp_path, tok_dir, hf
     b = task.collate([train[i] for i in range(4)])
     base = load_model(hf_base, device="cpu").model
     with torch.no_grad():
-        want = -base(b["input_ids"], b["labels"]).sum(1)
-        torch.testing.assert_close(task._reference_logps(b["input_ids"], b["labels"]), want)
-        assert not torch.allclose(-model(b["input_ids"], b["labels"]).sum(1), want)
+        want = answer_logps(base, b)[0]
+        torch.testing.assert_close(task._reference_logps(b), want)
+        assert not torch.allclose(answer_logps(model, b)[0], want)

@@ -1,29 +1,31 @@
-"""The sft task: packed and neat-packed batches give the loss of the same samples unpacked, no attention
-crosses a neat-pack sample boundary, dynamic padding, and full finetuning runs on the driver."""
+"""The sft task: padding-free and neat-packed batches give the loss (and grads) of the same samples padded,
+no attention crosses a sample boundary, dynamic padding, and full finetuning runs on the driver."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from finetune_helpers import QA, finetune_cfg, read_jsonl, sft_data
-
 from llmctl.core.nn.loading import load_model
-from llmctl.finetune.sft import SFTTask, collate_sft, segment_positions
+from llmctl.core.train.task import next_token_loss
+from llmctl.finetune.batching import documents_batch, model_inputs, padded_batch, sample_documents
+from llmctl.finetune.sft import SFTTask
 
 
 @torch.no_grad()
 def _per_sample_losses(model, batch):
-    """(sum, count) of the loss per original sample, keyed by the sample's label tokens."""
-    extra = {k: batch[k] for k in ("segment_ids", "positions") if k in batch}
-    per_token = model(batch["input_ids"], batch["labels"], **extra)
-    seg = batch.get("segment_ids", torch.ones_like(batch["input_ids"]))
+    """(sum, count) of the loss per sample (a padded row, or a document of a padding-free row), keyed by the
+    sample's label tokens."""
+    per_token = model(batch["input_ids"], batch["labels"], **model_inputs(batch))
+    labels = batch["labels"]
+    if "documents" in batch:
+        per_token, labels = per_token[0].split(batch["documents"]), labels[0].split(batch["documents"])
     out = {}
-    for b in range(per_token.shape[0]):
-        for s in seg[b].unique().tolist():
-            sel = (seg[b] == s) & (batch["labels"][b] != -100)
-            if sel.any():
-                key = tuple(batch["labels"][b][sel].tolist())
-                out[key] = (float(per_token[b][sel].sum()), int(sel.sum()))
+    for loss, lab in zip(per_token, labels):
+        sel = lab != -100
+        if sel.any():
+            out[tuple(lab[sel].tolist())] = (float(loss[sel].sum()), int(sel.sum()))
     return out
 
 
@@ -33,7 +35,17 @@ def _dataset(prefix):
     return lookup("datasets", "sft")(prefix, seq_len=64)
 
 
-def test_neat_packed_equals_unpacked_and_plain_pack_differs(tmp_path, tok_dir, hf_base):
+def _padded(samples):
+    return padded_batch([(s["input_ids"], s["labels"]) for s in samples], 0,
+                        max(len(s["input_ids"]) for s in samples))
+
+
+def _padding_free(samples, multiple=1):
+    return documents_batch([d for s in samples for d in sample_documents(s)], 0, multiple)
+
+
+def test_padding_free_neat_packed_and_padded_give_the_same_losses_and_plain_pack_differs(tmp_path, tok_dir,
+                                                                                         hf_base):
     model = load_model(hf_base, device="cpu").model
     plain = _dataset(sft_data(tmp_path, tok_dir, name="plain"))
     neat = _dataset(sft_data(tmp_path, tok_dir, "--neat-pack", name="neat"))
@@ -41,49 +53,81 @@ def test_neat_packed_equals_unpacked_and_plain_pack_differs(tmp_path, tok_dir, h
     assert len(neat) < len(plain) == len(QA)
 
     samples = [plain[i] for i in range(len(plain))]
-    length = max(len(s["input_ids"]) for s in samples)
-    want = _per_sample_losses(model, collate_sft(samples, 0, length))
-    neat_batch = collate_sft([neat[i] for i in range(len(neat))], 0, 64)
-    assert "segment_ids" in neat_batch
-    got = _per_sample_losses(model, neat_batch)
-    assert set(got) == set(want)
-    for key, (loss, n) in want.items():
-        assert got[key][1] == n
-        assert got[key][0] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+    want = _per_sample_losses(model, _padded(samples))
     total = sum(v[0] for v in want.values()), sum(v[1] for v in want.values())
-    assert sum(v[0] for v in got.values()) == pytest.approx(total[0], rel=1e-5)
+    neat_rows = [neat[i] for i in range(len(neat))]
+    for got in (_per_sample_losses(model, _padding_free(samples, multiple=8)),
+                _per_sample_losses(model, _padding_free(neat_rows))):
+        assert set(got) == set(want)
+        for key, (loss, n) in want.items():
+            assert got[key][1] == n
+            assert got[key][0] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+        assert sum(v[0] for v in got.values()) == pytest.approx(total[0], rel=1e-5)
+    neat_batch = _padding_free(neat_rows)
+    assert len(neat_batch["documents"]) == len(QA)  # every segment a document; the rows' padding dropped
+    assert int(neat_batch["input_ids"].shape[1]) == sum(len(s["input_ids"]) - 1 for s in samples)
 
     # --pack keeps one sequence per row (MindSpeed's semantics): the first sample of a row sees only itself,
     # the later ones attend across the boundary, so their losses differ from unpacked.
-    pack_batch = collate_sft([packed[i] for i in range(len(packed))], 0, 64)
-    assert "segment_ids" not in pack_batch
-    per_token = model(pack_batch["input_ids"], pack_batch["labels"])
+    pack_batch = _padding_free([packed[i] for i in range(len(packed))])
+    assert len(pack_batch["documents"]) == len(packed)
+    per_token = model(pack_batch["input_ids"], pack_batch["labels"], **model_inputs(pack_batch))
     assert float(per_token.sum()) != pytest.approx(total[0], rel=1e-4)
     assert int((pack_batch["labels"] != -100).sum()) == total[1]
 
 
-def test_no_attention_crosses_a_segment():
-    """Changing the tokens of one packed sample leaves the logits of the other samples unchanged."""
-    from finetune_helpers import tiny_model_config
+def test_padding_free_loss_and_grads_equal_padded(tmp_path, tok_dir, hf_base):
+    """The trained quantities, not only the loss: the summed loss, the trained-token count and every
+    weight's gradient of a padding-free micro-batch equal the padded one's; and `loss_at` (the LM head on
+    trained positions only) changes nothing."""
+    plain = _dataset(sft_data(tmp_path, tok_dir, name="plain"))
+    samples = [plain[i] for i in range(len(plain))]
+    grads, sums = [], []
+    for batch in (_padded(samples), _padding_free(samples, multiple=8)):
+        model = load_model(hf_base, device="cpu").model
+        per_token, loss_sum, count = next_token_loss(model, batch["input_ids"], batch["labels"],
+                                                     **model_inputs(batch))
+        loss_sum.backward()
+        sums.append((float(loss_sum), int(count)))
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert sums[0][1] == sums[1][1] and sums[0][0] == pytest.approx(sums[1][0], rel=1e-5)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+    free = _padding_free(samples, multiple=8)
+    model = load_model(hf_base, device="cpu").model
+    with torch.no_grad():
+        everywhere = model(free["input_ids"], free["labels"], positions=free["positions"],
+                           documents=free["documents"])
+        torch.testing.assert_close(model(free["input_ids"], free["labels"], **model_inputs(free)), everywhere)
+    assert len(free["loss_at"]) == sums[0][1] < free["input_ids"].shape[1]
 
+
+def test_no_attention_crosses_a_document():
+    """Changing the tokens of one sample of a padding-free row leaves the logits of the others unchanged."""
+    from finetune_helpers import tiny_model_config
     from llmctl.core.nn.build import build_model
 
     torch.manual_seed(0)
     model = build_model(tiny_model_config(50))
-    seg = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 3, 3, 0]])
-    tokens = torch.randint(0, 50, seg.shape)
-    pos = segment_positions(seg)
-    assert pos.tolist() == [[0, 1, 2, 0, 1, 2, 3, 0, 1, 0]]
-    base = model(tokens, segment_ids=seg, positions=pos)
+    rng = np.random.default_rng(0)
+    docs = [(rng.integers(0, 50, n), rng.integers(0, 50, n)) for n in (4, 5, 3, 2)]
+    batch = documents_batch(docs, 0)
+    assert batch["documents"] == (3, 4, 2, 1)
+    assert batch["positions"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0, 1, 0]]
+    tokens, extra = batch["input_ids"], {"positions": batch["positions"], "documents": batch["documents"]}
+    base = model(tokens, **extra)
     changed = tokens.clone()
     changed[0, 3:7] = (changed[0, 3:7] + 1) % 50
-    after = model(changed, segment_ids=seg, positions=pos)
-    keep = (seg[0] != 2)
+    after = model(changed, **extra)
+    keep = torch.ones(10, dtype=torch.bool)
+    keep[3:7] = False
     torch.testing.assert_close(after[0, keep], base[0, keep])
     assert not torch.allclose(after[0, ~keep], base[0, ~keep])
-    # and the second sample alone (positions from 0) gives the same logits as inside the pack
+    # and the second sample alone (positions from 0) gives the same logits as inside the row
     alone = model(tokens[:, 3:7])
     torch.testing.assert_close(base[:, 3:7], alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="partition"):
+        model(tokens, documents=(3, 4))
 
 
 def test_dynamic_padding(tmp_path, tok_dir, hf_base):
@@ -91,6 +135,13 @@ def test_dynamic_padding(tmp_path, tok_dir, hf_base):
     task = SFTTask(cfg)
     train, _ = task.build_datasets(8, 0)
     samples = [train[i] for i in range(2)]
+    free = task.collate(samples)  # default: padding-free, rounded up to pad_to_multiple_of
+    real = sum(len(s["input_ids"]) - 1 for s in samples)
+    assert free["input_ids"].shape == (1, -(-real // 8) * 8) and sum(free["documents"]) == free["input_ids"].shape[1]
+    task.cfg.parallel["tp"] = 3  # sequence parallelism shards the row over the TP ranks
+    assert task.collate(samples)["input_ids"].shape[1] == -(-real // 24) * 24
+    task.cfg.parallel["tp"] = 1
+    task.options.padding_free = False
     batch = task.collate(samples)
     longest = max(len(s["input_ids"]) for s in samples)
     assert batch["input_ids"].shape[1] < 63 and batch["input_ids"].shape[1] >= longest - 1

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from llmctl.core.errors import UserError
@@ -159,16 +158,4 @@ class AdapterExport:
             task.export(Path(tmp_dir) / ADAPTER_DIR)
 
 
-def pad_rows(rows: list[np.ndarray], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r[:length], dtype=torch.long)
-    return out
-
-
-def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
-    n = -(-longest // multiple) * multiple
-    return min(n, cap) if cap is not None else n
-
-
-__all__ = ["FinetuneTask", "AdapterExport", "adapter_weights", "pad_rows", "padded_length"]
+__all__ = ["FinetuneTask", "AdapterExport", "adapter_weights"]

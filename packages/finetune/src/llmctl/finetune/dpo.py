@@ -19,12 +19,20 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-
 from llmctl.core.train.task import Metrics
 
-from .base import FinetuneTask, pad_rows, padded_length
+from .base import FinetuneTask
+from .batching import (
+    documents_batch,
+    model_inputs,
+    padded_batch,
+    padded_length,
+    sequence_multiple,
+    use_padding_free,
+)
 from .lora import adapters_disabled
 from .options import DPOOptions
 
@@ -55,10 +63,16 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def answer_logps(model, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-prob of each row's trained tokens [N], their count [N])."""
-    per_token = model(tokens, labels)  # -log p, 0 where the label is -100
-    return -per_token.sum(1), (labels != IGNORE).sum(1)
+def answer_logps(model, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-prob of each answer's trained tokens [2B], their count [2B]): per document of a
+    padding-free row, or per padded row."""
+    labels = batch["labels"]
+    per_token = model(batch["input_ids"], labels, **model_inputs(batch))  # -log p, 0 where the label is -100
+    if "document_index" not in batch:
+        return -per_token.sum(1), (labels != IGNORE).sum(1)
+    index, n = batch["document_index"], batch["answer_tokens"].shape[0]
+    sums = per_token.new_zeros(n + 1).index_add_(0, index, per_token[0])  # bin n: the row's padding
+    return -sums[:n], batch["answer_tokens"]
 
 
 class _WithIndex(torch.utils.data.Dataset):
@@ -94,14 +108,19 @@ class DPOTask(FinetuneTask):
     def metric_names(self) -> list[str]:
         return list(METRICS)
 
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Rows [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}], padded to the longest (+1 for the shift)."""
-        ids = [s["chosen_input_ids"] for s in samples] + [s["rejected_input_ids"] for s in samples]
-        labels = [s["chosen_labels"] for s in samples] + [s["rejected_labels"] for s in samples]
-        longest = max(len(r) for r in ids)
-        length = max(padded_length(longest - 1, self.options.pad_to_multiple_of) + 1, longest)
-        t, lab = pad_rows(ids, length, self.pad_id), pad_rows(labels, length, IGNORE)
-        batch = {"input_ids": t[:, :-1], "labels": lab[:, 1:].clone()}
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Answers [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}]: documents of one padding-free row,
+        or rows padded to the longest (+1 for the shift)."""
+        answers = ([(s["chosen_input_ids"], s["chosen_labels"]) for s in samples]
+                   + [(s["rejected_input_ids"], s["rejected_labels"]) for s in samples])
+        o, parallel = self.options, self.cfg.parallel
+        if use_padding_free(o.padding_free, parallel):
+            batch = documents_batch(answers, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
+            batch["answer_tokens"] = torch.tensor([int((np.asarray(lab[1:]) != IGNORE).sum()) for _, lab in answers])
+        else:
+            longest = max(len(ids) for ids, _ in answers)
+            batch = padded_batch(answers, self.pad_id,
+                                 max(padded_length(longest - 1, o.pad_to_multiple_of) + 1, longest))
         if "ref_logps" in samples[0]:
             batch["ref_logps"] = torch.stack([torch.as_tensor(s["ref_logps"]) for s in samples]).float()
         return batch
@@ -126,14 +145,14 @@ class DPOTask(FinetuneTask):
             self.reference, self.pending_reference = None, False
 
     @torch.no_grad()
-    def _reference_logps(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
         if self.reference is not None:
-            return answer_logps(self.reference, tokens, labels)[0]
+            return answer_logps(self.reference, batch)[0]
         was_training = self.policy.training
         self.policy.eval()  # no adapter dropout in the reference pass
         try:
             with adapters_disabled(self.policy):
-                return answer_logps(self.policy, tokens, labels)[0]
+                return answer_logps(self.policy, batch)[0]
         finally:
             self.policy.train(was_training)
 
@@ -151,17 +170,16 @@ class DPOTask(FinetuneTask):
         for start in range(lo, lo + share, batch_size):
             idx = list(range(start, min(hi, start + batch_size)))
             rows = [base[i] for i in idx or [0]]
-            b = self.collate(rows)
-            logps = self._reference_logps(b["input_ids"].to(device), b["labels"].to(device)).float()
+            b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.collate(rows).items()}
+            logps = self._reference_logps(b).float()
             if idx:
                 out[idx[0]:idx[-1] + 1] = torch.stack([logps[:len(idx)], logps[len(rows):len(rows) + len(idx)]], 1)
         return par.sum_over_dp(out).cpu()
 
     # ---- the loss ------------------------------------------------------------------------------------
     def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
-        tokens, labels = batch["input_ids"], batch["labels"]
-        n = tokens.shape[0] // 2
-        logps, counts = answer_logps(model, tokens, labels)
+        logps, counts = answer_logps(model, batch)
+        n = logps.shape[0] // 2
         if "ref_logps" in batch:
             ref = batch["ref_logps"].to(logps.device)
             ref_c, ref_r = ref[:, 0], ref[:, 1]
@@ -169,7 +187,7 @@ class DPOTask(FinetuneTask):
             raise RuntimeError("dpo: reference log-probs were never precomputed (llmctl-finetune's "
                                "on_train_start callback did not run)")
         else:
-            ref_all = self._reference_logps(tokens, labels).float()
+            ref_all = self._reference_logps(batch).float()
             ref_c, ref_r = ref_all[:n], ref_all[n:]
         o = self.options
         losses, chosen_r, rejected_r = dpo_loss(

@@ -73,9 +73,12 @@ class FinetuneOptions:
 
 @dataclasses.dataclass
 class SFTOptions(FinetuneOptions):
-    # MindSpeed --variable-seq-lengths: pad each micro-batch to its longest sample (else to data.seq_length)
+    # samples end to end in one row, no compute on padding (None: on unless parallel.cp > 1); false: padded rows
+    padding_free: bool | None = None
+    # padded rows only — MindSpeed --variable-seq-lengths: pad each micro-batch to its longest sample (else
+    # to data.seq_length)
     variable_seq_lengths: bool = True
-    pad_to_multiple_of: int = 8
+    pad_to_multiple_of: int = 8  # a padded row's length, or a padding-free row's, rounds up to this
 
     def validate(self) -> None:
         super().validate()
@@ -93,6 +96,7 @@ class DPOOptions(FinetuneOptions):
     loss_type: str = "sigmoid"  # sigmoid (cDPO with label_smoothing) | hinge | ipo (length-averaged)
     label_smoothing: float = 0.0  # cDPO: the share of pairs assumed flipped (sigmoid only)
     reference: str = "model"  # model: a frozen copy (LoRA: adapters off) | precomputed: one pass before training
+    padding_free: bool | None = None  # as for sft: the answers end to end in one row (None: unless parallel.cp > 1)
     pad_to_multiple_of: int = 8
 
     def validate(self) -> None:

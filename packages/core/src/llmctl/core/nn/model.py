@@ -33,6 +33,22 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
+class Documents(tuple):
+    """Lengths of the consecutive documents that fill the sequence of a one-row batch, in order. Attention
+    stays inside each one (causal within it): a padding-free batch (samples laid end to end instead of padded
+    to the longest) or a neat-packed row trains each sample exactly as alone, at the cost of its own tokens."""
+
+    def __new__(cls, lengths):
+        return super().__new__(cls, (int(n) for n in lengths))
+
+
+def document_attention(attention, q, k, v, docs: Documents) -> torch.Tensor:
+    """`attention` run per document on q/k/v [1, H, T, D] split along T: no [T, T] mask, and no work spent on
+    pairs of tokens from different documents."""
+    parts = zip(q.split(docs, dim=2), k.split(docs, dim=2), v.split(docs, dim=2))
+    return torch.cat([attention(qd, kd, vd, causal=True) for qd, kd, vd in parts], dim=2)
+
+
 class KVCache:
     """Preallocated per-layer keys/values for incremental decoding. `length` = tokens already cached."""
 
@@ -82,7 +98,10 @@ class Attention(nn.Module):
         q, k = self.ops.rope(q, k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        out = self.ops.attention(q, k, v, mask=mask, causal=True)
+        if isinstance(mask, Documents):
+            out = document_attention(self.ops.attention, q, k, v, mask)
+        else:
+            out = self.ops.attention(q, k, v, mask=mask, causal=True)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -163,14 +182,19 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
-                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, documents: Documents | None = None,
+                loss_at: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens;
-        `segment_ids` [B, T] (no cache) keeps attention inside runs of equal ids, causal within each: several
-        samples packed in one row then see only themselves (pass `positions` restarting per sample too);
+        `documents` (B == 1, no cache): the row holds several samples end to end, each attending only to
+        itself (pass `positions` restarting per document too);
+        `loss_at` [K]: the flat indices of the only targets that are trained (the others are -100): the LM
+        head and cross-entropy run on those K positions alone, the rest of the returned loss is 0;
         `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
         positions, and the vocab projection is the biggest matmul of a small model)."""
         B, T = tokens.shape
+        if documents is not None and (B != 1 or cache is not None or sum(documents) != T):
+            raise ValueError(f"documents {tuple(documents)} must partition the sequence of one row without a "
+                             f"cache (got tokens {tuple(tokens.shape)})")
         past = cache.length if cache is not None else 0
         if positions is None:
             if attention_mask is not None:
@@ -180,9 +204,8 @@ class Transformer(nn.Module):
         mask = None
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :past + T].bool()
-        if segment_ids is not None:
-            same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # [B, 1, T, T]
-            mask = same if mask is None else mask & same
+        if documents is not None:
+            mask = Documents(documents)
         cos, sin = self.rope_cos_sin(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
@@ -191,8 +214,11 @@ class Transformer(nn.Module):
             cache.length += T
         x = self.norm(x)
         if targets is not None:
-            loss = self.ops.cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
-            return loss.view(B, T)
+            x, targets = x.reshape(B * T, -1), targets.reshape(B * T)
+            if loss_at is None:
+                return self.ops.cross_entropy(x, self.lm_head.weight, targets).view(B, T)
+            trained = self.ops.cross_entropy(x[loss_at], self.lm_head.weight, targets[loss_at])
+            return trained.new_zeros(B * T).index_put((loss_at,), trained).view(B, T)
         if logits_at is not None:
             x = x.gather(1, logits_at[..., None].expand(-1, -1, x.shape[-1]))
         return self.lm_head(x)

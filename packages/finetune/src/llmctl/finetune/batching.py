@@ -1,0 +1,114 @@
+"""How finetuning samples become a micro-batch, in one of two layouts.
+
+Padding-free (the default): the micro-batch's samples laid end to end in one row [1, N], each a document of
+its own (`model(..., documents=)`: attention stays inside a sample, positions restart at 0), so every token
+computed is a real one — MindSpeed's `--variable-seq-lengths` pads each micro-batch to its longest sample,
+and the linear layers (most of the work) then run on the padding too. The loss is the same: each sample is
+shifted by one within itself, the loss is summed over trained tokens. `loss_at` lists those trained
+positions, so the LM head skips the prompt tokens as well.
+
+Padded: rows [B, L], right padding with -100 labels (under a causal mask padding never reaches a real
+token). Used where a layout needs one sequence length per row (context parallelism splits each row's
+sequence into chunks), or with `task.padding_free: false`.
+
+A sample's `attention_mask` may hold neat-pack segment ids 1, 2, 3, ... (`llmctl data sft --neat-pack`):
+each segment is a document. A plain `--pack` row (mask all 1) is one document: attention crosses its
+samples, as in MindSpeed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from llmctl.core.errors import UserError
+from llmctl.core.nn.model import Documents
+
+IGNORE = -100
+MODEL_INPUTS = ("positions", "documents", "loss_at")  # batch keys that `model(tokens, labels, **...)` takes
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The forward keywords a batch carries besides tokens and labels."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def sample_documents(sample: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input_ids, labels) of each document in a stored sample: runs of one nonzero attention_mask value
+    (an unpacked sample or a `--pack` row is one; a `--neat-pack` row one per segment; mask 0 is padding)."""
+    ids, labels = np.asarray(sample["input_ids"]), np.asarray(sample["labels"])
+    mask = sample.get("attention_mask")
+    if mask is None:
+        return [(ids, labels)]
+    mask = np.asarray(mask)
+    edges = np.flatnonzero(np.diff(mask)) + 1
+    starts, ends = np.concatenate(([0], edges)), np.concatenate((edges, [len(mask)]))
+    return [(ids[a:b], labels[a:b]) for a, b in zip(starts, ends) if mask[a] != 0]
+
+
+def has_segments(sample: dict[str, Any]) -> bool:
+    mask = sample.get("attention_mask")
+    return mask is not None and int(np.max(mask, initial=0)) > 1
+
+
+def documents_batch(docs: list[tuple[np.ndarray, np.ndarray]], pad_id: int, multiple: int = 1
+                    ) -> dict[str, Any]:
+    """One row holding `docs` end to end, each shifted by one within itself: input_ids / labels / positions
+    [1, N], `documents` (their lengths), `loss_at` (trained positions) and `document_index` [N] (which doc a
+    token belongs to; len(docs) for the padding). N is rounded up to `multiple` with a last, untrained
+    padding document (tensor parallelism shards the sequence, GPUs like aligned sizes). A one-token document
+    predicts nothing and takes no place."""
+    inputs = [d[0][:-1] for d in docs]
+    targets = [d[1][1:] for d in docs]
+    lengths = [len(t) for t in inputs]
+    n = sum(lengths)
+    pad = -n % multiple if n else multiple
+    ids = np.concatenate(inputs + [np.full(pad, pad_id)]).astype(np.int64)
+    labels = np.concatenate(targets + [np.full(pad, IGNORE)]).astype(np.int64)
+    sizes = [m for m in lengths + [pad] if m]
+    labels_t = torch.from_numpy(labels)[None]
+    return {
+        "input_ids": torch.from_numpy(ids)[None], "labels": labels_t,
+        "positions": torch.cat([torch.arange(m) for m in sizes])[None],
+        "documents": Documents(sizes),
+        "loss_at": (labels_t[0] != IGNORE).nonzero().squeeze(1),
+        "document_index": torch.repeat_interleave(torch.arange(len(docs) + 1), torch.tensor(lengths + [pad])),
+    }
+
+
+def padded_batch(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int, length: int) -> dict[str, torch.Tensor]:
+    """input_ids / labels [B, length - 1] (labels shifted by one), right-padded."""
+    ids = pad_rows([r[0] for r in rows], length, pad_id)
+    labels = pad_rows([r[1] for r in rows], length, IGNORE)
+    return {"input_ids": ids[:, :-1], "labels": labels[:, 1:].clone()}
+
+
+def pad_rows(rows: list[np.ndarray], length: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r[:length], dtype=torch.long)
+    return out
+
+
+def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
+    n = -(-longest // multiple) * multiple
+    return min(n, cap) if cap is not None else n
+
+
+def use_padding_free(setting: bool | None, parallel: Any) -> bool:
+    """`task.padding_free` (None = on unless the layout needs padded rows) against the parallel layout."""
+    cp = int(parallel.get("cp", 1) or 1)
+    if setting is None:
+        return cp == 1
+    if setting and cp > 1:
+        raise UserError(f"task.padding_free: context parallelism (parallel.cp {cp}) splits each row's sequence "
+                        "into chunks and needs padded rows; set task.padding_free false")
+    return bool(setting)
+
+
+def sequence_multiple(pad_to_multiple_of: int, parallel: Any) -> int:
+    """What a padding-free row's length is rounded to: the option, and the TP degree (sequence parallelism
+    shards the sequence over the TP ranks)."""
+    return math.lcm(pad_to_multiple_of, int(parallel.get("tp", 1) or 1))
