@@ -1,5 +1,5 @@
 """The optimizer and LR schedule every task trains with: AdamW without decay on 1-D parameters (Megatron's
-rule), fused on CUDA, and the closed-form schedules of `schedule.py` as a LambdaLR."""
+rule), fused on CUDA and CPU, and the closed-form schedules of `schedule.py` as a LambdaLR."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, **adamw_impl(params))
 
 
+#: devices where torch's fused AdamW kernel (one pass over param, grad and both moments) runs; on CPU it is
+#: ~6x faster than the foreach implementation, which makes several passes (HF Trainer's default there too)
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
 def adamw_impl(params: list[torch.nn.Parameter]) -> dict[str, bool]:
-    on_cuda = params[0].device.type == "cuda"
-    return {"fused": True, "foreach": False} if on_cuda else {"fused": False, "foreach": True}
+    fused = params[0].device.type in FUSED_ADAMW_DEVICES
+    return {"fused": fused, "foreach": not fused}
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
