@@ -1,14 +1,16 @@
-"""SFT / LoRA / DPO training throughput on CPU: llmctl's finetune tasks (on its training driver) vs Hugging Face
-`Trainer` (what TRL's SFTTrainer runs; + PEFT for LoRA) and TRL's `DPOTrainer`, measured in one run on the same
-model (the HF export of one random llama), data (the same instruction samples, unpacked, dynamic padding),
-batch, sequence length, thread count, fp32 and AdamW. Prints trained-sequence tokens/s and the ratios.
+"""SFT / LoRA / DPO training throughput on CPU: llmctl's finetune tasks (on its training driver) vs TRL's
+`SFTTrainer` and Hugging Face `Trainer` (+ PEFT for LoRA) and TRL's `DPOTrainer`, measured in one run on the
+same model (the HF export of one random llama), data (the same instruction samples, unpacked), batch,
+sequence length, thread count, fp32 and AdamW. Prints trained-sequence tokens/s and the ratios.
 
-    python benchmarks/sft_speed.py                 # ~9M-param llama, seq 256, batch 8 (a few minutes)
-    python benchmarks/sft_speed.py --threads 2 --steps 30
+    python benchmarks/sft_speed.py                 # 5M-param llama (6 x 256), seq 256, batch 8 (a few minutes)
+    python benchmarks/sft_speed.py --threads 1 --steps 30
 
-Tokens/s counts real (unpadded) tokens of the samples each side trained on (DPO: chosen + rejected of each
-pair). Every side runs fp32: TRL's DPOConfig defaults to bf16=True, so the benchmark sets bf16=False. Not a test:
-nothing asserts.
+Each side batches as it does by default: llmctl lays a micro-batch's samples end to end (padding-free,
+attention per sample, the LM head on trained positions only); the peers pad each batch to its longest sample
+(TRL's `padding_free` needs FlashAttention 2/3, which CPUs lack). Tokens/s counts the real (unpadded) tokens
+of the samples trained on (DPO: chosen + rejected of each pair). Every side runs fp32: TRL's configs default
+to bf16=True, so the benchmark sets bf16=False. Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -159,6 +161,29 @@ def run_hf_sft(tmp, base, samples, args, lora: bool) -> float:
     return (timer.t1 - timer.t0) / args.steps
 
 
+def run_trl_sft(tmp, base, samples, args, lora: bool) -> float:
+    """TRL's SFTTrainer on the same pre-tokenized samples (input_ids + labels, so no re-templating). Padded
+    batches: TRL's `padding_free` needs FlashAttention 2/3, which a CPU does not have."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"])
+    timer = _HFTimer(args.warmup)
+    cfg = _hf_args(tmp, args, SFTConfig, max_length=args.seq, bf16=False, packing=False,
+                   dataset_kwargs={"skip_prepare_dataset": True})
+    SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(samples), peft_config=peft_config,
+               callbacks=[timer]).train()
+    return (timer.t1 - timer.t0) / args.steps
+
+
 def run_trl_dpo(tmp, base, tok, pairs, args) -> float:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -207,10 +232,10 @@ def main() -> int:
         if method not in only:
             continue
         extra = ["task.lora.r=8", "task.lora.alpha=16"] if lora else []
-        ours = run_llmctl(tmp, base, prefix, method, args, extra)
-        peer = run_hf_sft(tmp / f"hf_{method}", base, samples, args, lora)
-        rows.append((f"SFT {method}", "HF Trainer" + (" + PEFT" if lora else ""), tokens_per_step / ours,
-                     tokens_per_step / peer))
+        ours = tokens_per_step / run_llmctl(tmp, base, prefix, method, args, extra)
+        for name, run in (("TRL SFTTrainer", run_trl_sft), ("HF Trainer", run_hf_sft)):
+            peer = tokens_per_step / run(tmp / f"{name.split()[-1]}_{method}", base, samples, args, lora)
+            rows.append((f"SFT {method}", name + (" + PEFT" if lora else ""), ours, peer))
     if "dpo" in only:
         pairs = [(q, a, " ".join(reversed(a.split()))) for q, a in corpus]
         dprefix = preprocess(tmp, tok, [{"instruction": q, "input": "", "chosen": c, "rejected": r}
@@ -218,13 +243,12 @@ def main() -> int:
         pds = PairwiseDataset(dprefix)  # the pairs' own real tokens (chosen + rejected), not the SFT samples'
         pair_tokens = sum(len(pds[i]["chosen_input_ids"]) + len(pds[i]["rejected_input_ids"])
                           for i in range(len(pds))) / len(pds) * args.batch
-        ours = run_llmctl(tmp, base, dprefix, "dpo", args)
-        peer = run_trl_dpo(tmp / "trl_dpo", base, tok, pairs, args)
-        rows.append(("DPO step (policy + frozen reference)", "TRL DPOTrainer", pair_tokens / ours,
-                     pair_tokens / peer))
-    print(f"\n{'what':<38} {'peer':<20} {'llmctl tok/s':>13} {'peer tok/s':>11} {'ratio':>6}")
+        ours = pair_tokens / run_llmctl(tmp, base, dprefix, "dpo", args)
+        peer = pair_tokens / run_trl_dpo(tmp / "trl_dpo", base, tok, pairs, args)
+        rows.append(("DPO step (policy + frozen reference)", "TRL DPOTrainer", ours, peer))
+    print(f"\n{'what':<38} {'peer':<24} {'llmctl tok/s':>13} {'peer tok/s':>11} {'ratio':>6}")
     for what, peer, a, b in rows:
-        print(f"{what:<38} {peer:<20} {a:>13,.0f} {b:>11,.0f} {a / b:>5.2f}x")
+        print(f"{what:<38} {peer:<24} {a:>13,.0f} {b:>11,.0f} {a / b:>5.2f}x")
     return 0
 
 
