@@ -49,7 +49,8 @@ def trl_dpo(per_token_logps, ref_per_token_logps, labels, *, beta, loss_type):
 def _trainer(dp_rank: int = 0, dp_size: int = 1):
     """What the task's on_train_start reads of the driver: the data-parallel layout, the device, the log."""
     par = types.SimpleNamespace(dp_rank=dp_rank, dp_size=dp_size, sum_over_dp=lambda t: t)
-    return types.SimpleNamespace(par=par, device=torch.device("cpu"), log=types.SimpleNamespace(note=print))
+    return types.SimpleNamespace(par=par, device=torch.device("cpu"), log=types.SimpleNamespace(note=print),
+                                 module=None)
 
 
 def _task(tmp_path, tok_dir, hf_base, *overrides, method="dpo", start=True):
@@ -131,16 +132,17 @@ def test_precomputed_reference_is_split_over_data_parallel_ranks(tmp_path, tok_d
     """Each data-parallel rank computes only its contiguous share of the pairs (the other rows are 0 until
     sum_over_dp adds the other ranks' shares) and runs as many forwards as every other rank, even with an
     empty share (the forward of a sharded model is a collective)."""
-    task, _, _ = _task(tmp_path, tok_dir, hf_base, "task.reference=precomputed", start=False)
+    task, _, _ = _task(tmp_path, tok_dir, hf_base, "task.reference=precomputed", "train.micro_batch_size=1",
+                       start=False)
     split, cpu = task.splits[0], torch.device("cpu")
     forwards = []
     reference_logps = task._reference_logps
-    task._reference_logps = lambda batch: forwards.append(batch) or reference_logps(batch)
-    whole = task._precompute(split, _trainer().par, cpu, batch_size=1)
+    task._reference_logps = lambda batch, model: forwards.append(batch) or reference_logps(batch, model)
+    whole = task._precompute(split, _trainer().par, cpu)
     assert whole.shape == (4, 2) and bool((whole < 0).all())
     for rank, rows in enumerate([[0, 1], [2, 3], []]):  # 4 pairs over 3 ranks: shares of 2, 2 and 0
         forwards.clear()
-        part = task._precompute(split, _trainer(rank, 3).par, cpu, batch_size=1)
+        part = task._precompute(split, _trainer(rank, 3).par, cpu)
         mine = torch.zeros(4, dtype=torch.bool)
         mine[rows] = True
         torch.testing.assert_close(part[mine], whole[mine], rtol=1e-6, atol=1e-6)

@@ -1,6 +1,6 @@
 """Finetuning across processes (torchrun, 2 ranks, gloo, CPU, fp32) is the one-process run on the same global
 batch: full SFT and LoRA under `ddp`, LoRA under `fsdp2` and under tensor parallelism (`model_parallel`,
-tp 2: LoRA A/B split like the layer they adapt), and DPO under `ddp` with a precomputed reference give the
+tp 2: LoRA A/B split like the layer they adapt), full SFT and LoRA under pipeline parallelism (pp 2), and DPO (full and LoRA, also under pp 2) under `ddp` with a precomputed reference give the
 same per-step losses (DPO: pairs counted once) and the same final weights / PEFT adapter, written by one rank;
 so does DPO with LoRA under `fsdp2`, whose precomputed reference is a sharded forward on every rank.
 """
@@ -37,7 +37,15 @@ RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
     "lora-tp2": ("lora", ["parallel.strategy=model_parallel", "parallel.tp=2"], 1e-4),
     "lora-tp2-nosp": ("lora", ["parallel.strategy=model_parallel", "parallel.tp=2",
                                "parallel.sequence_parallel=false"], 1e-4),
+    # pipeline stages exchange [micro-batch, seq_length] activations: rows padded to data.seq_length, and the
+    # one-process reference runs padding-free, so this is also padded rows == padding-free end to end
+    "full-pp2": ("full", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
+    "lora-pp2": ("lora", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
     "dpo-ddp": ("dpo", ["parallel.strategy=ddp"], 1e-5),
+    # a pair is two rows of every stage's micro-batch; the precomputed reference of LoRA is one pass through
+    # the stages with the adapters off, of the full model the frozen copy each rank holds until then
+    "dpo-pp2": ("dpo", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
+    "dpo-lora-pp2": ("dpo-lora", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
     # the reference pass (base with adapters disabled) is a sharded forward on every rank, before step 1
     "dpo-lora-fsdp2": ("dpo-lora", ["parallel.strategy=fsdp2"], 1e-4),
 }
@@ -99,6 +107,10 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", RUNS)
 def test_two_ranks_equal_one_process(name, one_process, hf_base, data, tmp_path):
     method, _, rel = RUNS[name]
+    # padded rows against the padding-free one-process run: other matmul shapes, other rounding, which Adam's
+    # normalised step turns into ~1e-6 differences on near-zero gradients (the layouts' gradients are equal
+    # to 1e-4 in test_sft_task)
+    weights_atol = 2e-5 if "pp" in name else 1e-6
     ref, run = one_process(method), tmp_path / name
     done = _launch(name, hf_base, data, run)
     assert done.returncode == 0, done.stdout[-4000:]
@@ -115,20 +127,21 @@ def test_two_ranks_equal_one_process(name, one_process, hf_base, data, tmp_path)
     a, b = _final(run), _final(ref)
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=weights_atol, msg=key)
     if "lora" in method:
         assert all(".lora_" in k for k in a)
         got_adapter, want_adapter = _adapter(run), _adapter(ref)
         assert got_adapter.keys() == want_adapter.keys() and len(want_adapter) == 2 * 7 * 2
         for key in want_adapter:
-            torch.testing.assert_close(got_adapter[key], want_adapter[key], rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(got_adapter[key], want_adapter[key], rtol=1e-4, atol=weights_atol, msg=key)
 
 
-def test_pipeline_parallelism_is_refused_in_one_line(tmp_path, hf_base, data, cli):
-    """Before any process group (what each torchrun worker would print): exit 2, one line."""
+def test_dpo_under_pipeline_parallelism_needs_a_precomputed_reference(tmp_path, hf_base, data, cli):
+    """Before the base is read or any process group starts (what each torchrun worker would print): exit 2,
+    one line naming the fix."""
     (tmp_path / "c.yaml").write_text("task: {}\n")
-    sets = [a for s in (*_overrides("full", hf_base, data, tmp_path), "parallel.strategy=model_parallel",
-                        "parallel.pp=2") for a in ("--set", s)]
+    sets = [a for s in (*_overrides("dpo", hf_base, data, tmp_path), "task.reference=model",
+                        "parallel.strategy=model_parallel", "parallel.pp=2") for a in ("--set", s)]
     code, _, err = cli("finetune", "-c", tmp_path / "c.yaml", *sets)
     lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "parallel.pp 2: sft does not train under pipeline" in lines[0], err
+    assert code == 2 and len(lines) == 1 and "set task.reference precomputed" in lines[0], err

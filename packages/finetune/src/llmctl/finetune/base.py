@@ -56,6 +56,7 @@ class FinetuneTask(Task):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
+        self.check_layout(cfg.parallel)  # before the base is read: a layout error costs nothing
         if cfg.checkpoint.load:
             raise UserError("config key 'checkpoint.load' is pretraining's start from weights; a finetuning "
                             "task starts from 'task.base'")
@@ -73,6 +74,9 @@ class FinetuneTask(Task):
         self.notes: list[str] = []  # logged once before the first step (on_train_start)
         self.adapter_state: dict[str, torch.Tensor] | None = None
         self.pad_id = self._pad_id()
+
+    def check_layout(self, parallel: dict) -> None:
+        """A UserError for a parallel layout this task cannot train under (the options are parsed)."""
 
     def _pad_id(self) -> int:
         tok = self._loaded.tokenizer

@@ -8,8 +8,9 @@ shifted by one within itself, the loss is summed over trained tokens. `loss_at` 
 positions, so the LM head skips the prompt tokens as well.
 
 Padded: rows [B, L], right padding with -100 labels (under a causal mask padding never reaches a real
-token). Used where a layout needs one sequence length per row (context parallelism splits each row's
-sequence into chunks), or with `task.padding_free: false`.
+token). Used where a layout needs rows (context parallelism splits each row's sequence into chunks;
+pipeline stages exchange activations of one shape, so there every row is data.seq_length long), or with
+`task.padding_free: false`.
 
 A sample's `attention_mask` may hold neat-pack segment ids 1, 2, 3, ... (`llmctl data sft --neat-pack`):
 each segment is a document. A plain `--pack` row (mask all 1) is one document: attention crosses its
@@ -92,20 +93,40 @@ def pad_rows(rows: list[np.ndarray], length: int, value: int) -> torch.Tensor:
     return out
 
 
-def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
-    n = -(-longest // multiple) * multiple
-    return min(n, cap) if cap is not None else n
+def padded_length(longest: int, multiple: int) -> int:
+    return -(-longest // multiple) * multiple
+
+
+def padded_row_length(longest: int, seq: int, multiple: int, parallel: Any, variable: bool = True) -> int:
+    """The length (before the shift) of a padded micro-batch's rows, from its longest sample: data.seq_length
+    + 1 under pipeline parallelism (inputs of exactly seq_length tokens); else the longest rounded up to
+    `multiple` (MindSpeed's --variable-seq-lengths), or data.seq_length with `variable` false."""
+    if fixed_rows(parallel):
+        if longest > seq + 1:
+            raise UserError(f"a sample of {longest} tokens is longer than data.seq_length {seq} + 1, the fixed "
+                            f"row of pipeline parallelism; preprocess with --seq-length {seq}")
+        return seq + 1
+    if variable:
+        return min(max(padded_length(longest - 1, multiple) + 1, longest), max(seq, longest))
+    return max(seq, longest)
 
 
 def use_padding_free(setting: bool | None, parallel: Any) -> bool:
-    """`task.padding_free` (None = on unless the layout needs padded rows) against the parallel layout."""
-    cp = int(parallel.get("cp", 1) or 1)
+    """`task.padding_free` (None = on unless the layout needs padded rows) against the parallel layout:
+    context parallelism splits each row's sequence into chunks, and pipeline stages exchange activations of
+    one fixed shape."""
+    needs_rows = [f"parallel.{k} {int(parallel.get(k, 1) or 1)}" for k in ("cp", "pp")
+                  if int(parallel.get(k, 1) or 1) > 1]
     if setting is None:
-        return cp == 1
-    if setting and cp > 1:
-        raise UserError(f"task.padding_free: context parallelism (parallel.cp {cp}) splits each row's sequence "
-                        "into chunks and needs padded rows; set task.padding_free false")
+        return not needs_rows
+    if setting and needs_rows:
+        raise UserError(f"task.padding_free: {needs_rows[0]} needs padded rows; set task.padding_free false")
     return bool(setting)
+
+
+def fixed_rows(parallel: Any) -> bool:
+    """Pipeline stages send activations of the one shape they were built for: [micro-batch, seq_length]."""
+    return int(parallel.get("pp", 1) or 1) > 1
 
 
 def sequence_multiple(pad_to_multiple_of: int, parallel: Any) -> int:

@@ -47,10 +47,6 @@ def load_finetune_config(config: str, overrides: list[str] | tuple[str, ...] = (
     elif cfg.train.task == "pretrain":
         raise UserError("config: set task.method (full, lora or dpo) or train.task (sft or dpo); "
                         "`llmctl pretrain` trains from scratch")
-    pp = int(cfg.parallel.get("pp", 1) or 1)
-    if pp > 1:  # refused here, on every rank before any process group, not as a crash in the first step
-        raise UserError(f"parallel.pp {pp}: {cfg.train.task} does not train under pipeline parallelism (its "
-                        "batches cannot cross the stages yet); use parallel.tp, fsdp2 or ddp")
     return cfg
 
 

@@ -22,17 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from llmctl.core.train.task import Metrics
+
+from llmctl.core.errors import UserError
+from llmctl.core.train.task import Metrics, head_loss
 
 from .base import FinetuneTask
-from .batching import (
-    documents_batch,
-    model_inputs,
-    padded_batch,
-    padded_length,
-    sequence_multiple,
-    use_padding_free,
-)
+from .batching import (documents_batch, model_inputs, padded_batch, padded_row_length, sequence_multiple,
+                       use_padding_free)
 from .lora import adapters_disabled
 from .options import DPOOptions
 
@@ -97,6 +93,14 @@ class _WithIndex(torch.utils.data.Dataset):
 class DPOTask(FinetuneTask):
     name = "dpo"
     Options = DPOOptions
+    rows_per_sample = 2  # a pair: its chosen and its rejected row
+
+    def check_layout(self, parallel: dict) -> None:
+        pp = int(parallel.get("pp", 1) or 1)
+        if pp > 1 and self.options.reference != "precomputed":
+            raise UserError(f"parallel.pp {pp}: dpo's reference pass cannot run inside the policy's pipeline "
+                            "step; set task.reference precomputed (one pass through the pipeline before "
+                            "training)")
 
     def build_datasets(self, num_train_samples: int, num_val_samples: int):
         train = _WithIndex(self.build_split("dpo", num_train_samples, "train"))
@@ -119,8 +123,8 @@ class DPOTask(FinetuneTask):
             batch["answer_tokens"] = torch.tensor([int((np.asarray(lab[1:]) != IGNORE).sum()) for _, lab in answers])
         else:
             longest = max(len(ids) for ids, _ in answers)
-            batch = padded_batch(answers, self.pad_id,
-                                 max(padded_length(longest - 1, o.pad_to_multiple_of) + 1, longest))
+            batch = padded_batch(answers, self.pad_id, padded_row_length(
+                longest, self.cfg.data.seq_length, o.pad_to_multiple_of, parallel))
         if "ref_logps" in samples[0]:
             batch["ref_logps"] = torch.stack([torch.as_tensor(s["ref_logps"]) for s in samples]).float()
         return batch
@@ -141,44 +145,60 @@ class DPOTask(FinetuneTask):
         super().on_train_start(trainer)
         if self.pending_reference:
             for split in self.splits:
-                split.ref = self._precompute(split, trainer.par, trainer.device)
+                split.ref = self._precompute(split, trainer.par, trainer.device, trainer.module)
             self.reference, self.pending_reference = None, False
 
     @torch.no_grad()
-    def _reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _reference_logps(self, batch: dict[str, Any], policy: torch.nn.Module | None = None) -> torch.Tensor:
+        """The frozen copy's answer log-probs, or (LoRA) `policy`'s — the trained model, parallelised or not,
+        by default the unwrapped one — with its adapters disabled."""
         if self.reference is not None:
             return answer_logps(self.reference, batch)[0]
         was_training = self.policy.training
         self.policy.eval()  # no adapter dropout in the reference pass
         try:
             with adapters_disabled(self.policy):
-                return answer_logps(self.policy, batch)[0]
+                return answer_logps(policy if policy is not None else self.policy, batch)[0]
         finally:
             self.policy.train(was_training)
 
     @torch.no_grad()
-    def _precompute(self, split: _WithIndex, par: Any, device: torch.device, batch_size: int = 8) -> torch.Tensor:
+    def _precompute(self, split: _WithIndex, par: Any, device: torch.device, model: torch.nn.Module | None = None
+                    ) -> torch.Tensor:
         """[pairs, 2] reference log-probs (chosen, rejected) of every pair in the split's files. This
         data-parallel rank computes a contiguous share; `par.sum_over_dp` adds the others' (zeros elsewhere).
-        Every rank runs the same number of forwards (an empty share repeats pair 0, discarded): the forward of
-        a sharded model (FSDP2, TP) is a collective."""
+        Every rank runs the same number of forwards of micro_batch_size pairs (a short or empty share repeats
+        pair 0, discarded): the forward of a sharded model (FSDP2, TP, a pipeline's stages) is a collective,
+        and a pipeline's stages take micro-batches of one shape. The LoRA reference is `model` (the trained
+        model as the strategy wrapped it: under PP, a pass through every stage) with adapters disabled."""
         base = getattr(split.ds, "base", split.ds)
-        n = len(base)
+        n, batch_size = len(base), self.cfg.train.micro_batch_size
         share = -(-n // par.dp_size)
         lo, hi = min(n, par.dp_rank * share), min(n, (par.dp_rank + 1) * share)
         out = torch.zeros(n, 2, device=device)
         for start in range(lo, lo + share, batch_size):
             idx = list(range(start, min(hi, start + batch_size)))
-            rows = [base[i] for i in idx or [0]]
+            rows = [base[i] for i in idx + [0] * (batch_size - len(idx))]
             b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.collate(rows).items()}
-            logps = self._reference_logps(b).float()
+            logps = self._reference_logps(b, model).float()
             if idx:
-                out[idx[0]:idx[-1] + 1] = torch.stack([logps[:len(idx)], logps[len(rows):len(rows) + len(idx)]], 1)
+                out[idx[0]:idx[-1] + 1] = torch.stack([logps[:len(idx)], logps[batch_size:batch_size + len(idx)]], 1)
         return par.sum_over_dp(out).cpu()
 
     # ---- the loss ------------------------------------------------------------------------------------
     def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         logps, counts = answer_logps(model, batch)
+        return self._pair_losses(logps, counts, batch)
+
+    def loss_from_hidden(self, model, hidden, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        """The last pipeline stage's loss from the final hidden states of padded rows (the reference
+        log-probs are precomputed: `check_layout`)."""
+        labels = batch["labels"]
+        return self._pair_losses(-head_loss(model, hidden, labels).sum(1), (labels != IGNORE).sum(1), batch)
+
+    def _pair_losses(self, logps: torch.Tensor, counts: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                      Metrics]:
+        """(summed pair losses, pairs, TRL's metrics) from the answers' log-probs [chosen..., rejected...]."""
         n = logps.shape[0] // 2
         if "ref_logps" in batch:
             ref = batch["ref_logps"].to(logps.device)

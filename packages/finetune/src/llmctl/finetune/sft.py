@@ -3,7 +3,7 @@ every weight or LoRA adapters (`task.lora`).
 
 Batches (`batching`): padding-free by default — the micro-batch's samples end to end in one row, each
 attending only to itself; or padded rows as MindSpeed builds them (`task.padding_free: false`, and under
-context parallelism): each micro-batch padded to its longest sample (`--variable-seq-lengths`; with
+context or pipeline parallelism): each micro-batch padded to its longest sample (`--variable-seq-lengths`; with
 `task.variable_seq_lengths: false`, to data.seq_length). `--neat-pack` rows (segment ids in attention_mask)
 train each segment as its own sample, which needs the padding-free layout; `--pack` rows are trained as one
 sequence each (attention crosses the packed samples, as in MindSpeed).
@@ -16,20 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from llmctl.core.errors import UserError
-from llmctl.core.train.task import Metrics, next_token_loss
+from llmctl.core.train.task import Metrics, head_loss, next_token_loss
 
 from .base import FinetuneTask
-from .batching import (
-    documents_batch,
-    has_segments,
-    model_inputs,
-    padded_batch,
-    padded_length,
-    sample_documents,
-    sequence_multiple,
-    use_padding_free,
-)
+from .batching import (documents_batch, has_segments, model_inputs, padded_batch, padded_row_length,
+                       sample_documents, sequence_multiple, use_padding_free)
 from .options import SFTOptions
 
 
@@ -49,16 +42,18 @@ class SFTTask(FinetuneTask):
             return documents_batch(docs, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
         if any(has_segments(s) for s in samples):
             raise UserError("neat-packed data (segment ids in attention_mask) trains each segment as a sample "
-                            "of its own, in padding-free batches: set task.padding_free true (not with parallel.cp)")
+                            "of its own, in padding-free batches: set task.padding_free true (not with "
+                            "parallel.cp or parallel.pp)")
         longest = max(len(s["input_ids"]) for s in samples)
-        seq = self.cfg.data.seq_length
-        if o.variable_seq_lengths:
-            length = padded_length(longest - 1, o.pad_to_multiple_of) + 1
-            length = min(max(length, longest), max(seq, longest))
-        else:
-            length = max(seq, longest)
+        length = padded_row_length(longest, self.cfg.data.seq_length, o.pad_to_multiple_of, parallel,
+                                   o.variable_seq_lengths)
         return padded_batch([(s["input_ids"], s["labels"]) for s in samples], self.pad_id, length)
 
     def loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         _, loss_sum, n_tokens = next_token_loss(model, batch["input_ids"], batch["labels"], **model_inputs(batch))
         return loss_sum, n_tokens, {}
+
+    def loss_from_hidden(self, model, hidden, batch) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+        """The last pipeline stage's loss, from the final norm's hidden states of a padded micro-batch."""
+        labels = batch["labels"]
+        return head_loss(model, hidden, labels).sum(), (labels != -100).sum(), {}

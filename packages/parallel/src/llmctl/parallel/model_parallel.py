@@ -105,7 +105,11 @@ class ModelParallel(MeshParallelism):
 
     def _stage_examples(self, model) -> tuple[torch.Tensor, torch.Tensor]:
         """Example input/output of this stage for one micro-batch (the shapes the schedule sends)."""
-        mbs, seq, hidden = self.cfg.train.micro_batch_size, self.cfg.data.seq_length, self.cfg.model.hidden_size
+        from llmctl.core.plugins import lookup
+
+        rows = getattr(lookup("tasks", self.cfg.train.task), "rows_per_sample", 1)  # DPO: 2 rows a pair
+        mbs, seq = self.cfg.train.micro_batch_size * rows, self.cfg.data.seq_length
+        hidden = self.cfg.model.hidden_size
         sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
         dtype = DTYPES[self.options.param_dtype] or next(model.parameters()).dtype
         first, last = self.pipeline_rank == 0, self.pipeline_rank == self.layout.pp - 1

@@ -100,6 +100,9 @@ class Trainer(Checkpointing):
     def __init__(self, cfg: TrainConfig, *, callbacks: Iterable[Any] = (), echo=None):
         self.cfg = cfg
         t = cfg.train
+        # the task first: a finetuning task reads its base model's config into cfg.model, which the parallel
+        # layout is planned and checked against (layers per pipeline stage, heads per TP rank)
+        self.task = build_task(cfg)
         self.par = build_parallelism(cfg)
         cfg.check(self.par.dp_size)
         if t.deterministic:
@@ -111,7 +114,7 @@ class Trainer(Checkpointing):
         self.total = cfg.train_iters
         self.callbacks = CallbackList([*bus_callbacks(), *callbacks])
 
-        self.task = build_task(cfg)  # datasets first: a wrong data path fails before any model work
+        # datasets first: a wrong data path fails before any model work
         self.train_ds, self.val_ds = self.task.build_datasets(
             self.total * self.gbs, cfg.eval.iters * self.gbs if cfg.eval.iters > 0 else 0)
         self.metric_names = self.task.metric_names()

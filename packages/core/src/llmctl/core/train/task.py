@@ -36,6 +36,9 @@ class Task:
 
     name = "task"
     Options: type = NoOptions
+    #: rows of input_ids per sample in a padded micro-batch (DPO: a pair is a chosen and a rejected row); a
+    #: pipeline's stages are built for micro_batch_size x rows_per_sample rows of data.seq_length tokens
+    rows_per_sample: int = 1
     initialised_from: tuple[str, str] | None = None  # (path, "hf" | "native" | "mcore") when built from weights
 
     def __init__(self, cfg: TrainConfig):
