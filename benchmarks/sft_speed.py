@@ -35,6 +35,17 @@ def make_corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return [(say(rng.randint(8, 40)) + "?", say(rng.randint(20, 120)) + ".") for _ in range(n)]
 
 
+def read_alpaca(path: Path, n: int) -> list[tuple[str, str]]:
+    """The first `n` records with a response of an alpaca-format JSON file (instruction, input, output):
+    real instruction data, whose long-tailed lengths are what padding costs on in practice."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    pairs = [((r["instruction"] + ("\n" + r["input"] if r.get("input") else "")), r["output"])
+             for r in rows if r.get("output", "").strip()]
+    if len(pairs) < n:
+        raise SystemExit(f"{path}: {len(pairs)} usable records, the run needs {n}")
+    return pairs[:n]
+
+
 def make_tokenizer(out: Path, corpus) -> Path:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
@@ -209,13 +220,17 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: all cores)")
     p.add_argument("--only", default="full,lora,dpo", help="comma-separated subset of full, lora, dpo")
+    p.add_argument("--data", type=Path, default=None, metavar="JSON",
+                   help="alpaca-format instruction data (e.g. ../shared/fixtures/alpaca/alpaca_data.json) "
+                        "instead of the synthetic uniform-length samples")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     from llmctl.data.sft.datasets import PairwiseDataset, SFTDataset  # the same samples for both sides
 
     tmp = Path(tempfile.mkdtemp(prefix="sft_speed_"))
-    corpus = make_corpus(args.batch * (args.warmup + args.steps))
+    n = args.batch * (args.warmup + args.steps)
+    corpus = read_alpaca(args.data, n) if args.data else make_corpus(n)
     tok = make_tokenizer(tmp / "tok", corpus)
     base = make_base(tmp / "base", tok)
     prefix = preprocess(tmp, tok, [{"instruction": q, "input": "", "output": a} for q, a in corpus],
@@ -223,8 +238,12 @@ def main() -> int:
     ds = SFTDataset(prefix)
     samples = [{"input_ids": ds[i]["input_ids"].tolist(), "labels": ds[i]["labels"].tolist()} for i in range(len(ds))]
     tokens_per_step = sum(len(s["input_ids"]) for s in samples) / len(samples) * args.batch
-    print(f"model: llama 6 layers x 256 hidden, vocab {len(json.loads((tok / 'tokenizer.json').read_text())['model']['vocab'])}; {len(samples)} samples, mean "
-          f"{tokens_per_step / args.batch:.0f} tokens, batch {args.batch}, seq {args.seq}, threads "
+    lengths = [len(s["input_ids"]) for s in samples]
+    padded = sum(max(lengths[i:i + args.batch]) * len(lengths[i:i + args.batch]) for i in range(0, n, args.batch))
+    vocab = len(json.loads((tok / "tokenizer.json").read_text())["model"]["vocab"])
+    print(f"data: {args.data or 'synthetic (uniform lengths)'}; model: llama 6 layers x 256 hidden, vocab {vocab}; "
+          f"{len(samples)} samples, mean {tokens_per_step / args.batch:.0f} tokens (padded to the longest of "
+          f"{args.batch}: {padded / sum(lengths):.2f}x), batch {args.batch}, seq {args.seq}, threads "
           f"{torch.get_num_threads()}, {args.steps} timed steps after {args.warmup}")
     rows = []
     only = set(args.only.split(","))
