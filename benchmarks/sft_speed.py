@@ -35,15 +35,24 @@ def make_corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return [(say(rng.randint(8, 40)) + "?", say(rng.randint(20, 120)) + ".") for _ in range(n)]
 
 
-def read_alpaca(path: Path, n: int) -> list[tuple[str, str]]:
-    """The first `n` records with a response of an alpaca-format JSON file (instruction, input, output):
-    real instruction data, whose long-tailed lengths are what padding costs on in practice."""
+def read_alpaca(path: Path) -> list[tuple[str, str]]:
+    """(prompt, response) of every record with a response in an alpaca-format JSON file (instruction, input,
+    output): real instruction data, whose long-tailed lengths are what padding costs on in practice."""
     rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    pairs = [((r["instruction"] + ("\n" + r["input"] if r.get("input") else "")), r["output"])
-             for r in rows if r.get("output", "").strip()]
-    if len(pairs) < n:
-        raise SystemExit(f"{path}: {len(pairs)} usable records, the run needs {n}")
-    return pairs[:n]
+    return [((r["instruction"] + ("\n" + r["input"] if r.get("input") else "")), r["output"])
+            for r in rows if r.get("output", "").strip()]
+
+
+def fitting(corpus, tok: Path, seq: int, n: int) -> list[tuple[str, str]]:
+    """The first `n` pairs whose templated text fits `seq` tokens (with room for the chat template), so no
+    side drops or truncates a sample the other trains on whole."""
+    from tokenizers import Tokenizer
+
+    t = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    kept = [(q, a) for q, a in corpus if len(t.encode(q).ids) + len(t.encode(a).ids) + 16 <= seq]
+    if len(kept) < n:
+        raise SystemExit(f"{len(kept)} records fit --seq {seq}; the run needs {n}")
+    return kept[:n]
 
 
 def make_tokenizer(out: Path, corpus) -> Path:
@@ -230,8 +239,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="sft_speed_"))
     n = args.batch * (args.warmup + args.steps)
-    corpus = read_alpaca(args.data, n) if args.data else make_corpus(n)
+    corpus = read_alpaca(args.data)[:4 * n] if args.data else make_corpus(n)
     tok = make_tokenizer(tmp / "tok", corpus)
+    corpus = fitting(corpus, tok, args.seq, n)
     base = make_base(tmp / "base", tok)
     prefix = preprocess(tmp, tok, [{"instruction": q, "input": "", "output": a} for q, a in corpus],
                         "AlpacaStyleInstructionHandler", args.seq)
@@ -239,7 +249,7 @@ def main() -> int:
     samples = [{"input_ids": ds[i]["input_ids"].tolist(), "labels": ds[i]["labels"].tolist()} for i in range(len(ds))]
     tokens_per_step = sum(len(s["input_ids"]) for s in samples) / len(samples) * args.batch
     lengths = [len(s["input_ids"]) for s in samples]
-    padded = sum(max(lengths[i:i + args.batch]) * len(lengths[i:i + args.batch]) for i in range(0, n, args.batch))
+    padded = sum(max(lengths[i:i + args.batch]) * len(lengths[i:i + args.batch]) for i in range(0, len(lengths), args.batch))
     vocab = len(json.loads((tok / "tokenizer.json").read_text())["model"]["vocab"])
     print(f"data: {args.data or 'synthetic (uniform lengths)'}; model: llama 6 layers x 256 hidden, vocab {vocab}; "
           f"{len(samples)} samples, mean {tokens_per_step / args.batch:.0f} tokens (padded to the longest of "
