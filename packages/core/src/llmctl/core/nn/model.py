@@ -91,6 +91,7 @@ class Attention(nn.Module):
         self.ops = ops
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
+        """`mask`: None (causal), a bool [B|1, 1, T, S] padding mask, or `Documents` (causal per document)."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
