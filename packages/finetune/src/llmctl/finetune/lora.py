@@ -47,7 +47,9 @@ class LoRALinear(nn.Module):
         out = F.linear(x, self.weight, self.bias)
         if self.disabled:
             return out
-        return out + self.lora_B(self.lora_A(self.dropout(x))) * self.scale
+        # scaled at rank r, not at out_features (PEFT scales B's output): one pass over [tokens, r] instead of
+        # [tokens, out] in the forward and in the backward
+        return out + self.lora_B(self.lora_A(self.dropout(x)) * self.scale)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.lora_A.out_features}, scale={self.scale:g}"
