@@ -73,17 +73,28 @@ def _perturb(model, seed=1):
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
-@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
+LAYOUTS = {  # name -> task overrides
+    "padding-free, shared prompt": ["task.padding_free=true"],
+    "padding-free": ["task.padding_free=true", "task.share_prompt=false"],
+    "padded": ["task.padding_free=false"],
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
-def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type, padding_free):
-    """Either batch layout (answers end to end in one row, or padded rows) gives TRL's loss and metrics, which
-    are computed from padded rows as TRL builds them."""
+def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type, layout):
+    """Every batch layout (a pair's prompt once and both answers continuing it, answers end to end in one
+    row, or padded rows) gives TRL's loss and metrics, which are computed from padded rows as TRL builds
+    them."""
     task, train, model = _task(tmp_path, tok_dir, hf_base, f"task.loss_type={loss_type}", "task.beta=0.5",
-                               f"task.padding_free={str(padding_free).lower()}")
+                               *LAYOUTS[layout])
     _perturb(model)
     samples = [train[i] for i in range(4)]
     loss_sum, pairs, metrics = task.loss(model, task.collate(samples))
-    assert ("documents" in task.collate(samples)) == padding_free
+    docs = task.collate(samples).get("documents")
+    assert (docs is not None) == (layout != "padded")
+    if layout == "padding-free, shared prompt":  # 4 prompts, 8 answers continuing them
+        assert len(docs) >= 12 and docs.prefixes.count(-1) < len(docs)
     task.options.padding_free = False
     batch = task.collate(samples)
     with torch.no_grad():
@@ -97,6 +108,28 @@ def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type, pad
         s, c = metrics[name]
         assert float(s) / float(c) == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
     assert 0 < want["rewards/accuracies"] < 1 or want["rewards/margins"] != 0
+
+
+def test_shared_prompt_gives_the_gradients_of_whole_answers(tmp_path, tok_dir, hf_base):
+    """The prompt computed once (both answers attending to it) back-propagates what two full rows do: the
+    DPO loss and every trained weight's gradient equal the unshared layout's, with fewer tokens in the row."""
+    task, train, model = _task(tmp_path, tok_dir, hf_base, "task.beta=0.5")
+    _perturb(model)
+    samples = [train[i] for i in range(4)]
+    results = []
+    for share in (True, False):
+        task.options.share_prompt = share
+        batch = task.collate(samples)
+        model.zero_grad()
+        loss_sum, _, _ = task.loss(model, batch)
+        loss_sum.backward()
+        results.append((batch["input_ids"].shape[1], float(loss_sum),
+                        {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (shared_len, shared_loss, shared_grads), (full_len, full_loss, full_grads) = results
+    assert shared_len < full_len and shared_loss == pytest.approx(full_loss, rel=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and shared_grads
+    for name, g in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_cdpo_label_smoothing_is_the_paper_formula():

@@ -9,7 +9,7 @@ import torch
 from finetune_helpers import QA, finetune_cfg, read_jsonl, sft_data
 from llmctl.core.nn.loading import load_model
 from llmctl.core.train.task import next_token_loss
-from llmctl.finetune.batching import documents_batch, model_inputs, padded_batch, sample_documents
+from llmctl.finetune.batching import documents_batch, model_inputs, padded_batch, sample_documents, shifted
 from llmctl.finetune.sft import SFTTask
 
 
@@ -41,7 +41,7 @@ def _padded(samples):
 
 
 def _padding_free(samples, multiple=1):
-    return documents_batch([d for s in samples for d in sample_documents(s)], 0, multiple)
+    return documents_batch([shifted(*d) for s in samples for d in sample_documents(s)], 0, multiple)
 
 
 def test_padding_free_neat_packed_and_padded_give_the_same_losses_and_plain_pack_differs(tmp_path, tok_dir,
@@ -111,7 +111,7 @@ def test_no_attention_crosses_a_document():
     model = build_model(tiny_model_config(50))
     rng = np.random.default_rng(0)
     docs = [(rng.integers(0, 50, n), rng.integers(0, 50, n)) for n in (4, 5, 3, 2)]
-    batch = documents_batch(docs, 0)
+    batch = documents_batch([shifted(*d) for d in docs], 0)
     assert batch["documents"] == (3, 4, 2, 1)
     assert batch["positions"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 0, 1, 0]]
     tokens, extra = batch["input_ids"], {"positions": batch["positions"], "documents": batch["documents"]}
@@ -128,6 +128,28 @@ def test_no_attention_crosses_a_document():
     torch.testing.assert_close(base[:, 3:7], alone, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="partition"):
         model(tokens, documents=(3, 4))
+
+
+def test_a_document_continuing_a_prefix_sees_it_as_one_sequence():
+    """Two answers continuing one shared prompt (`Documents(prefixes=)`, positions continuing it) get the
+    logits each would get as prompt + answer alone; the prompt's own logits are unchanged."""
+    from finetune_helpers import tiny_model_config
+
+    from llmctl.core.nn.build import build_model
+    from llmctl.core.nn.model import Documents
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(50))
+    prompt, a, b = (torch.randint(0, 50, (1, n)) for n in (5, 4, 3))
+    row = torch.cat([prompt, a, b], 1)
+    positions = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 5, 6, 7]])
+    out = model(row, positions=positions, documents=Documents((5, 4, 3), (-1, 0, 0)))
+    alone_a, alone_b = model(torch.cat([prompt, a], 1)), model(torch.cat([prompt, b], 1))
+    torch.testing.assert_close(out[:, :5], alone_a[:, :5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, 5:9], alone_a[:, 5:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[:, 9:], alone_b[:, 5:], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="earlier document"):
+        Documents((5, 4), (1, -1))
 
 
 def test_dynamic_padding(tmp_path, tok_dir, hf_base):

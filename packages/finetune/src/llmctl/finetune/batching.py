@@ -19,6 +19,7 @@ samples, as in MindSpeed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -54,28 +55,67 @@ def has_segments(sample: dict[str, Any]) -> bool:
     return mask is not None and int(np.max(mask, initial=0)) > 1
 
 
-def documents_batch(docs: list[tuple[np.ndarray, np.ndarray]], pad_id: int, multiple: int = 1
-                    ) -> dict[str, Any]:
-    """One row holding `docs` end to end, each shifted by one within itself: input_ids / labels / positions
-    [1, N], `documents` (their lengths), `loss_at` (trained positions) and `document_index` [N] (which doc a
-    token belongs to; len(docs) for the padding). N is rounded up to `multiple` with a last, untrained
-    padding document (tensor parallelism shards the sequence, GPUs like aligned sizes). A one-token document
-    predicts nothing and takes no place."""
-    inputs = [d[0][:-1] for d in docs]
-    targets = [d[1][1:] for d in docs]
-    lengths = [len(t) for t in inputs]
-    n = sum(lengths)
+@dataclasses.dataclass
+class Piece:
+    """One document of a padding-free row, already shifted: `inputs[j]` predicts `targets[j]`."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    owner: int = -1  # the sample or answer its loss belongs to (-1: none, e.g. a shared prompt)
+    start: int = 0  # the position of its first token
+    prefix: int = -1  # the index of an earlier piece it continues (attends to all of it first)
+
+
+def shifted(ids: np.ndarray, labels: np.ndarray, owner: int = -1) -> Piece:
+    return Piece(np.asarray(ids)[:-1], np.asarray(labels)[1:], owner)
+
+
+def pair_pieces(chosen: tuple[np.ndarray, np.ndarray], rejected: tuple[np.ndarray, np.ndarray],
+                owners: tuple[int, int], first: int) -> list[Piece]:
+    """A preference pair as one shared prompt and two answers continuing it (`first`: the index the prompt
+    piece gets in the row). The prompt is the pair's common leading tokens up to the first trained label
+    (its own targets are all -100), less its last token, which each answer's piece starts with: that
+    position predicts the answer's first token, which differs between the two. Nothing to share: two
+    plain pieces."""
+    (c_ids, c_lab), (r_ids, r_lab) = (tuple(map(np.asarray, x)) for x in (chosen, rejected))
+    n = min(len(c_ids), len(r_ids))
+    common = int(np.argmin(c_ids[:n] == r_ids[:n])) if not (c_ids[:n] == r_ids[:n]).all() else n
+    shared = min(common, _first_trained(c_lab), _first_trained(r_lab)) - 1  # the prompt piece's length
+    if shared < 1:
+        return [shifted(c_ids, c_lab, owners[0]), shifted(r_ids, r_lab, owners[1])]
+    return [Piece(c_ids[:shared], c_lab[1:shared + 1]),
+            Piece(c_ids[shared:-1], c_lab[shared + 1:], owners[0], start=shared, prefix=first),
+            Piece(r_ids[shared:-1], r_lab[shared + 1:], owners[1], start=shared, prefix=first)]
+
+
+def _first_trained(labels: np.ndarray) -> int:
+    trained = np.flatnonzero(labels != IGNORE)
+    return int(trained[0]) if len(trained) else len(labels)
+
+
+def documents_batch(pieces: list[Piece], pad_id: int, multiple: int = 1, owners: int = 0) -> dict[str, Any]:
+    """One row holding `pieces` end to end: input_ids / labels / positions [1, N], `documents` (their
+    lengths and prefixes), `loss_at` (trained positions) and `document_index` [N] (each token's owner in
+    0..owners-1; `owners` for tokens of no owner and the padding). N is rounded up to `multiple` with a last,
+    untrained padding document (tensor parallelism shards the sequence, GPUs like aligned sizes). An empty
+    piece (a one-token sample predicts nothing) takes no place."""
+    keep = [i for i, p in enumerate(pieces) if len(p.inputs)]
+    index = {old: new for new, old in enumerate(keep)}
+    pieces = [pieces[i] for i in keep]
+    n = sum(len(p.inputs) for p in pieces)
     pad = -n % multiple if n else multiple
-    ids = np.concatenate(inputs + [np.full(pad, pad_id)]).astype(np.int64)
-    labels = np.concatenate(targets + [np.full(pad, IGNORE)]).astype(np.int64)
-    sizes = [m for m in lengths + [pad] if m]
-    labels_t = torch.from_numpy(labels)[None]
+    if pad:
+        pieces.append(Piece(np.full(pad, pad_id), np.full(pad, IGNORE)))
+    labels = torch.from_numpy(np.concatenate([p.targets for p in pieces]).astype(np.int64))[None]
+    lengths = torch.tensor([len(p.inputs) for p in pieces])
+    owner = torch.tensor([p.owner if p.owner >= 0 else owners for p in pieces])
     return {
-        "input_ids": torch.from_numpy(ids)[None], "labels": labels_t,
-        "positions": torch.cat([torch.arange(m) for m in sizes])[None],
-        "documents": Documents(sizes),
-        "loss_at": (labels_t[0] != IGNORE).nonzero().squeeze(1),
-        "document_index": torch.repeat_interleave(torch.arange(len(docs) + 1), torch.tensor(lengths + [pad])),
+        "input_ids": torch.from_numpy(np.concatenate([p.inputs for p in pieces]).astype(np.int64))[None],
+        "labels": labels,
+        "positions": torch.cat([torch.arange(p.start, p.start + len(p.inputs)) for p in pieces])[None],
+        "documents": Documents(lengths.tolist(), [index.get(p.prefix, -1) for p in pieces]),
+        "loss_at": (labels[0] != IGNORE).nonzero().squeeze(1),
+        "document_index": torch.repeat_interleave(owner, lengths),
     }
 
 

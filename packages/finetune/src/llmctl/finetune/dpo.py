@@ -27,8 +27,8 @@ from llmctl.core.errors import UserError
 from llmctl.core.train.task import Metrics, head_loss
 
 from .base import FinetuneTask
-from .batching import (documents_batch, model_inputs, padded_batch, padded_row_length, sequence_multiple,
-                       use_padding_free)
+from .batching import (documents_batch, model_inputs, padded_batch, padded_row_length, pair_pieces,
+                       sequence_multiple, shifted, use_padding_free)
 from .lora import adapters_disabled
 from .options import DPOOptions
 
@@ -119,7 +119,14 @@ class DPOTask(FinetuneTask):
                    + [(s["rejected_input_ids"], s["rejected_labels"]) for s in samples])
         o, parallel = self.options, self.cfg.parallel
         if use_padding_free(o.padding_free, parallel):
-            batch = documents_batch(answers, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
+            n, pieces = len(samples), []
+            for i in range(n):
+                if o.share_prompt:  # the prompt once, both answers continuing it
+                    pieces += pair_pieces(answers[i], answers[n + i], (i, n + i), first=len(pieces))
+                else:
+                    pieces += [shifted(*answers[i], owner=i), shifted(*answers[n + i], owner=n + i)]
+            batch = documents_batch(pieces, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel),
+                                    owners=2 * n)
             batch["answer_tokens"] = torch.tensor([int((np.asarray(lab[1:]) != IGNORE).sum()) for _, lab in answers])
         else:
             longest = max(len(ids) for ids, _ in answers)

@@ -97,6 +97,7 @@ class DPOOptions(FinetuneOptions):
     label_smoothing: float = 0.0  # cDPO: the share of pairs assumed flipped (sigmoid only)
     reference: str = "model"  # model: a frozen copy (LoRA: adapters off) | precomputed: one pass before training
     padding_free: bool | None = None  # as for sft: the answers end to end in one row (None: unless parallel.cp > 1)
+    share_prompt: bool = True  # padding-free: a pair's prompt computed once, both answers attending to it
     pad_to_multiple_of: int = 8
 
     def validate(self) -> None:

@@ -22,7 +22,7 @@ from llmctl.core.train.task import Metrics, head_loss, next_token_loss
 
 from .base import FinetuneTask
 from .batching import (documents_batch, has_segments, model_inputs, padded_batch, padded_row_length,
-                       sample_documents, sequence_multiple, use_padding_free)
+                       sample_documents, sequence_multiple, shifted, use_padding_free)
 from .options import SFTOptions
 
 
@@ -38,8 +38,8 @@ class SFTTask(FinetuneTask):
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         o, parallel = self.options, self.cfg.parallel
         if use_padding_free(o.padding_free, parallel):
-            docs = [doc for s in samples for doc in sample_documents(s)]
-            return documents_batch(docs, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
+            pieces = [shifted(*doc) for s in samples for doc in sample_documents(s)]
+            return documents_batch(pieces, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
         if any(has_segments(s) for s in samples):
             raise UserError("neat-packed data (segment ids in attention_mask) trains each segment as a sample "
                             "of its own, in padding-free batches: set task.padding_free true (not with "

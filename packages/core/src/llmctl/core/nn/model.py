@@ -36,17 +36,32 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
 class Documents(tuple):
     """Lengths of the consecutive documents that fill the sequence of a one-row batch, in order. Attention
     stays inside each one (causal within it): a padding-free batch (samples laid end to end instead of padded
-    to the longest) or a neat-packed row trains each sample exactly as alone, at the cost of its own tokens."""
+    to the longest) or a neat-packed row trains each sample exactly as alone, at the cost of its own tokens.
+    `prefixes[i]`, when given, is an earlier document that document i continues: it sees all of that one's
+    tokens before its own (a DPO pair's chosen and rejected answers both continue one copy of the prompt);
+    -1 = none."""
 
-    def __new__(cls, lengths):
-        return super().__new__(cls, (int(n) for n in lengths))
+    def __new__(cls, lengths, prefixes=None):
+        docs = super().__new__(cls, (int(n) for n in lengths))
+        docs.prefixes = tuple(int(p) for p in prefixes) if prefixes is not None else None
+        if docs.prefixes is not None and (len(docs.prefixes) != len(docs)
+                                          or any(not -1 <= p < i for i, p in enumerate(docs.prefixes))):
+            raise ValueError(f"document prefixes {docs.prefixes} must name an earlier document (or -1) each")
+        return docs
 
 
 def document_attention(attention, q, k, v, docs: Documents) -> torch.Tensor:
     """`attention` run per document on q/k/v [1, H, T, D] split along T: no [T, T] mask, and no work spent on
-    pairs of tokens from different documents."""
-    parts = zip(q.split(docs, dim=2), k.split(docs, dim=2), v.split(docs, dim=2))
-    return torch.cat([attention(qd, kd, vd, causal=True) for qd, kd, vd in parts], dim=2)
+    pairs of tokens from different documents. A document with a prefix attends to the prefix's keys and
+    values, then its own (causal aligned at the end, as with a cache)."""
+    qs, ks, vs = q.split(docs, dim=2), k.split(docs, dim=2), v.split(docs, dim=2)
+    prefixes = docs.prefixes or (-1,) * len(docs)
+    out = []
+    for qd, kd, vd, p in zip(qs, ks, vs, prefixes):
+        if p >= 0:
+            kd, vd = torch.cat((ks[p], kd), dim=2), torch.cat((vs[p], vd), dim=2)
+        out.append(attention(qd, kd, vd, causal=True))
+    return torch.cat(out, dim=2)
 
 
 class KVCache:
@@ -187,7 +202,8 @@ class Transformer(nn.Module):
                 loss_at: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens;
         `documents` (B == 1, no cache): the row holds several samples end to end, each attending only to
-        itself (pass `positions` restarting per document too);
+        itself, or to a prefix document and itself (pass `positions` restarting per document, or continuing
+        the prefix's, too);
         `loss_at` [K]: the flat indices of the only targets that are trained (the others are -100): the LM
         head and cross-entropy run on those K positions alone, the rest of the returned loss is 0;
         `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
@@ -206,7 +222,7 @@ class Transformer(nn.Module):
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :past + T].bool()
         if documents is not None:
-            mask = Documents(documents)
+            mask = documents if isinstance(documents, Documents) else Documents(documents)
         cos, sin = self.rope_cos_sin(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
