@@ -113,8 +113,9 @@ class DPOTask(FinetuneTask):
         return list(METRICS)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """Answers [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}]: documents of one padding-free row,
-        or rows padded to the longest (+1 for the shift)."""
+        """Answers [chosen_0..chosen_{B-1}, rejected_0..rejected_{B-1}] (the order of `answer_logps`): per
+        pair a shared prompt and two answers continuing it in one padding-free row (`document_index` maps
+        tokens to answers), or rows padded to the longest (+1 for the shift)."""
         answers = ([(s["chosen_input_ids"], s["chosen_labels"]) for s in samples]
                    + [(s["rejected_input_ids"], s["rejected_labels"]) for s in samples])
         o, parallel = self.options, self.cfg.parallel
