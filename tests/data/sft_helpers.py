@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from chatml_tokenizer import chatml_bpe_tokenizer
 from data_helpers import run_cli
 
-IM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CONVERSATION = [
     {"role": "user", "content": "Name a primary colour."},
     {"role": "assistant", "content": "Red is a primary colour."},
@@ -22,17 +22,9 @@ CONVERSATION = [
 
 
 def tiny_chatml_tokenizer(out: Path) -> Path:
-    """A byte-level BPE tokenizer (ChatML specials, eos <|im_end|>, pad <|endoftext|>) saved as an HF dir."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
+    """The ChatML BPE tokenizer of the conversation above, saved as an HF dir."""
     texts = [m["content"] for m in CONVERSATION] * 3 + ["user assistant system instruction response"] * 3
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=IM_SPECIALS)
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", additional_special_tokens=IM_SPECIALS[1:])
-    fast.save_pretrained(out)
-    return out
+    return chatml_bpe_tokenizer(out, texts, vocab_size=400)
 
 
 def write_json(path: Path, rows: list[dict]) -> Path:

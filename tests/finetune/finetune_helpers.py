@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from chatml_tokenizer import chatml_bpe_tokenizer
+
 #: A small fixed instruction set (answers short and distinct, so exact match is a fair test).
 QA = [
     ("What is the capital of France?", "Paris."),
@@ -28,17 +29,9 @@ PAIRS = [  # (prompt, chosen, rejected)
 
 
 def tiny_tokenizer(out: Path) -> Path:
-    """A byte-level BPE tokenizer (ChatML specials; eos <|im_end|>, pad <|endoftext|>) saved as an HF dir."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast
-
+    """The ChatML BPE tokenizer of these samples, saved as an HF dir."""
     texts = [t for qa in QA for t in qa] * 4 + [t for p in PAIRS for t in p] * 4 + ["system user assistant"] * 4
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=420, min_frequency=1, special_tokens=SPECIALS)
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", additional_special_tokens=SPECIALS[1:])
-    fast.save_pretrained(out)
-    return out
+    return chatml_bpe_tokenizer(out, texts, vocab_size=420)
 
 
 def tiny_model_config(vocab: int, family: str = "qwen2", **kw):
