@@ -151,12 +151,16 @@ def padded_row_length(longest: int, seq: int, multiple: int, parallel: Any, vari
     return max(seq, longest)
 
 
+def degree(parallel: Any, key: str) -> int:
+    """The size of one parallel dimension (tp, pp, cp) in the config's `parallel:` section (unset = 1)."""
+    return int(parallel.get(key, 1) or 1)
+
+
 def use_padding_free(setting: bool | None, parallel: Any) -> bool:
     """`task.padding_free` (None = on unless the layout needs padded rows) against the parallel layout:
     context parallelism splits each row's sequence into chunks, and pipeline stages exchange activations of
     one fixed shape."""
-    needs_rows = [f"parallel.{k} {int(parallel.get(k, 1) or 1)}" for k in ("cp", "pp")
-                  if int(parallel.get(k, 1) or 1) > 1]
+    needs_rows = [f"parallel.{k} {degree(parallel, k)}" for k in ("cp", "pp") if degree(parallel, k) > 1]
     if setting is None:
         return not needs_rows
     if setting and needs_rows:
@@ -166,10 +170,10 @@ def use_padding_free(setting: bool | None, parallel: Any) -> bool:
 
 def fixed_rows(parallel: Any) -> bool:
     """Pipeline stages send activations of the one shape they were built for: [micro-batch, seq_length]."""
-    return int(parallel.get("pp", 1) or 1) > 1
+    return degree(parallel, "pp") > 1
 
 
 def sequence_multiple(pad_to_multiple_of: int, parallel: Any) -> int:
     """What a padding-free row's length is rounded to: the option, and the TP degree (sequence parallelism
     shards the sequence over the TP ranks)."""
-    return math.lcm(pad_to_multiple_of, int(parallel.get("tp", 1) or 1))
+    return math.lcm(pad_to_multiple_of, degree(parallel, "tp"))

@@ -27,7 +27,7 @@ from llmctl.core.errors import UserError
 from llmctl.core.train.task import Metrics, head_loss
 
 from .base import FinetuneTask
-from .batching import (documents_batch, model_inputs, padded_batch, padded_row_length, pair_pieces,
+from .batching import (degree, documents_batch, model_inputs, padded_batch, padded_row_length, pair_pieces,
                        sequence_multiple, shifted, use_padding_free)
 from .lora import adapters_disabled
 from .options import DPOOptions
@@ -96,7 +96,7 @@ class DPOTask(FinetuneTask):
     rows_per_sample = 2  # a pair: its chosen and its rejected row
 
     def check_layout(self, parallel: dict) -> None:
-        pp = int(parallel.get("pp", 1) or 1)
+        pp = degree(parallel, "pp")
         if pp > 1 and self.options.reference != "precomputed":
             raise UserError(f"parallel.pp {pp}: dpo's reference pass cannot run inside the policy's pipeline "
                             "step; set task.reference precomputed (one pass through the pipeline before "
