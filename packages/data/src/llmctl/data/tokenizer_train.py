@@ -5,7 +5,9 @@ transformers 4.x): `tokenizer.json` + `tokenizer_config.json` (class PreTrainedT
 `special_tokens_map.json`, plus `llmctl_tokenizer.json` recording the type, special ids and the vocabulary padded
 to a multiple of 128 for the model side. Sentencepiece models are converted to `tokenizers` here, piece by piece
 (no protobuf, no transformers internals), with a pre-tokenizer that matches sentencepiece's own segmentation,
-so `tokenizer.model` and `tokenizer.json` give the same ids. Text round-trips exactly (whitespace, Chinese,
+so `tokenizer.model` and `tokenizer.json` give the same ids (unigram: except a near-tie on a long line, which
+sentencepiece's float32 sum can lose; `tokenizers` scores in float64). Training samples `--max-sentences` lines
+itself, seeded, so one corpus and seed give one tokenizer on every run. Text round-trips exactly (whitespace, Chinese,
 emoji): no whitespace normalisation, byte fallback for unseen characters, no clean-up of spaces on decode.
 """
 
@@ -15,6 +17,7 @@ import io
 import json
 import math
 import os
+import random
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -48,6 +51,25 @@ def iter_training_text(docs: Iterable[str]) -> Iterator[str]:
                     yield piece
 
 
+def sample_lines(lines: Iterable[str], k: int, seed: int) -> list[str]:
+    """A uniform sample of k lines (reservoir), in corpus order: the same for the same corpus and seed.
+
+    It bounds the trainer's memory as sentencepiece's `input_sentence_size` does, but that one draws from a
+    generator seeded by the OS, so two runs on one corpus gave different tokenizers.
+    """
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        if i < k:
+            reservoir.append((i, line))
+        else:
+            j = rng.randrange(i + 1)
+            if j < k:
+                reservoir[j] = (i, line)
+    reservoir.sort()
+    return [line for _i, line in reservoir]
+
+
 # ---- sentencepiece -----------------------------------------------------------------------------------------
 
 
@@ -57,9 +79,8 @@ def _train_spm(
     vocab_size: int,
     specials: Sequence[str],
     character_coverage: float,
-    max_sentences: int,
-    seed: int,
 ) -> bytes:
+    """A sentencepiece model trained on every line given (sampling is `sample_lines`' job)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
@@ -87,8 +108,8 @@ def _train_spm(
             allow_whitespace_only_pieces=True,
             split_digits=True,
             max_sentence_length=4 * MAX_PIECE_CHARS + 16,
-            input_sentence_size=max_sentences,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # every line: sentencepiece's own sampling is seeded from the OS
+            shuffle_input_sentence=False,
             seed_sentencepiece_size=1000000,
             hard_vocab_limit=model_type != "unigram",
             num_threads=os.cpu_count() or 1,
@@ -135,7 +156,9 @@ def spm_to_tokenizers(model_proto: bytes, model_type: str, specials: Sequence[st
     tok = Tokenizer(model)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
+            # no split at "▁": sentencepiece encodes the whole text, and a whitespace-only piece ("▁▁") spans
+            # what a split would cut in two
+            pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False),
             pre_tokenizers.Digits(individual_digits=True),
         ]
     )
@@ -249,13 +272,11 @@ def train_tokenizer(
     counted = {"docs": corpus["docs"], "chars": corpus["chars"]}
     if counted["docs"] == 0:
         raise UserError(f"no non-empty documents in {', '.join(files[:3])}")
-    lines = iter_training_text(texts_in_key_order(corpus["spills"]))
+    lines = iter(sample_lines(iter_training_text(texts_in_key_order(corpus["spills"])), max_sentences, seed))
     extra_specials = [s for s in specials if s not in BASE_SPECIALS]
     if kind.startswith("spm-"):
         model_type = kind.split("-", 1)[1]
-        proto = _train_spm(
-            lines, model_type, vocab_size, extra_specials, character_coverage, max_sentences, seed
-        )
+        proto = _train_spm(lines, model_type, vocab_size, extra_specials, character_coverage)
         tok = spm_to_tokenizers(proto, model_type, extra_specials)
     else:
         proto = None

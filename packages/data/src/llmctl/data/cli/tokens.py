@@ -39,7 +39,7 @@ from .common import CONTEXT, _echo_resumed, _executor, _executor_options, _input
     type=int,
     default=5_000_000,
     show_default=True,
-    help="sentencepiece: lines sampled for training (bounds memory).",
+    help="Lines sampled for training, the same ones for the same --seed (bounds memory).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @_executor_options
