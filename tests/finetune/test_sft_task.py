@@ -159,6 +159,7 @@ def test_dynamic_padding(tmp_path, tok_dir, hf_base):
     samples = [train[i] for i in range(2)]
     free = task.collate(samples)  # default: padding-free, rounded up to pad_to_multiple_of
     real = sum(len(s["input_ids"]) - 1 for s in samples)
+    assert task.batch_tokens(free) == real  # what the run log's tokens_per_s counts: never the padding
     assert free["input_ids"].shape == (1, -(-real // 8) * 8) and sum(free["documents"]) == free["input_ids"].shape[1]
     task.cfg.parallel["tp"] = 3  # sequence parallelism shards the row over the TP ranks
     assert task.collate(samples)["input_ids"].shape[1] == -(-real // 24) * 24
@@ -168,18 +169,35 @@ def test_dynamic_padding(tmp_path, tok_dir, hf_base):
     longest = max(len(s["input_ids"]) for s in samples)
     assert batch["input_ids"].shape[1] < 63 and batch["input_ids"].shape[1] >= longest - 1
     assert batch["input_ids"].shape[1] % 8 == 0
+    assert task.batch_tokens(batch) == real < batch["input_ids"].numel()
     task.options.variable_seq_lengths = False
     assert task.collate(samples)["input_ids"].shape[1] == 63
+    assert task.batch_tokens(task.collate(samples)) == real
 
 
 def test_full_finetune_runs_on_the_driver(tmp_path, tok_dir, native_base):
     from llmctl.core.train.loop import pretrain
 
+    class CountTokens:  # each step's real tokens, as the task counts them for the log
+        def on_train_start(self, trainer):
+            count = trainer.task.batch_tokens
+            trainer.task.batch_tokens = lambda batch: self.steps[-1].append(count(batch)) or self.steps[-1][-1]
+
+        def on_step_start(self, trainer, step):
+            self.steps.append([])
+
+    counter = CountTokens()
+    counter.steps = []
     cfg = finetune_cfg(tmp_path, native_base, sft_data(tmp_path, tok_dir), "full", "train.train_iters=6")
     assert cfg.train.task == "sft"
-    result = pretrain(cfg)
+    result = pretrain(cfg, callbacks=[counter])
     log = [r for r in read_jsonl(result.log_path) if "loss" in r]
     assert log[-1]["loss"] < log[0]["loss"]
+    # tokens_per_s counts the real tokens (GBS x seq_length would be 4 x 64 per step)
+    assert len(counter.steps) == len(log) == 6 and all(len(s) == 2 for s in counter.steps)
+    for rec, step in zip(log, counter.steps):
+        assert rec["tokens_per_s"] * rec["step_ms"] / 1000 == pytest.approx(sum(step), rel=1e-6)
+        assert sum(step) < 4 * 64
     loaded = load_model(result.checkpoint_dir, device="cpu")  # a complete model: every weight trained & saved
     assert loaded.config.family == "llama" and loaded.tokenizer is not None
     before = load_model(native_base, device="cpu").model.state_dict()

@@ -5,6 +5,7 @@ lengths over 2 micro-batches x 2 ranks weigh like one forward over the whole bat
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -69,6 +70,11 @@ def test_two_process_torchrun_equals_one_process(corpus, one_process, tmp_path):
     assert latest_iteration(run / "ckpt") == ITERS
     assert sorted(p.name for p in (run / "ckpt" / f"iter_{ITERS:07d}").iterdir()) == ["config.yaml", "mp_rank_00"]
     _assert_same_training(run, one_process)
+    for log in (run, one_process):  # tokens_per_s counts every rank's tokens: the global batch's 8 x 32
+        records = [json.loads(line) for line in (log / "logs" / "run.jsonl").read_text().splitlines()]
+        records = [r for r in records if "tokens_per_s" in r]
+        assert records and all(r["tokens_per_s"] * r["step_ms"] / 1000 == pytest.approx(8 * 32, rel=1e-6)
+                               for r in records)
 
 
 def test_a_killed_rank_restarts_under_torchrun_and_resumes(corpus, one_process, tmp_path, engine_plugins):

@@ -78,6 +78,11 @@ class FinetuneTask(Task):
     def check_layout(self, parallel: dict) -> None:
         """A UserError for a parallel layout this task cannot train under (the options are parsed)."""
 
+    def batch_tokens(self, batch: dict[str, Any]) -> int:
+        """The micro-batch's real tokens (`batching` counts them; padding excluded), so the run log's
+        tokens_per_s and MFU compare with a peer that pads."""
+        return int(batch["num_tokens"])
+
     def _pad_id(self) -> int:
         tok = self._loaded.tokenizer
         pid = tok.pad_id if tok is not None else None

@@ -116,14 +116,17 @@ def documents_batch(pieces: list[Piece], pad_id: int, multiple: int = 1, owners:
         "documents": Documents(lengths.tolist(), [index.get(p.prefix, -1) for p in pieces]),
         "loss_at": (labels[0] != IGNORE).nonzero().squeeze(1),
         "document_index": torch.repeat_interleave(owner, lengths),
+        "num_tokens": n,
     }
 
 
 def padded_batch(rows: list[tuple[np.ndarray, np.ndarray]], pad_id: int, length: int) -> dict[str, torch.Tensor]:
-    """input_ids / labels [B, length - 1] (labels shifted by one), right-padded."""
+    """input_ids / labels [B, length - 1] (labels shifted by one), right-padded. `num_tokens` counts the
+    inputs that predict a sample's next token (the tokens its padding-free row would hold)."""
     ids = pad_rows([r[0] for r in rows], length, pad_id)
     labels = pad_rows([r[1] for r in rows], length, IGNORE)
-    return {"input_ids": ids[:, :-1], "labels": labels[:, 1:].clone()}
+    real = sum(max(min(len(r[0]), length) - 1, 0) for r in rows)
+    return {"input_ids": ids[:, :-1], "labels": labels[:, 1:].clone(), "num_tokens": real}
 
 
 def pad_rows(rows: list[np.ndarray], length: int, value: int) -> torch.Tensor:

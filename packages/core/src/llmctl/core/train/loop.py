@@ -170,7 +170,7 @@ class Trainer(Checkpointing):
     def _reset_interval(self) -> None:
         z = lambda n=(): torch.zeros(n, device=self.device)  # noqa: E731
         m = len(self.metric_names)
-        self.acc = {"loss": z(), "n": z(), "nan": z(), "metric_sum": z(m), "metric_count": z(m)}
+        self.acc = {"loss": z(), "n": z(), "nan": z(), "tokens": z(), "metric_sum": z(m), "metric_count": z(m)}
         self.interval_skipped = 0
         self.last_grad_norm = z()
         self.interval_start = (time.perf_counter(), self.state.iteration)
@@ -198,8 +198,10 @@ class Trainer(Checkpointing):
         """Forward/backward over the micro-batches, then (unless the guard objects) one optimizer step.
         Returns (guard reason or None, fp16 overflow, grad norm as read by the guard or nan without one)."""
         self.module.train()
+        tokens = sum(self.task.batch_tokens(b) for b in batches)  # host ints: no device sync
         sums = self.par.forward_backward(self, step, [self._to_device(b) for b in batches])
-        self.par.sum_over_dp(sums)
+        sums = torch.cat([sums, torch.full((1,), tokens, dtype=sums.dtype, device=sums.device)])
+        self.par.sum_over_dp(sums)  # [loss sum, count, metric sums, metric counts, tokens]
         count = sums[1].clamp_min(1.0)
         loss_step = sums[0] / count
 
@@ -230,29 +232,31 @@ class Trainer(Checkpointing):
             self.acc["loss"] += torch.where(finite, loss_step, 0.0)
             self.acc["n"] += finite
             self.acc["metric_sum"] += torch.where(finite, sums[2:2 + m], 0.0)
-            self.acc["metric_count"] += torch.where(finite, sums[2 + m:], 0.0)
+            self.acc["metric_count"] += torch.where(finite, sums[2 + m:2 + 2 * m], 0.0)
         self.acc["nan"] += ~torch.isfinite(loss_step)
+        self.acc["tokens"] += sums[-1]
         self.last_grad_norm = grad_norm.detach().float()
         return reason, overflow, norm_v
 
     # ---- logging -----------------------------------------------------------------------------------------
     def _log_train(self, step: int, lr: float) -> float | None:
         m = len(self.metric_names)
-        packed = torch.cat([torch.stack([self.acc["loss"], self.acc["n"], self.acc["nan"], self.last_grad_norm]),
-                            self.acc["metric_sum"], self.acc["metric_count"]])
+        a = self.acc
+        packed = torch.cat([torch.stack([a["loss"], a["n"], a["nan"], self.last_grad_norm, a["tokens"]]),
+                            a["metric_sum"], a["metric_count"]])
         values = packed.tolist()  # already reduced over ranks each step: the same on every rank
-        loss_sum, n_good, n_nan, grad_norm = values[:4]
+        loss_sum, n_good, n_nan, grad_norm, read_tokens = values[:5]
         elapsed = time.perf_counter() - self.interval_start[0]
         iters = max(1, step - self.interval_start[1])
         step_ms = 1000.0 * elapsed / iters
-        tokens_per_s = self.cfg.tokens_per_step / (step_ms / 1000.0)
+        tokens_per_s = read_tokens / elapsed  # real tokens: equals tokens_per_step / step time without padding
         loss = loss_sum / n_good if n_good else None
         tokens = self.state.consumed_samples * self.seq
         rec: dict[str, Any] = {"step": step, "consumed_samples": self.state.consumed_samples,
                                "consumed_tokens": tokens, "tokens": tokens, "loss": loss}
         for i, name in enumerate(self.metric_names):
-            count = values[4 + m + i]
-            rec[name] = values[4 + i] / count if count else None
+            count = values[5 + m + i]
+            rec[name] = values[5 + i] / count if count else None
         world = self.par.world_size
         rec.update({
             "lr": lr, "grad_norm": grad_norm if math.isfinite(grad_norm) else None, "step_ms": step_ms,

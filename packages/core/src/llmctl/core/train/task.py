@@ -91,6 +91,11 @@ class Task:
         """Put `saved_state`'s output back; `load(model, state, strict)` is the parallelism's loader."""
         load(model, state, strict=True)
 
+    def batch_tokens(self, batch: dict[str, Any]) -> int:
+        """Tokens the model really reads in this micro-batch, padding excluded: the run log's tokens_per_s
+        and MFU count these. Pretraining rows have no padding, so every input id; a task that pads says so."""
+        return int(batch["input_ids"].numel())
+
     # ---- the loss ------------------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
