@@ -56,7 +56,8 @@ def test_sentencepiece_training_is_seeded(tmp_path, fixture_corpus):
     for run, seed in (("a", 0), ("b", 0), ("c", 1)):
         out = tmp_path / run
         cmd = [sys.executable, "-m", "llmctl.cli", "data", "train-tokenizer", "--input", str(fixture_corpus),
-               "--output-dir", str(out), "--vocab-size", "4000", "--max-sentences", "3000", "--seed", str(seed)]
+               "--output-dir", str(out), "--vocab-size", "4000", "--max-sentences", "3000",
+               "--seed", str(seed)]
         subprocess.run(cmd, check=True, capture_output=True, timeout=300)
         vocabs.append(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"])
     assert vocabs[0] == vocabs[1]
@@ -136,15 +137,16 @@ def test_corpus_pass_on_shards_and_ray_trains_the_same_tokenizer(tmp_path, bytel
 
 
 def test_whitespace_only_pieces_convert_exactly(tmp_path):
-    """Indented text teaches sentencepiece pieces of spaces only ("▁▁▁▁"); the converted tokenizer must keep
-    them whole (a pre-tokenizer that splits at every "▁" cannot)."""
+    """Indented text teaches sentencepiece pieces of spaces only ("▁▁▁▁"); the converted tokenizer
+    must keep them whole (a pre-tokenizer that splits at every "▁" cannot)."""
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
     from llmctl.data.tokenizer_train import train_tokenizer
 
     lines = [f"{' ' * (4 * (i % 4))}value_{i % 7} = item  {i % 5}   end  " for i in range(400)]
-    corpus = write_jsonl(tmp_path / "code.jsonl", [{"text": "\n".join(lines[i : i + 8])} for i in range(0, 400, 8)])
+    docs = [{"text": "\n".join(lines[i : i + 8])} for i in range(0, 400, 8)]
+    corpus = write_jsonl(tmp_path / "code.jsonl", docs)
     out = tmp_path / "tok"
     train_tokenizer([str(corpus)], out, 305, "spm-bpe", quiet=True)
     sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))

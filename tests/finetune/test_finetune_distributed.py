@@ -130,8 +130,8 @@ def test_two_ranks_equal_one_process(name, one_process, hf_base, data, tmp_path)
     assert sorted(got) == sorted(want) == list(range(1, ITERS + 1))
     for step in want:
         assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=rel), (step, got[step], want[step])
-        # the step's real tokens, counted once over the ranks (DPO's padded rows under PP hold each prompt twice,
-        # its padding-free rows once)
+        # the step's real tokens, counted once over the ranks (DPO's padded rows under PP hold each prompt
+        # twice, its padding-free rows once)
         if not (method.startswith("dpo") and "parallel.pp=2" in strategy):
             tokens = [r[step]["tokens_per_s"] * r[step]["step_ms"] / 1000 for r in (got, want)]
             assert tokens[0] == pytest.approx(tokens[1], rel=1e-6), (step, tokens)

@@ -179,15 +179,21 @@ def test_full_finetune_runs_on_the_driver(tmp_path, tok_dir, native_base):
     from llmctl.core.train.loop import pretrain
 
     class CountTokens:  # each step's real tokens, as the task counts them for the log
+        steps: list[list[int]] = []
+
         def on_train_start(self, trainer):
             count = trainer.task.batch_tokens
-            trainer.task.batch_tokens = lambda batch: self.steps[-1].append(count(batch)) or self.steps[-1][-1]
+
+            def counted(batch):
+                self.steps[-1].append(count(batch))
+                return self.steps[-1][-1]
+
+            trainer.task.batch_tokens = counted
 
         def on_step_start(self, trainer, step):
             self.steps.append([])
 
     counter = CountTokens()
-    counter.steps = []
     cfg = finetune_cfg(tmp_path, native_base, sft_data(tmp_path, tok_dir), "full", "train.train_iters=6")
     assert cfg.train.task == "sft"
     result = pretrain(cfg, callbacks=[counter])

@@ -5,10 +5,11 @@ transformers 4.x): `tokenizer.json` + `tokenizer_config.json` (class PreTrainedT
 `special_tokens_map.json`, plus `llmctl_tokenizer.json` recording the type, special ids and the vocabulary padded
 to a multiple of 128 for the model side. Sentencepiece models are converted to `tokenizers` here, piece by piece
 (no protobuf, no transformers internals), with a pre-tokenizer that matches sentencepiece's own segmentation,
-so `tokenizer.model` and `tokenizer.json` give the same ids (unigram: except a near-tie on a long line, which
-sentencepiece's float32 sum can lose; `tokenizers` scores in float64). Training samples `--max-sentences` lines
-itself, seeded, so one corpus and seed give one tokenizer on every run. Text round-trips exactly (whitespace, Chinese,
-emoji): no whitespace normalisation, byte fallback for unseen characters, no clean-up of spaces on decode.
+so `tokenizer.model` and `tokenizer.json` give the same ids (unigram: except a near-tie on a long line,
+which sentencepiece's float32 sum can lose; `tokenizers` scores in float64). Training samples
+`--max-sentences` lines itself, seeded, so one corpus and seed give one tokenizer on every run. Text
+round-trips exactly (whitespace, Chinese, emoji): no whitespace normalisation, byte fallback for unseen
+characters, no clean-up of spaces on decode.
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def spm_to_tokenizers(model_proto: bytes, model_type: str, specials: Sequence[st
     tok = Tokenizer(model)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            # no split at "▁": sentencepiece encodes the whole text, and a whitespace-only piece ("▁▁") spans
-            # what a split would cut in two
+            # no split at "▁": sentencepiece encodes the whole text, and a whitespace-only piece
+            # ("▁▁") spans what a split would cut in two
             pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False),
             pre_tokenizers.Digits(individual_digits=True),
         ]

@@ -170,7 +170,8 @@ class Trainer(Checkpointing):
     def _reset_interval(self) -> None:
         z = lambda n=(): torch.zeros(n, device=self.device)  # noqa: E731
         m = len(self.metric_names)
-        self.acc = {"loss": z(), "n": z(), "nan": z(), "tokens": z(), "metric_sum": z(m), "metric_count": z(m)}
+        self.acc = {"loss": z(), "n": z(), "nan": z(), "tokens": z(),
+                    "metric_sum": z(m), "metric_count": z(m)}
         self.interval_skipped = 0
         self.last_grad_norm = z()
         self.interval_start = (time.perf_counter(), self.state.iteration)
@@ -249,7 +250,7 @@ class Trainer(Checkpointing):
         elapsed = time.perf_counter() - self.interval_start[0]
         iters = max(1, step - self.interval_start[1])
         step_ms = 1000.0 * elapsed / iters
-        tokens_per_s = read_tokens / elapsed  # real tokens: equals tokens_per_step / step time without padding
+        tokens_per_s = read_tokens / elapsed  # real tokens: tokens_per_step / step time without padding
         loss = loss_sum / n_good if n_good else None
         tokens = self.state.consumed_samples * self.seq
         rec: dict[str, Any] = {"step": step, "consumed_samples": self.state.consumed_samples,
