@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
@@ -44,7 +46,28 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    cli.main(args=argv, prog_name="llmctl")
+    try:
+        cli.main(args=argv, prog_name="llmctl")
+    except SystemExit as e:
+        if e.code in (0, None) and is_torchrun_worker():
+            leave_finished_worker()
+        raise
+
+
+def is_torchrun_worker() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def leave_finished_worker() -> None:
+    """A torchrun worker whose command succeeded leaves without the interpreter's teardown. By then its
+    files are written (atomically), its logs closed and its process groups destroyed; what teardown would
+    still do is free C++ objects in no set order, and gloo's worker threads can abort a finished process
+    there ("terminate called without an active exception", exit -6), which torchrun reports as a failed run.
+    Output streams and logging handlers are flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
