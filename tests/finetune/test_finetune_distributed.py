@@ -25,12 +25,13 @@ ITERS = 4
 COMMON = ["data.seq_length=64", f"train.train_iters={ITERS}", "train.global_batch_size=4",
           "train.micro_batch_size=1", "train.warmup_iters=0", "train.weight_decay=0.0", "eval.iters=0",
           "checkpoint.interval=0", "logging.interval=1", "logging.name=run", "task.prompt_type=chatml"]
-METHODS = {  # name -> (task.method, its own overrides)
-    "full": ("full", ["train.lr=1e-3"]),
-    "lora": ("lora", ["train.lr=2e-2", "task.lora.r=4", "task.lora.alpha=8"]),
-    "dpo": ("dpo", ["train.lr=1e-3", "task.reference=precomputed", "task.beta=0.5"]),
-    "dpo-lora": ("dpo", ["train.lr=2e-2", "task.reference=precomputed", "task.beta=0.5", "task.lora.r=4",
-                         "task.lora.alpha=8"]),
+METHODS = {  # name -> (task.method, data, its own overrides)
+    "full": ("full", "sft", ["train.lr=1e-3"]),
+    "full-neat": ("full", "neat", ["train.lr=1e-3"]),  # `llmctl data sft --neat-pack` rows
+    "lora": ("lora", "sft", ["train.lr=2e-2", "task.lora.r=4", "task.lora.alpha=8"]),
+    "dpo": ("dpo", "dpo", ["train.lr=1e-3", "task.reference=precomputed", "task.beta=0.5"]),
+    "dpo-lora": ("dpo", "dpo", ["train.lr=2e-2", "task.reference=precomputed", "task.beta=0.5",
+                                "task.lora.r=4", "task.lora.alpha=8"]),
 }
 RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
     "full-ddp": ("full", ["parallel.strategy=ddp"], 1e-5),
@@ -47,6 +48,9 @@ RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
     # one-process reference runs padding-free, so this is also padded rows == padding-free end to end
     "full-pp2": ("full", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
     "lora-pp2": ("lora", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
+    # neat-packed rows under PP: one data.seq_length row per packed sample, its segments documents inside it
+    # (the one-process reference lays them end to end in one padding-free row)
+    "neat-pp2": ("full-neat", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
     "dpo-ddp": ("dpo", ["parallel.strategy=ddp"], 1e-5),
     # a pair is two rows of every stage's micro-batch; the precomputed reference of LoRA is one pass through
     # the stages with the adapters off, of the full model the frozen copy each rank holds until then
@@ -62,12 +66,13 @@ RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, tok_dir):
     tmp = tmp_path_factory.mktemp("data")
-    return {"sft": sft_data(tmp, tok_dir), "dpo": dpo_data(tmp, tok_dir)}
+    return {"sft": sft_data(tmp, tok_dir), "neat": sft_data(tmp, tok_dir, "--neat-pack", name="neat"),
+            "dpo": dpo_data(tmp, tok_dir)}
 
 
 def _overrides(method: str, base: Path, data: dict, run: Path) -> list[str]:
-    kind, extra = METHODS[method]
-    return [f"task.method={kind}", f"task.base={base}", f"data.path={data['dpo' if kind == 'dpo' else 'sft']}",
+    kind, data_key, extra = METHODS[method]
+    return [f"task.method={kind}", f"task.base={base}", f"data.path={data[data_key]}",
             *COMMON, *extra, f"checkpoint.dir={run / 'ckpt'}", f"logging.dir={run / 'logs'}"]
 
 

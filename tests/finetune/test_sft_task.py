@@ -9,7 +9,9 @@ import torch
 from finetune_helpers import QA, finetune_cfg, read_jsonl, sft_data
 from llmctl.core.nn.loading import load_model
 from llmctl.core.train.task import next_token_loss
-from llmctl.finetune.batching import documents_batch, model_inputs, padded_batch, sample_documents, shifted
+from llmctl.core.errors import UserError
+from llmctl.finetune.batching import (document_rows, documents_batch, model_inputs, padded_batch,
+                                      sample_documents, shifted)
 from llmctl.finetune.sft import SFTTask
 
 
@@ -20,7 +22,8 @@ def _per_sample_losses(model, batch):
     per_token = model(batch["input_ids"], batch["labels"], **model_inputs(batch))
     labels = batch["labels"]
     if "documents" in batch:
-        per_token, labels = per_token[0].split(batch["documents"]), labels[0].split(batch["documents"])
+        docs = batch["documents"]
+        per_token, labels = per_token.reshape(-1).split(docs), labels.reshape(-1).split(docs)
     out = {}
     for loss, lab in zip(per_token, labels):
         sel = lab != -100
@@ -63,6 +66,15 @@ def test_padding_free_neat_packed_and_padded_give_the_same_losses_and_plain_pack
             assert got[key][1] == n
             assert got[key][0] == pytest.approx(loss, rel=1e-5, abs=1e-5)
         assert sum(v[0] for v in got.values()) == pytest.approx(total[0], rel=1e-5)
+    # pipeline parallelism's rows: one data.seq_length row per neat-packed sample, its segments inside it
+    rows = document_rows([[shifted(*d) for d in sample_documents(s)] for s in neat_rows], 0, 64)
+    assert rows["input_ids"].shape == (len(neat_rows), 64)
+    got = _per_sample_losses(model, rows)
+    assert set(got) == set(want)
+    for key, (loss, n) in want.items():
+        assert got[key][1] == n and got[key][0] == pytest.approx(loss, rel=1e-5, abs=1e-5)
+    with pytest.raises(UserError, match="more than data.seq_length 16"):
+        document_rows([[shifted(*d) for d in sample_documents(s)] for s in neat_rows], 0, 16)
     neat_batch = _padding_free(neat_rows)
     assert len(neat_batch["documents"]) == len(QA)  # every segment a document; the rows' padding dropped
     assert int(neat_batch["input_ids"].shape[1]) == sum(len(s["input_ids"]) - 1 for s in samples)

@@ -13,8 +13,8 @@ pipeline stages exchange activations of one shape, so there every row is data.se
 `task.padding_free: false`.
 
 A sample's `attention_mask` may hold neat-pack segment ids 1, 2, 3, ... (`llmctl data sft --neat-pack`):
-each segment is a document. A plain `--pack` row (mask all 1) is one document: attention crosses its
-samples, as in MindSpeed.
+each segment is a document (under pipeline parallelism inside the sample's own row, `document_rows`). A
+plain `--pack` row (mask all 1) is one document: attention crosses its samples, as in MindSpeed.
 """
 
 from __future__ import annotations
@@ -117,6 +117,24 @@ def documents_batch(pieces: list[Piece], pad_id: int, multiple: int = 1, owners:
         "loss_at": (labels[0] != IGNORE).nonzero().squeeze(1),
         "document_index": torch.repeat_interleave(owner, lengths),
         "num_tokens": n,
+    }
+
+
+def document_rows(rows: list[list[Piece]], pad_id: int, length: int) -> dict[str, Any]:
+    """Rows [B, length], each holding its own pieces end to end and padded at its end (`documents_batch` per
+    row): the one shape pipeline stages exchange, with each neat-packed sample still attending only to
+    itself. The batch's `documents` run row after row."""
+    for pieces in rows:
+        if (n := sum(len(p.inputs) for p in pieces)) > length:
+            raise UserError(f"a neat-packed row holds {n} input tokens, more than data.seq_length {length}, "
+                            f"the fixed row of pipeline parallelism; preprocess with --seq-length {length}")
+    parts = [documents_batch(pieces, pad_id, multiple=length) for pieces in rows]
+    return {
+        "input_ids": torch.cat([p["input_ids"] for p in parts]),
+        "labels": torch.cat([p["labels"] for p in parts]),
+        "positions": torch.cat([p["positions"] for p in parts]),
+        "documents": Documents([n for p in parts for n in p["documents"]]),
+        "num_tokens": sum(p["num_tokens"] for p in parts),
     }
 
 

@@ -27,6 +27,7 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
 from llmctl.core.errors import UserError
+from llmctl.core.nn.model import Documents
 from llmctl.core.train.task import head_loss
 
 
@@ -58,20 +59,43 @@ def cut_stage(model: torch.nn.Module, layers: range, first: bool, last: bool) ->
 
 class StageModule(torch.nn.Module):
     """One stage's slice of `Transformer.forward` (training: no cache, no padding mask): tokens or the
-    previous stage's hidden states in, hidden states out (after the final norm on the last stage)."""
+    previous stage's hidden states in, hidden states out (after the final norm on the last stage).
+
+    Rows holding several documents (neat-packed samples) come with `positions` [B, T] and `segments` [B, T],
+    each token's document number (consecutive tokens of one document share it): the schedule splits these
+    keyword inputs into micro-batches as it splits the tokens, and hands them to every stage."""
 
     def __init__(self, model: torch.nn.Module, seq_len: int):
         super().__init__()
         self.model, self.seq_len = model, seq_len  # the hidden states may be a sequence shard (TP+SP)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None) -> torch.Tensor:
         m = self.model
         if m.embed is not None:
             x = m.embed(x)
-        cos, sin = m.rope_cos_sin(torch.arange(self.seq_len, device=x.device)[None])
+        if positions is None:
+            positions = torch.arange(self.seq_len, device=x.device)[None]
+        cos, sin = m.rope_cos_sin(positions)
+        documents = None
+        if segments is not None:
+            _, lengths = torch.unique_consecutive(segments.reshape(-1), return_counts=True)
+            documents = Documents(lengths.tolist())
         for index, block in m.layers.items():
-            x = block(x, cos, sin, None, None, int(index))
+            x = block(x, cos, sin, documents, None, int(index))
         return m.norm(x) if m.norm is not None else x
+
+
+def document_inputs(positions: torch.Tensor | None, documents: Documents | None, rows: int, length: int
+                    ) -> dict[str, torch.Tensor]:
+    """A micro-batch's keyword inputs for the stages: its positions, and its documents as `segments`."""
+    if documents is None:
+        return {}
+    if not documents.fill_rows(rows, length) or max(documents.prefixes or (-1,)) >= 0:
+        raise UserError(f"pipeline parallelism needs documents inside rows of {length} tokens, "
+                        "without prefixes")
+    segments = torch.repeat_interleave(torch.arange(len(documents)), torch.tensor(documents))
+    return {"positions": positions, "segments": segments.view(rows, length).to(positions.device)}
 
 
 class Pipeline:
@@ -99,16 +123,18 @@ class Pipeline:
     def _call_loss(self, output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return self._loss_fn(output, int(index.reshape(-1)[0]))
 
-    def run(self, inputs: torch.Tensor, loss_fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-        """`loss_fn(hidden, micro_batch_index) -> loss to back-propagate` runs on the last stage."""
+    def run(self, inputs: torch.Tensor, loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
+            **stage_inputs: torch.Tensor) -> None:
+        """`loss_fn(hidden, micro_batch_index) -> loss to back-propagate` runs on the last stage;
+        `stage_inputs` (`document_inputs` of the micro-batches, concatenated) reach every stage."""
         self._loss_fn = loss_fn
         target = torch.arange(self.n_microbatches, device=inputs.device) if self.is_last else None
         args = (inputs,) if self.is_first else ()
-        self.schedule.step(*args, target=target, return_outputs=False)
+        self.schedule.step(*args, target=target, return_outputs=False, **stage_inputs)
 
-    def forward_only(self, inputs: torch.Tensor) -> torch.Tensor | None:
+    def forward_only(self, inputs: torch.Tensor, **stage_inputs: torch.Tensor) -> torch.Tensor | None:
         """One micro-batch through every stage; the last stage's hidden states there, None elsewhere."""
-        out = self.eval_schedule.step(*((inputs,) if self.is_first else ()))
+        out = self.eval_schedule.step(*((inputs,) if self.is_first else ()), **stage_inputs)
         return out if self.is_last else None
 
 
@@ -121,10 +147,12 @@ class PipelinedModel(torch.nn.Module):
         super().__init__()
         self.stage, self.pipeline = stage, pipeline
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+                positions: torch.Tensor | None = None, documents: Documents | None = None,
+                **kwargs) -> torch.Tensor:
         if targets is None or kwargs:
             raise UserError("a pipeline-parallel model computes training/validation losses only")
-        hidden = self.pipeline.forward_only(tokens)
+        hidden = self.pipeline.forward_only(tokens, **document_inputs(positions, documents, *tokens.shape))
         if hidden is None:
             return torch.zeros(targets.shape, device=tokens.device)
         if not isinstance(self.stage, FSDPModule):

@@ -7,6 +7,7 @@ parallelism, I/O or logging: parallel layouts are applied to it from outside.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -34,12 +35,12 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
 
 
 class Documents(tuple):
-    """Lengths of the consecutive documents that fill the sequence of a one-row batch, in order. Attention
-    stays inside each one (causal within it): a padding-free batch (samples laid end to end instead of padded
-    to the longest) or a neat-packed row trains each sample exactly as alone, at the cost of its own tokens.
-    `prefixes[i]`, when given, is an earlier document that document i continues: it sees all of that one's
-    tokens before its own (a DPO pair's chosen and rejected answers both continue one copy of the prompt);
-    -1 = none."""
+    """Lengths of the consecutive documents that fill the tokens of a batch, in order, read row after row
+    (no document crosses a row's end). Attention stays inside each one (causal within it): a padding-free
+    batch (samples laid end to end in one row instead of padded to the longest) or neat-packed rows train
+    each sample exactly as alone, at the cost of its own tokens. `prefixes[i]`, when given, is an earlier
+    document that document i continues: it sees all of that one's tokens before its own (a DPO pair's chosen
+    and rejected answers both continue one copy of the prompt); -1 = none."""
 
     def __new__(cls, lengths, prefixes=None):
         docs = super().__new__(cls, (int(n) for n in lengths))
@@ -49,11 +50,23 @@ class Documents(tuple):
             raise ValueError(f"document prefixes {docs.prefixes} must name an earlier document (or -1) each")
         return docs
 
+    def fill_rows(self, rows: int, length: int) -> bool:
+        """Whether these documents partition `rows` rows of `length` tokens, none crossing a row's end."""
+        ends = set(itertools.accumulate(self))
+        return sum(self) == rows * length and all(r * length in ends for r in range(1, rows))
+
 
 def document_attention(attention, q, k, v, docs: Documents) -> torch.Tensor:
-    """`attention` run per document on q/k/v [1, H, T, D] split along T: no [T, T] mask, and no work spent on
-    pairs of tokens from different documents. A document with a prefix attends to the prefix's keys and
-    values, then its own (causal aligned at the end, as with a cache)."""
+    """`attention` run per document on q/k/v [B, H, T, D] split along the rows' tokens: no [T, T] mask, and
+    no work spent on pairs of tokens from different documents. A document with a prefix attends to the
+    prefix's keys and values, then its own (causal aligned at the end, as with a cache)."""
+    B, H, T, _ = q.shape
+    if B > 1:  # the rows end to end: one sequence the documents split, then the rows back
+        def fold(t):
+            return t.transpose(0, 1).reshape(t.shape[1], B * T, t.shape[3])[None]
+
+        out = document_attention(attention, fold(q), fold(k), fold(v), docs)
+        return out[0].view(H, B, T, -1).transpose(0, 1)
     qs, ks, vs = q.split(docs, dim=2), k.split(docs, dim=2), v.split(docs, dim=2)
     prefixes = docs.prefixes or (-1,) * len(docs)
     out = []
@@ -201,17 +214,19 @@ class Transformer(nn.Module):
                 positions: torch.Tensor | None = None, documents: Documents | None = None,
                 loss_at: torch.Tensor | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """`attention_mask` [B, S] (1 = real token, 0 = left padding) covers cached + new tokens;
-        `documents` (B == 1, no cache): the row holds several samples end to end, each attending only to
-        itself, or to a prefix document and itself (pass `positions` restarting per document, or continuing
-        the prefix's, too);
+        `documents` (no cache): the rows hold several samples end to end (read row after row, none crossing a
+        row's end), each attending only to itself, or to a prefix document and itself (pass `positions`
+        restarting per document, or continuing the prefix's, too);
         `loss_at` [K]: the flat indices of the only targets that are trained (the others are -100): the LM
         head and cross-entropy run on those K positions alone, the rest of the returned loss is 0;
         `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
         positions, and the vocab projection is the biggest matmul of a small model)."""
         B, T = tokens.shape
-        if documents is not None and (B != 1 or cache is not None or sum(documents) != T):
-            raise ValueError(f"documents {tuple(documents)} must partition the sequence of one row without a "
-                             f"cache (got tokens {tuple(tokens.shape)})")
+        if documents is not None:
+            documents = documents if isinstance(documents, Documents) else Documents(documents)
+            if cache is not None or not documents.fill_rows(B, T):
+                raise ValueError(f"documents {tuple(documents)} must partition the rows without a cache, "
+                                 f"none crossing a row's end (got tokens {tuple(tokens.shape)})")
         past = cache.length if cache is not None else 0
         if positions is None:
             if attention_mask is not None:
@@ -222,7 +237,7 @@ class Transformer(nn.Module):
         if attention_mask is not None:
             mask = attention_mask[:, None, None, :past + T].bool()
         if documents is not None:
-            mask = documents if isinstance(documents, Documents) else Documents(documents)
+            mask = documents
         cos, sin = self.rope_cos_sin(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
