@@ -48,9 +48,11 @@ RUNS = {  # name -> (method, strategy overrides, rel. tolerance of the losses)
     # one-process reference runs padding-free, so this is also padded rows == padding-free end to end
     "full-pp2": ("full", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
     "lora-pp2": ("lora", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
-    # neat-packed rows under PP: one data.seq_length row per packed sample, its segments documents inside it
+    # neat-packed rows under PP: one data.seq_length row per packed row, its segments documents inside it
     # (the one-process reference lays them end to end in one padding-free row)
     "neat-pp2": ("full-neat", ["parallel.strategy=model_parallel", "parallel.pp=2"], 1e-4),
+    # and under CP: the same rows cut into chunks, a query seeing the gathered keys of its own segment only
+    "neat-cp2": ("full-neat", ["parallel.strategy=model_parallel", "parallel.cp=2"], 1e-4),
     "dpo-ddp": ("dpo", ["parallel.strategy=ddp"], 1e-5),
     # a pair is two rows of every stage's micro-batch; the precomputed reference of LoRA is one pass through
     # the stages with the adapters off, of the full model the frozen copy each rank holds until then

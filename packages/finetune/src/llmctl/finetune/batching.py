@@ -13,7 +13,8 @@ pipeline stages exchange activations of one shape, so there every row is data.se
 `task.padding_free: false`.
 
 A sample's `attention_mask` may hold neat-pack segment ids 1, 2, 3, ... (`llmctl data sft --neat-pack`):
-each segment is a document (under pipeline parallelism inside the sample's own row, `document_rows`). A
+each segment is a document (under context or pipeline parallelism inside the sample's own row,
+`document_rows`). A
 plain `--pack` row (mask all 1) is one document: attention crosses its samples, as in MindSpeed.
 """
 
@@ -122,12 +123,12 @@ def documents_batch(pieces: list[Piece], pad_id: int, multiple: int = 1, owners:
 
 def document_rows(rows: list[list[Piece]], pad_id: int, length: int) -> dict[str, Any]:
     """Rows [B, length], each holding its own pieces end to end and padded at its end (`documents_batch` per
-    row): the one shape pipeline stages exchange, with each neat-packed sample still attending only to
-    itself. The batch's `documents` run row after row."""
+    row): the one shape pipeline stages exchange, and rows context parallelism can cut into chunks, with each
+    neat-packed sample still attending only to itself. The batch's `documents` run row after row."""
     for pieces in rows:
         if (n := sum(len(p.inputs) for p in pieces)) > length:
             raise UserError(f"a neat-packed row holds {n} input tokens, more than data.seq_length {length}, "
-                            f"the fixed row of pipeline parallelism; preprocess with --seq-length {length}")
+                            f"the row of context/pipeline parallelism; preprocess with --seq-length {length}")
     parts = [documents_batch(pieces, pad_id, multiple=length) for pieces in rows]
     return {
         "input_ids": torch.cat([p["input_ids"] for p in parts]),
@@ -177,15 +178,19 @@ def degree(parallel: Any, key: str) -> int:
     return int(parallel.get(key, 1) or 1)
 
 
+def needs_rows(parallel: Any) -> list[str]:
+    """The layout dimensions that need rows rather than one padding-free row: context parallelism splits each
+    row's sequence into chunks, and pipeline stages exchange activations of one fixed shape."""
+    return [f"parallel.{k} {degree(parallel, k)}" for k in ("cp", "pp") if degree(parallel, k) > 1]
+
+
 def use_padding_free(setting: bool | None, parallel: Any) -> bool:
-    """`task.padding_free` (None = on unless the layout needs padded rows) against the parallel layout:
-    context parallelism splits each row's sequence into chunks, and pipeline stages exchange activations of
-    one fixed shape."""
-    needs_rows = [f"parallel.{k} {degree(parallel, k)}" for k in ("cp", "pp") if degree(parallel, k) > 1]
+    """`task.padding_free` (None = on unless the layout needs rows) against the parallel layout."""
+    rows = needs_rows(parallel)
     if setting is None:
-        return not needs_rows
-    if setting and needs_rows:
-        raise UserError(f"task.padding_free: {needs_rows[0]} needs padded rows; set task.padding_free false")
+        return not rows
+    if setting and rows:
+        raise UserError(f"task.padding_free: {rows[0]} needs padded rows; set task.padding_free false")
     return bool(setting)
 
 

@@ -5,8 +5,8 @@ Batches (`batching`): padding-free by default — the micro-batch's samples end 
 attending only to itself; or padded rows as MindSpeed builds them (`task.padding_free: false`, and under
 context or pipeline parallelism): each micro-batch padded to its longest sample (`--variable-seq-lengths`; with
 `task.variable_seq_lengths: false`, to data.seq_length). `--neat-pack` rows (segment ids in attention_mask)
-train each segment as its own sample: as documents of the padding-free row, or under pipeline parallelism
-as documents inside each data.seq_length row (not under context parallelism); `--pack` rows are trained as one
+train each segment as its own sample: as documents of the padding-free row, or under context or pipeline
+parallelism as documents inside each data.seq_length row; `--pack` rows are trained as one
 sequence each (attention crosses the packed samples, as in MindSpeed).
 
 The loss is summed over label != -100 tokens; the driver divides by the step's global count of them.
@@ -22,8 +22,9 @@ from llmctl.core.errors import UserError
 from llmctl.core.train.task import Metrics, head_loss, next_token_loss
 
 from .base import FinetuneTask
-from .batching import (document_rows, documents_batch, fixed_rows, has_segments, model_inputs, padded_batch,
-                       padded_row_length, sample_documents, sequence_multiple, shifted, use_padding_free)
+from .batching import (document_rows, documents_batch, has_segments, model_inputs, padded_batch,
+                       needs_rows, padded_row_length, sample_documents, sequence_multiple, shifted,
+                       use_padding_free)
 from .options import SFTOptions
 
 
@@ -42,12 +43,11 @@ class SFTTask(FinetuneTask):
             pieces = [shifted(*doc) for s in samples for doc in sample_documents(s)]
             return documents_batch(pieces, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
         if any(has_segments(s) for s in samples):
-            if fixed_rows(parallel):  # pipeline stages: one row per neat-packed sample, its segments inside
+            if needs_rows(parallel):  # PP/CP: one row per neat-packed sample, its segments documents inside
                 rows = [[shifted(*doc) for doc in sample_documents(s)] for s in samples]
                 return document_rows(rows, self.pad_id, self.cfg.data.seq_length)
             raise UserError("neat-packed data (segment ids in attention_mask) trains each segment as a sample "
-                            "of its own, in padding-free batches or pipeline-parallel rows: set "
-                            "task.padding_free true (not with parallel.cp)")
+                            "of its own, as documents of a padding-free row: set task.padding_free true")
         longest = max(len(s["input_ids"]) for s in samples)
         length = padded_row_length(longest, self.cfg.data.seq_length, o.pad_to_multiple_of, parallel,
                                    o.variable_seq_lengths)

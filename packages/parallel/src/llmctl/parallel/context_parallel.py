@@ -12,6 +12,8 @@ back to their owners) and masks by global position, so the result is exact causa
 returns the *whole* per-token loss [B, T] (all-gathered as a DTensor, whose backward hands each rank the
 gradient of its own tokens only), so the task sums and counts exactly as in one process and every CP rank
 holds the same loss; the parameters' grads are partial over CP ranks and are summed like DP grads.
+Rows holding several documents (neat-packed samples: `documents`, `positions`) keep them apart in the same
+mask: a query sees the keys of its own document only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard
 
 from llmctl.core.errors import UserError
+from llmctl.core.nn.model import Documents
 
 
 def local_positions(seq: int, rank: int, size: int, device=None) -> torch.Tensor:
@@ -44,8 +47,11 @@ def gather_sequence(x: torch.Tensor, group) -> torch.Tensor:
     return funcol.all_gather_single_autograd(x.transpose(0, 2).contiguous(), 0, group).transpose(0, 2)
 
 
-def cp_attention(inner: Callable, group, rank: int, size: int) -> Callable:
-    """The attention kernel over K/V gathered from the CP group; `inner` is the model's own kernel."""
+def cp_attention(inner: Callable, group, rank: int, size: int, segments: Callable[[], torch.Tensor | None]
+                 ) -> Callable:
+    """The attention kernel over K/V gathered from the CP group; `inner` is the model's own kernel.
+    `segments()`: the current micro-batch's document ids [B, T] (neat-packed rows), or None: a query then
+    sees only keys of its own document."""
 
     def attention(q, k, v, mask=None, causal=False):
         t_local = q.shape[2]
@@ -55,6 +61,10 @@ def cp_attention(inner: Callable, group, rank: int, size: int) -> Callable:
         keep = (q_pos[:, None] >= k_pos[None, :])[None, None] if causal else None
         if mask is not None:
             raise NotImplementedError("context-parallel attention with a padding mask")
+        ids = segments()
+        if ids is not None:
+            same = ids[:, q_pos, None] == ids[:, None, k_pos]  # [B, T_local, T]
+            keep = same[:, None] if keep is None else keep & same[:, None]
         return inner(q, k, v, mask=keep, causal=False)
 
     return attention
@@ -68,16 +78,27 @@ class ContextParallel(torch.nn.Module):
         self.model, self.mesh = model, cp_mesh
         self.rank, self.size = cp_mesh.get_local_rank(), cp_mesh.size()
         ops = model.ops
-        kernel = cp_attention(ops.attention, cp_mesh.get_group(), self.rank, self.size)
+        # the micro-batch's document ids, set by forward and read by the kernel (also when activation
+        # checkpointing recomputes a block in the backward, which runs before the next forward)
+        self.segments: torch.Tensor | None = None
+        kernel = cp_attention(ops.attention, cp_mesh.get_group(), self.rank, self.size, lambda: self.segments)
         names = {**ops.names, "attention": f"cp-allgather({ops.names['attention']})"}
         model.set_kernels(dataclasses.replace(ops, attention=kernel, names=names))
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+                positions: torch.Tensor | None = None, documents: Documents | None = None,
+                **kwargs) -> torch.Tensor:
+        """`documents` (neat-packed rows: each row's own, none crossing a row's end) with their `positions`."""
         if targets is None or kwargs:
             raise UserError("a context-parallel model computes training/validation losses only")
-        seq = tokens.shape[1]
+        B, seq = tokens.shape
         mine = local_positions(seq, self.rank, self.size, tokens.device)
-        local = self.model(tokens[:, mine], targets[:, mine], positions=mine[None])
+        if documents is not None and (not documents.fill_rows(B, seq) or max(documents.prefixes or (-1,)) >= 0):
+            raise UserError(f"context parallelism needs documents inside rows of {seq} tokens, "
+                            "without prefixes")
+        self.segments = documents.ids(B, seq).to(tokens.device) if documents is not None else None
+        local_pos = positions[:, mine] if positions is not None else mine[None]
+        local = self.model(tokens[:, mine], targets[:, mine], positions=local_pos)
         gathered = DTensor.from_local(local, self.mesh, [Shard(1)]).full_tensor()  # rank-major chunk order
         order = torch.cat([local_positions(seq, r, self.size, tokens.device) for r in range(self.size)])
         return gathered[:, torch.argsort(order)]

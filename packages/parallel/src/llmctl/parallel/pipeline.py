@@ -94,8 +94,7 @@ def document_inputs(positions: torch.Tensor | None, documents: Documents | None,
     if not documents.fill_rows(rows, length) or max(documents.prefixes or (-1,)) >= 0:
         raise UserError(f"pipeline parallelism needs documents inside rows of {length} tokens, "
                         "without prefixes")
-    segments = torch.repeat_interleave(torch.arange(len(documents)), torch.tensor(documents))
-    return {"positions": positions, "segments": segments.view(rows, length).to(positions.device)}
+    return {"positions": positions, "segments": documents.ids(rows, length).to(positions.device)}
 
 
 class Pipeline:

@@ -55,6 +55,10 @@ class Documents(tuple):
         ends = set(itertools.accumulate(self))
         return sum(self) == rows * length and all(r * length in ends for r in range(1, rows))
 
+    def ids(self, rows: int, length: int) -> torch.Tensor:
+        """Each token's document number, [rows, length] (for kernels that mask rather than split)."""
+        return torch.repeat_interleave(torch.arange(len(self)), torch.tensor(self)).view(rows, length)
+
 
 def document_attention(attention, q, k, v, docs: Documents) -> torch.Tensor:
     """`attention` run per document on q/k/v [B, H, T, D] split along the rows' tokens: no [T, T] mask, and
