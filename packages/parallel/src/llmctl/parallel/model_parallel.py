@@ -38,7 +38,7 @@ from . import full_state
 from .context_parallel import ContextParallel, local_positions
 from .fsdp import DTYPES, FSDP2, FSDP2Options, gradient_sync_off, shard_model, sharded_grad_norm
 from .mesh import Layout, MeshParallelism
-from .pipeline import Pipeline, PipelinedModel, StageModule, check_pp, cut_stage, document_inputs
+from .pipeline import Pipeline, PipelinedModel, StageModule, check_pp, cut_stage, stage_inputs
 from .tensor_parallel import apply_tensor_parallel, check_tp
 
 
@@ -149,11 +149,8 @@ class ModelParallel(MeshParallelism):
             packed.append(trainer.micro_batch_sums(loss_sum, count, metrics))
             return loss_sum / trainer.loss_divisor
 
-        inputs = [document_inputs(b.get("positions"), b.get("documents"), *b["input_ids"].shape)
-                  for b in batches]
-        stage_inputs = {key: torch.cat([i[key] for i in inputs]) for key in inputs[0]}
         with trainer.autocast():
-            self.pipeline.run(torch.cat([b["input_ids"] for b in batches]), loss_fn, **stage_inputs)
+            self.pipeline.run(torch.cat([b["input_ids"] for b in batches]), loss_fn, **stage_inputs(batches))
         if not packed:  # not the last stage: it adds nothing to the step's sums
             return torch.zeros(2 + 2 * len(trainer.metric_names), device=self.device)
         return torch.stack(packed).sum(0)

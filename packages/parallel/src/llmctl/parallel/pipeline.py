@@ -86,14 +86,27 @@ class StageModule(torch.nn.Module):
         return m.norm(x) if m.norm is not None else x
 
 
-def document_inputs(positions: torch.Tensor | None, documents: Documents | None, rows: int, length: int
-                    ) -> dict[str, torch.Tensor]:
-    """A micro-batch's keyword inputs for the stages: its positions, and its documents as `segments`."""
-    if documents is None:
+def stage_inputs(batches: list[dict]) -> dict[str, torch.Tensor]:
+    """The step's keyword inputs for the stages when a micro-batch holds documents: every micro-batch's
+    positions and document ids (`segments`), concatenated as the tokens are; a micro-batch without documents
+    (e.g. only one-segment rows) is one document per row."""
+    if not any("documents" in b for b in batches):
         return {}
+    parts = [document_inputs(b.get("positions"), b.get("documents"), *b["input_ids"].shape,
+                             device=b["input_ids"].device) for b in batches]
+    return {key: torch.cat([p[key] for p in parts]) for key in ("positions", "segments")}
+
+
+def document_inputs(positions: torch.Tensor | None, documents: Documents | None, rows: int, length: int,
+                    device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """One micro-batch's `positions` [rows, length] and `segments` (its documents' ids); without documents,
+    one per row."""
+    documents = documents if documents is not None else Documents([length] * rows)
     if not documents.fill_rows(rows, length) or max(documents.prefixes or (-1,)) >= 0:
         raise UserError(f"pipeline parallelism needs documents inside rows of {length} tokens, "
                         "without prefixes")
+    if positions is None:
+        positions = torch.arange(length, device=device).expand(rows, length)
     return {"positions": positions, "segments": documents.ids(rows, length).to(positions.device)}
 
 
@@ -151,7 +164,9 @@ class PipelinedModel(torch.nn.Module):
                 **kwargs) -> torch.Tensor:
         if targets is None or kwargs:
             raise UserError("a pipeline-parallel model computes training/validation losses only")
-        hidden = self.pipeline.forward_only(tokens, **document_inputs(positions, documents, *tokens.shape))
+        given = {"input_ids": tokens, "positions": positions, "documents": documents}
+        hidden = self.pipeline.forward_only(tokens, **stage_inputs([{k: v for k, v in given.items()
+                                                                     if v is not None}]))
         if hidden is None:
             return torch.zeros(targets.shape, device=tokens.device)
         if not isinstance(self.stage, FSDPModule):
