@@ -167,6 +167,9 @@ def _uneven_step(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save({"loss": trainer.acc["loss"].item(), "grads": seen, "accum": trainer.accum}, out)
     trainer.close()
+    from llmctl.cli.main import leave_finished_worker
+
+    leave_finished_worker()  # as `llmctl` under torchrun: no interpreter teardown after a finished run
 
 
 def test_masked_uneven_batch_over_micro_batches_and_ranks_equals_one_forward(tmp_path):
