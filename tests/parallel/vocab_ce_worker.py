@@ -69,3 +69,6 @@ def main(report: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    from llmctl.cli.main import leave_finished_worker
+
+    leave_finished_worker()  # as `llmctl` under torchrun: no interpreter teardown after a finished run
