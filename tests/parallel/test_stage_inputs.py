@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmctl.core.errors import UserError
 from llmctl.core.nn.model import Documents
 from llmctl.parallel.pipeline import stage_inputs
 
@@ -28,5 +27,5 @@ def test_positions_and_document_ids_of_every_micro_batch():
 def test_a_document_crossing_a_row_is_refused():
     batch = {"input_ids": torch.zeros(2, 6, dtype=torch.long), "documents": Documents([4, 8]),
              "positions": torch.zeros(2, 6, dtype=torch.long)}
-    with pytest.raises(UserError, match="inside rows of 6 tokens"):
+    with pytest.raises(ValueError, match="must fill rows of 6 tokens"):
         stage_inputs([batch])

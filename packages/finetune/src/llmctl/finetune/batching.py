@@ -14,8 +14,8 @@ pipeline stages exchange activations of one shape, so there every row is data.se
 
 A sample's `attention_mask` may hold neat-pack segment ids 1, 2, 3, ... (`llmctl data sft --neat-pack`):
 each segment is a document (under context or pipeline parallelism inside the sample's own row,
-`document_rows`). A
-plain `--pack` row (mask all 1) is one document: attention crosses its samples, as in MindSpeed.
+`document_rows`). A plain `--pack` row (mask all 1) is one document: attention crosses its samples, as in
+MindSpeed.
 """
 
 from __future__ import annotations

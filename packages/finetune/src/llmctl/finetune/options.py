@@ -73,7 +73,7 @@ class FinetuneOptions:
 
 @dataclasses.dataclass
 class SFTOptions(FinetuneOptions):
-    # samples end to end in one row, no compute on padding (None: on unless parallel.cp > 1); false: padded rows
+    # samples end to end in one row, no compute on padding (None: on unless parallel.cp/pp > 1); false: rows
     padding_free: bool | None = None
     # padded rows only — MindSpeed --variable-seq-lengths: pad each micro-batch to its longest sample (else
     # to data.seq_length)
@@ -96,7 +96,7 @@ class DPOOptions(FinetuneOptions):
     loss_type: str = "sigmoid"  # sigmoid (cDPO with label_smoothing) | hinge | ipo (length-averaged)
     label_smoothing: float = 0.0  # cDPO: the share of pairs assumed flipped (sigmoid only)
     reference: str = "model"  # model: a frozen copy (LoRA: adapters off) | precomputed: one pass before training
-    padding_free: bool | None = None  # as for sft: the answers end to end in one row (None: unless parallel.cp > 1)
+    padding_free: bool | None = None  # as for sft: answers end to end in one row (None: unless cp/pp > 1)
     share_prompt: bool = True  # padding-free: a pair's prompt computed once, both answers attending to it
     pad_to_multiple_of: int = 8
 

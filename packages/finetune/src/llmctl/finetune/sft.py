@@ -39,12 +39,12 @@ class SFTTask(FinetuneTask):
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         o, parallel = self.options, self.cfg.parallel
+        rows = [[shifted(*doc) for doc in sample_documents(s)] for s in samples]  # each sample's documents
         if use_padding_free(o.padding_free, parallel):
-            pieces = [shifted(*doc) for s in samples for doc in sample_documents(s)]
+            pieces = [piece for row in rows for piece in row]
             return documents_batch(pieces, self.pad_id, sequence_multiple(o.pad_to_multiple_of, parallel))
         if any(has_segments(s) for s in samples):
             if needs_rows(parallel):  # PP/CP: one row per neat-packed sample, its segments documents inside
-                rows = [[shifted(*doc) for doc in sample_documents(s)] for s in samples]
                 return document_rows(rows, self.pad_id, self.cfg.data.seq_length)
             raise UserError("neat-packed data (segment ids in attention_mask) trains each segment as a sample "
                             "of its own, as documents of a padding-free row: set task.padding_free true")

@@ -93,9 +93,6 @@ class ContextParallel(torch.nn.Module):
             raise UserError("a context-parallel model computes training/validation losses only")
         B, seq = tokens.shape
         mine = local_positions(seq, self.rank, self.size, tokens.device)
-        if documents is not None and (not documents.fill_rows(B, seq) or max(documents.prefixes or (-1,)) >= 0):
-            raise UserError(f"context parallelism needs documents inside rows of {seq} tokens, "
-                            "without prefixes")
         self.segments = documents.ids(B, seq).to(tokens.device) if documents is not None else None
         local_pos = positions[:, mine] if positions is not None else mine[None]
         local = self.model(tokens[:, mine], targets[:, mine], positions=local_pos)

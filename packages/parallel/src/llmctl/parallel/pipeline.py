@@ -90,7 +90,7 @@ def stage_inputs(batches: list[dict]) -> dict[str, torch.Tensor]:
     """The step's keyword inputs for the stages when a micro-batch holds documents: every micro-batch's
     positions and document ids (`segments`), concatenated as the tokens are; a micro-batch without documents
     (e.g. only one-segment rows) is one document per row."""
-    if not any("documents" in b for b in batches):
+    if all(b.get("documents") is None for b in batches):
         return {}
     parts = [document_inputs(b.get("positions"), b.get("documents"), *b["input_ids"].shape,
                              device=b["input_ids"].device) for b in batches]
@@ -102,9 +102,6 @@ def document_inputs(positions: torch.Tensor | None, documents: Documents | None,
     """One micro-batch's `positions` [rows, length] and `segments` (its documents' ids); without documents,
     one per row."""
     documents = documents if documents is not None else Documents([length] * rows)
-    if not documents.fill_rows(rows, length) or max(documents.prefixes or (-1,)) >= 0:
-        raise UserError(f"pipeline parallelism needs documents inside rows of {length} tokens, "
-                        "without prefixes")
     if positions is None:
         positions = torch.arange(length, device=device).expand(rows, length)
     return {"positions": positions, "segments": documents.ids(rows, length).to(positions.device)}
@@ -138,7 +135,7 @@ class Pipeline:
     def run(self, inputs: torch.Tensor, loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
             **stage_inputs: torch.Tensor) -> None:
         """`loss_fn(hidden, micro_batch_index) -> loss to back-propagate` runs on the last stage;
-        `stage_inputs` (`document_inputs` of the micro-batches, concatenated) reach every stage."""
+        `stage_inputs` (`stage_inputs(batches)`: positions and document ids) reach every stage."""
         self._loss_fn = loss_fn
         target = torch.arange(self.n_microbatches, device=inputs.device) if self.is_last else None
         args = (inputs,) if self.is_first else ()
@@ -164,9 +161,8 @@ class PipelinedModel(torch.nn.Module):
                 **kwargs) -> torch.Tensor:
         if targets is None or kwargs:
             raise UserError("a pipeline-parallel model computes training/validation losses only")
-        given = {"input_ids": tokens, "positions": positions, "documents": documents}
-        hidden = self.pipeline.forward_only(tokens, **stage_inputs([{k: v for k, v in given.items()
-                                                                     if v is not None}]))
+        batch = {"input_ids": tokens, "positions": positions, "documents": documents}
+        hidden = self.pipeline.forward_only(tokens, **stage_inputs([batch]))
         if hidden is None:
             return torch.zeros(targets.shape, device=tokens.device)
         if not isinstance(self.stage, FSDPModule):

@@ -56,7 +56,11 @@ class Documents(tuple):
         return sum(self) == rows * length and all(r * length in ends for r in range(1, rows))
 
     def ids(self, rows: int, length: int) -> torch.Tensor:
-        """Each token's document number, [rows, length] (for kernels that mask rather than split)."""
+        """Each token's document number, [rows, length] (for kernels that mask rather than split: those
+        cannot express a prefix, and need each row's own documents)."""
+        if not self.fill_rows(rows, length) or max(self.prefixes or (-1,)) >= 0:
+            raise ValueError(f"documents {tuple(self)} must fill rows of {length} tokens (none crossing a "
+                             "row's end), without prefixes")
         return torch.repeat_interleave(torch.arange(len(self)), torch.tensor(self)).view(rows, length)
 
 
