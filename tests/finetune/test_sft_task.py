@@ -8,8 +8,8 @@ import pytest
 import torch
 from finetune_helpers import QA, finetune_cfg, read_jsonl, sft_data
 from llmctl.core.nn.loading import load_model
-from llmctl.core.train.task import next_token_loss
 from llmctl.core.errors import UserError
+from llmctl.core.train.task import next_token_loss
 from llmctl.finetune.batching import (document_rows, documents_batch, model_inputs, padded_batch,
                                       sample_documents, shifted)
 from llmctl.finetune.sft import SFTTask
