@@ -7,5 +7,5 @@ PY=${PYTHON:-python}
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q \
-  -e "packages/core[torch]" -e packages/data -e packages/parallel -e packages/finetune -e packages/eval -e packages/cli
+  -e "packages/core[torch]" -e packages/data -e packages/parallel -e packages/finetune -e packages/eval -e packages/scaling -e packages/cli
 $PY -m pip install -q -r requirements-test.txt
