@@ -62,13 +62,17 @@ def flops_per_token(cfg: ModelConfig, kind: str, flop_model: str, seq_length: in
 
 def _heads_for(hidden: int, head_dim: int, tp: int) -> int | None:
     """Heads for `hidden`: near hidden/head_dim, dividing hidden with an even head size, a multiple of TP, and a
-    multiple of 8 whenever such a count lies within a factor 1.5 of the target (small models keep fewer)."""
+    multiple of 8 within a factor 2 of the target once the target reaches 8 (None: no such count, so this
+    width is skipped); smaller models keep fewer."""
     target = hidden / head_dim
     options = [h for h in range(tp, hidden + 1, tp) if hidden % h == 0 and (hidden // h) % 2 == 0]
     if not options:
         return None
-    eights = [h for h in options if h % 8 == 0 and 1 / 1.5 <= h / target <= 1.5]
-    return min(eights or options, key=lambda h: (abs(math.log(h / target)), h))
+    if target >= 8:  # big enough for 8 heads: a width that cannot have them is skipped
+        options = [h for h in options if h % 8 == 0 and 0.5 <= h / target <= 2]
+        if not options:
+            return None
+    return min(options, key=lambda h: (abs(math.log(h / target)), h))
 
 
 def _kv_heads_for(heads: int, ratio: float, tp: int) -> int:
