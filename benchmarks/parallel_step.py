@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmctl.core.bench_sweep import run_point
+from llmctl.core.commands.bench import run_point
 
 ROWS = [("1 process", 1, []), ("DDP x2 (torch DDP, no hook: peer)", 2, ["parallel.strategy=ddp"]),
         ("FSDP2 x2", 2, ["parallel.strategy=fsdp2"]),

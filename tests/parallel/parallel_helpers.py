@@ -11,10 +11,15 @@ import torch
 from engine_helpers import child_env, kill_tree, rank_pid, run_tree, torchrun, train_losses  # noqa: F401
 
 ITERS = 10
+#: The tokenizer's size: odd, as `llmctl data train-tokenizer` gives on a small corpus. Every run takes the
+#: vocabulary from the tokenizer (no model.vocab_size override): padded to 128 rows in one process and 256 at
+#: TP 2 (TP rank 1 holds padding only), so every layout is compared with a differently padded one process.
+VOCAB = 69
 
 
-def write_pattern_corpus(prefix: Path, docs: int = 96) -> Path:
-    """PREFIX_train/_val: arithmetic token runs (a stride per document), learnable within ten steps."""
+def write_pattern_corpus(prefix: Path, docs: int = 96, vocab: int = VOCAB) -> Path:
+    """PREFIX_train/_val: arithmetic token runs (a stride per document) over ids 3..vocab-1, learnable within
+    ten steps; and PREFIX_tokenizer/, a tokenizer of exactly `vocab` ids (`tokenizer_of`)."""
     from llmctl.core.mmidx import IndexedDatasetBuilder
 
     rng = np.random.default_rng(0)
@@ -22,12 +27,33 @@ def write_pattern_corpus(prefix: Path, docs: int = 96) -> Path:
         with IndexedDatasetBuilder(f"{prefix}_{split}", dtype=np.uint16) as builder:
             for _ in range(docs):
                 start, stride, n = rng.integers(3, 200), rng.integers(1, 4), rng.integers(40, 120)
-                builder.add_document((start + stride * np.arange(n)) % 250 + 3)
+                builder.add_document((start + stride * np.arange(n)) % (vocab - 3) + 3)
+    write_word_tokenizer(tokenizer_of(prefix), vocab)
     return prefix
 
 
+def tokenizer_of(corpus: Path) -> Path:
+    return Path(f"{corpus}_tokenizer")
+
+
+def write_word_tokenizer(out: Path, vocab: int) -> Path:
+    """An HF word-level tokenizer of exactly `vocab` ids: <pad> <s> </s>, then w3 ... (one id per word)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<s>", "</s>", *(f"w{i}" for i in range(3, vocab))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<pad>")
+    fast.save_pretrained(out)
+    assert len(fast) == vocab
+    return out
+
+
 def sets(corpus: Path, run: Path, *extra: str) -> list[str]:
-    return [f"data.path={corpus}", "data.seq_length=32", f"train.train_iters={ITERS}",
+    return [f"data.path={corpus}", f"data.tokenizer={tokenizer_of(corpus)}", "data.seq_length=32",
+            f"train.train_iters={ITERS}",
             "train.global_batch_size=8", "train.micro_batch_size=2", "train.lr=1e-2", "train.warmup_iters=2",
             "eval.iters=1", "eval.interval=0", f"checkpoint.dir={run / 'ckpt'}", "checkpoint.interval=5",
             "checkpoint.keep=null", f"logging.dir={run / 'logs'}", "logging.name=run", "logging.interval=1",
@@ -56,6 +82,7 @@ def launch_cached(cache, root, corpus, site, name, overrides, *, nproc: int = 2,
         done = run_tree(torchrun(nproc, *cli_args(sets(corpus, run, *overrides)), *args),
                          child_env(site, **(env or {})), timeout=240)
         assert done.returncode == 0, done.stdout[-4000:]
+        (run / "output.txt").write_text(done.stdout)  # what the ranks printed
         cache[name] = run
     return cache[name]
 
@@ -83,15 +110,32 @@ def final_state(run: Path, iteration: int | None = None) -> dict:
     return load_checkpoint(run / "ckpt", iteration)[0]
 
 
+def real_rows(t: torch.Tensor) -> torch.Tensor:
+    """A vocabulary weight's (or its AdamW moment's) real rows; any other tensor as it is."""
+    return t[:VOCAB] if t.dim() == 2 and t.shape[0] in PADDED else t
+
+
+#: the rows a run pads VOCAB to at TP 1, 2, 4, 8 (the tiny model has no other matrix that tall)
+PADDED = {-(-VOCAB // (128 * tp)) * 128 * tp for tp in (1, 2, 4, 8)}
+
+
 def assert_same_state(got: dict, want: dict, rtol: float, atol: float) -> None:
-    """Model weights and the optimizer state, in torch's native (index-keyed) layout."""
+    """Model weights and the optimizer state, in torch's native (index-keyed) layout: the vocabulary's real
+    rows equal, its padding (more rows at TP 2 than in one process) all zero, never trained."""
     assert got["model"].keys() == want["model"].keys()
     for name, tensor in want["model"].items():
-        torch.testing.assert_close(got["model"][name], tensor, rtol=rtol, atol=atol, msg=name)
+        assert_real_rows_close(got["model"][name], tensor, rtol, atol, name)
     go, wo = got["optimizer"], want["optimizer"]
     assert go["state"].keys() == wo["state"].keys()
     assert [sorted(g) for g in go["param_groups"]] == [sorted(g) for g in wo["param_groups"]]
     assert [g["params"] for g in go["param_groups"]] == [g["params"] for g in wo["param_groups"]]
     for i, s in wo["state"].items():
         for key, value in s.items():
-            torch.testing.assert_close(go["state"][i][key], value, rtol=rtol, atol=atol, msg=f"{i}.{key}")
+            assert_real_rows_close(go["state"][i][key], value, rtol, atol, f"{i}.{key}")
+
+
+def assert_real_rows_close(got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float, name: str) -> None:
+    torch.testing.assert_close(real_rows(got), real_rows(want), rtol=rtol, atol=atol, msg=name)
+    for t in (got, want):
+        if real_rows(t) is not t:
+            assert not t[VOCAB:].any(), f"{name}: padded rows of {tuple(t.shape)} are not all zero"

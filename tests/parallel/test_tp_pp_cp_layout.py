@@ -18,7 +18,6 @@ def preflight(world: int, *overrides: str):
 
 @pytest.mark.parametrize("world, overrides, message", [
     (2, ["parallel.tp=2", "model.ffn_hidden_size=177"], "parallel.tp 2 does not divide model.ffn_hidden_size 177"),
-    (2, ["parallel.tp=2", "model.vocab_size=1023"], "parallel.tp 2 does not divide model.vocab_size 1023"),
     (4, ["parallel.cp=4"], "data.seq_length divisible by 2 x cp = 8, got 30"),
     (2, ["parallel.pp=2", "model.tie_embeddings=true"], "untie it"),
     (4, ["parallel.pp=2", "parallel.cp=2", "data.seq_length=32"], "pp and parallel.cp together"),
@@ -27,6 +26,15 @@ def preflight(world: int, *overrides: str):
 def test_refused_before_any_process_group(world, overrides, message):
     with pytest.raises(UserError, match=message.replace(".", r"\.").replace("(", r"\(")):
         preflight(world, *overrides)
+
+
+def test_any_vocab_size_runs_at_any_tp():
+    """Megatron's padding: the rows are a multiple of make_vocab_size_divisible_by x TP (default 128)."""
+    for tp, divisible_by, padded in ((2, 128, 1024), (3, 128, 1152), (2, 1, 1024), (4, 3, 1032)):
+        cfg = load_train_config("tiny", ["model.vocab_size=1023", f"parallel.tp={tp}",
+                                         f"model.make_vocab_size_divisible_by={divisible_by}"])
+        assert (cfg.model.vocab_size, cfg.model.padded_vocab_size) == (1023, padded)
+    assert preflight(2, "parallel.tp=2", "model.vocab_size=1023").tp == 2
 
 
 def test_layouts_it_runs():

@@ -3,7 +3,9 @@ whole vocabulary, nor even over all tokens of a rank's vocab shard: with the voc
 no op in forward or backward creates a tensor with a full-vocab dim other than the weight's own [V, H]
 (its gradient), and none of [N, V/2]; the per-chunk local logits [chunk, V/2] are what it computes. Loss
 and gradients equal F.cross_entropy over the full logits (with -100 targets and a non-uniform upstream
-gradient)."""
+gradient). With a padded vocabulary (the rows past vocab_size, their logits forced high) they equal
+F.cross_entropy over the real rows, whether a shard holds some padding or only padding, and the padding's
+gradient is zero."""
 
 from __future__ import annotations
 
@@ -40,3 +42,10 @@ def test_loss_and_grads_equal_full_logits_cross_entropy(report):
     assert report["loss_diff"] < 1e-5
     assert report["hidden_grad_diff"] < 1e-5
     assert report["weight_grad_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("real", ["53", "40"])
+def test_padded_rows_are_outside_the_softmax(report, real):
+    case = report["padded"][real]
+    assert case["loss_diff"] < 1e-5 and case["hidden_grad_diff"] < 1e-5 and case["weight_grad_diff"] < 1e-5, case
+    assert case["padding_grad"] == 0.0

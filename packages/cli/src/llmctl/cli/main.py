@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -41,6 +42,8 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if is_torchrun_worker():
+        quiet_other_ranks()
     try:
         cli = build_cli()
     except UserError as e:
@@ -56,6 +59,45 @@ def main(argv: list[str] | None = None) -> None:
 
 def is_torchrun_worker() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+class _RankPrefixed(io.TextIOBase):
+    """A text stream that writes each line to `stream` prefixed with `[rank N] `."""
+
+    def __init__(self, stream, rank: str):
+        self.stream, self.prefix, self.at_line_start = stream, f"[rank {rank}] ", True
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+    @property
+    def errors(self):
+        return self.stream.errors
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # a text stream (click tells binary streams by this)
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.stream.write(self.prefix)
+            self.stream.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def quiet_other_ranks() -> None:
+    """Under torchrun the rank that logs (global rank 0) prints the command's output once: the run's summary
+    lines (`done: ...`, `wrote ...`) and its errors. Every other rank prints only what goes to stderr
+    (errors, tracebacks, warnings), each line prefixed with its rank so a failure names where it happened."""
+    rank = os.environ.get("RANK", "0")
+    if rank == "0":
+        return
+    sys.stdout = open(os.devnull, "w")
+    sys.stderr = _RankPrefixed(sys.stderr, rank)
 
 
 def leave_finished_worker() -> None:

@@ -1,50 +1,19 @@
 """llmctl-core's built-in plugin: registered through the `llmctl` entry point like any third party.
 
-Command modules import torch lazily so `llmctl --help` works on a torch-free data box.
+Its commands are in `llmctl.core.commands`, which imports torch lazily so `llmctl --help` works on a
+torch-free data box.
 """
 
 from __future__ import annotations
 
-import json
-
-import click
-
-from .plugins import get_bus, hookimpl
-
-
-@click.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def plugins_command(as_json: bool) -> None:
-    """List every plugin with its distribution, version and what it registered.
-
-    \b
-    Example:
-      llmctl plugins
-      LLMCTL_LOAD_PLUGINS= llmctl plugins   # built-ins only
-    """
-    rows = get_bus().summary()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['plugin']}  ({row['distribution']} {row['version']})")
-        for kind, names in row["registered"].items():
-            click.echo(f"    {kind}: {', '.join(names)}")
+from .plugins import hookimpl
 
 
 @hookimpl
 def register_commands(cli):
-    cli.add_command(plugins_command)
-    from .commands_model import convert_group, generate_command
+    from .commands import add_commands
 
-    cli.add_command(convert_group)
-    cli.add_command(generate_command)
-    from .plot import bench_group, plot_group
-    from .train.commands import pretrain_command
-
-    cli.add_command(pretrain_command)
-    cli.add_command(plot_group)
-    cli.add_command(bench_group)
+    add_commands(cli)
 
 
 @hookimpl

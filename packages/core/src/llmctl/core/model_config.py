@@ -1,5 +1,12 @@
 """The model's shape as data: `ModelConfig` and the named presets. Torch-free, so configs, `--print-config`,
 HF config.json mapping and checkpoint metadata need no torch; `llmctl.core.nn.model` builds the module from it.
+
+Vocabulary padding is Megatron's (`--make-vocab-size-divisible-by`): the embedding and output layer have
+`padded_vocab_size` rows, `vocab_size` rounded up to a multiple of `make_vocab_size_divisible_by` x the
+tensor-parallel size, so any tokenizer works at any TP and the matrices have friendly shapes. `vocab_size`
+stays the tokenizer's (or the rows a checkpoint brings, e.g. Qwen2.5's 151936 for 151665 ids): the rows past
+it are llmctl's padding, zero, never trained and masked out of every softmax, so padding never changes the
+model (stricter than Megatron, which trains the padded logits).
 """
 
 from __future__ import annotations
@@ -9,9 +16,24 @@ import dataclasses
 from .errors import UserError
 
 
+#: ModelConfig fields that say how the vocabulary rows are laid out, not what the model computes: a
+#: checkpoint resumes, or starts another run, whatever they were when it was saved.
+VOCAB_LAYOUT_FIELDS = ("make_vocab_size_divisible_by", "padded_vocab_size")
+
+
+def pad_vocab_size(vocab_size: int, divisible_by: int, tp: int = 1) -> int:
+    """Megatron's padded vocabulary: `vocab_size` rounded up to a multiple of `divisible_by` x `tp`."""
+    if divisible_by < 1:
+        raise UserError(f"model.make_vocab_size_divisible_by must be >= 1, got {divisible_by}")
+    multiple = divisible_by * tp
+    return -(-vocab_size // multiple) * multiple
+
+
 @dataclasses.dataclass
 class ModelConfig:
-    vocab_size: int = 32000
+    vocab_size: int = 32000  # the tokenizer's ids (or the rows a checkpoint brings): what every softmax covers
+    make_vocab_size_divisible_by: int = 128  # Megatron's: rows padded to a multiple of this x TP
+    padded_vocab_size: int | None = None  # derived (a run sets it for its TP; None: for TP 1); in checkpoints
     hidden_size: int = 896
     num_layers: int = 24
     num_heads: int = 16
@@ -34,7 +56,22 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    def padded_for(self, tp: int = 1) -> int:
+        """The embedding/output rows a run at tensor-parallel size `tp` uses."""
+        return pad_vocab_size(self.vocab_size, self.make_vocab_size_divisible_by, tp)
+
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the embedding and output layer: `padded_vocab_size`, or the TP 1 padding when unset."""
+        return self.padded_vocab_size or self.padded_for(1)
+
     def validate(self) -> None:
+        if self.vocab_size < 1:
+            raise UserError(f"model.vocab_size must be >= 1, got {self.vocab_size}")
+        self.padded_for(1)  # make_vocab_size_divisible_by >= 1
+        if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
+            raise UserError(f"model.padded_vocab_size {self.padded_vocab_size} cannot hold model.vocab_size "
+                            f"{self.vocab_size}")
         if self.hidden_size % self.num_heads:
             raise UserError(f"model.hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
         if self.num_heads % self.kv_heads:

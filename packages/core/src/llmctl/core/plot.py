@@ -1,4 +1,6 @@
-"""Training curves from llmctl JSONL logs and Megatron/MindSpeed text logs alike (`llmctl plot`).
+"""Training curves from llmctl JSONL logs and Megatron/MindSpeed text logs alike: reading them into series,
+the throughput and summary table, and the figures (`llmctl plot` and `llmctl bench` draw with these; the
+commands live in `llmctl.core.commands`).
 
 Megatron's `training_log` line carries iteration, consumed samples, elapsed time per iteration (ms), learning
 rate, global batch size and lm loss; tokens = consumed samples x seq length (from --seq-length or the
@@ -14,8 +16,6 @@ import math
 import re
 import statistics
 from pathlib import Path
-
-import click
 
 from .errors import UserError
 from .io import atomic_path
@@ -237,101 +237,17 @@ def plot_exp_loss(curves: list[Curve], output: Path, *, token_threshold: float, 
         plt.close(fig)
 
 
-# ---- commands ----------------------------------------------------------------------------------------------
-_logs = click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-_seq = click.option("--seq-length", type=click.IntRange(min=1), default=None,
-                    help="Sequence length for Megatron logs that do not state it (tokens = samples x this).")
-_smooth = click.option("--smooth-window", type=click.IntRange(min=1), default=1, show_default=True,
-                       help="Trailing moving-average window, in logged points.")
-
-
-@click.group("plot")
-def plot_group() -> None:
-    """Plot and summarise training logs (llmctl JSONL or Megatron/MindSpeed text logs).
-
-    \b
-    Example:
-      llmctl plot curves logs/a.jsonl logs/b.log --output cmp.png --smooth-window 50 --title "lr sweep"
-      llmctl plot exp-loss logs/a.jsonl --token-threshold 5e9 --output late.png
-      llmctl plot summary logs/*.log --seq-length 4096
-    """
-
-
-@plot_group.command("curves")
-@_logs
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Image to write (.png/.pdf/.svg).")
-@_smooth
-@click.option("--title", default=None, help="Figure title.")
-@_seq
-def curves_command(logs, output, smooth_window, title, seq_length) -> None:
-    """Loss (train + validation), learning rate and throughput against tokens.
-
-    \b
-    Example:
-      llmctl plot curves logs/exp1.log logs/exp2.log --output comparison.png --smooth-window 50 \\
-          --title "Experiment Comparison"
-    """
-    path = plot_curves([read_log(p, seq_length) for p in logs], Path(output), smooth_window=smooth_window,
-                       title=title)
-    click.echo(f"wrote {path}")
-
-
-@plot_group.command("exp-loss")
-@_logs
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Image to write.")
-@click.option("--token-threshold", type=float, default=5e9, show_default=True, help="Plot only after this many tokens.")
-@_smooth
-@click.option("--title", default=None, help="Figure title.")
-@_seq
-def exp_loss_command(logs, output, token_threshold, smooth_window, title, seq_length) -> None:
-    """exp(loss) after N tokens, to compare runs late in training.
-
-    \b
-    Example:
-      llmctl plot exp-loss logs/exp1.log logs/exp2.log --output late.png --token-threshold 5e9 --smooth-window 50
-    """
-    path = plot_exp_loss([read_log(p, seq_length) for p in logs], Path(output), token_threshold=token_threshold,
-                         smooth_window=smooth_window, title=title)
-    click.echo(f"wrote {path}")
-
-
-@plot_group.command("summary")
-@_logs
-@_seq
-def summary_command(logs, seq_length) -> None:
-    """Per log: steps, tokens, median elapsed ms per step, tokens/s (TOKENS_PER_STEP / sec_per_step), losses.
-
-    \b
-    Example:
-      llmctl plot summary logs/tp1.log logs/tp2.log logs/tp4.log --seq-length 4096
-    """
+# ---- the summary table -------------------------------------------------------------------------------------
+def summary_table(paths, seq_length: int | None = None) -> str:
+    """Per log: steps, tokens, median elapsed ms per step, tokens/s (TOKENS_PER_STEP / sec_per_step), the last
+    train and validation losses, as aligned text lines."""
     rows = [("log", "steps", "tokens", "ms/step", "tokens/s", "train loss", "val loss")]
-    for p in logs:
+    for p in paths:
         c = read_log(p, seq_length)
         ms, tps = throughput(c)
         rows.append((c.name, str(c.step[-1]), f"{c.tokens[-1]:.4g}" if c.tokens[-1] is not None else "-",
                      f"{ms:.1f}" if ms else "-", f"{tps:,.0f}" if tps else "-", f"{c.loss[-1]:.4f}",
                      f"{c.val_loss[-1]:.4f}" if c.val_loss else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))))
-
-
-@click.group("bench")
-def bench_group() -> None:
-    """Throughput from training logs, as the course lab measures it (TOKENS_PER_STEP / sec_per_step).
-
-    \b
-    Example:
-      llmctl bench throughput logs/tp1.log logs/tp2.log --seq-length 4096   # same table as `plot summary`
-      llmctl bench throughput -c tiny --sweep micro_batch=1,2,4 --sweep tp=1,2 --steps 10   # run and rank
-    """
-
-
-def _register_throughput() -> None:
-    from .bench_sweep import throughput_command  # logs (as `plot summary`) or a sweep that runs each point
-
-    bench_group.add_command(throughput_command, "throughput")
-
-
-_register_throughput()
+    return "\n".join("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+                     for r in rows) + "\n"

@@ -8,6 +8,7 @@ these are Task plugins, never a second loop.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class FinetuneTask(Task):
                             "task starts from 'task.base'")
         self.lora = self.options.lora_options()
         self._loaded = load_base(self.options)
-        cfg.model = self._loaded.config
+        cfg.model = dataclasses.replace(self._loaded.config)  # the driver pads its vocab rows for the run's TP
         if not cfg.data.tokenizer:  # copied into every checkpoint, so chat/eval find it there
             cfg.data.tokenizer = base_tokenizer_dir(self._loaded)
         if cfg.data.seq_length > cfg.model.max_seq_len:
@@ -119,7 +120,7 @@ class FinetuneTask(Task):
             raise RuntimeError("build_model called twice: the base is loaded once")
         loaded, self._loaded = self._loaded, None
         self.initialised_from = (str(loaded.path), loaded.source)
-        return to_training_device(loaded.model, device, self.cfg.train.kernels)
+        return to_training_device(loaded.model, device, self.cfg.train.kernels, self.cfg.model.vocab_rows)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.lora is not None:

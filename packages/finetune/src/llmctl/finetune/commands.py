@@ -73,7 +73,7 @@ def finetune_group(ctx, config, overrides, resume, stop_at_step) -> None:
     cfg = load_finetune_config(config, overrides)
     from llmctl.core.train.loop import pretrain
 
-    from llmctl.core.train.commands import done_line
+    from llmctl.core.commands.pretrain import done_line
 
     result = pretrain(cfg, resume=resume, stop_at_step=stop_at_step)
     adapter = _latest_adapter(result.checkpoint_dir) if result.checkpoint_dir is not None else None

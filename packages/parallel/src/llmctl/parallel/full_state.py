@@ -27,9 +27,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from llmctl.core.errors import UserError
-
-
-NAMES_KEY = "llmctl_param_names"
+from llmctl.core.train.optim import PARAM_NAMES_KEY as NAMES_KEY
 
 
 def whole(t: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,11 @@ The loss never materialises logits over the whole vocab: `vocab_parallel_cross_e
 vocab-parallel cross-entropy, chunked over tokens like `fused.chunked_cross_entropy`) is set as the model's
 cross_entropy kernel; each rank computes logits for its vocab shard only, a chunk of tokens at a time, and the
 log-sum-exp and target logit are reduced across the tensor-parallel group.
+
+The vocabulary is Megatron's padded one (model.padded_vocab_size: the tokenizer's size rounded up to a
+multiple of make_vocab_size_divisible_by x TP), so TP never has to divide the tokenizer's size. The padded
+rows (the end of the last shards, or whole shards) are -inf logits in the vocab-parallel softmax: no
+probability, no gradient, the same loss as one process with less (or no) padding.
 """
 
 from __future__ import annotations
@@ -57,9 +62,10 @@ def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def check_tp(cfg, tp: int) -> None:
-    """Sizes tensor parallelism must divide (one line each, before any process group work)."""
+    """Sizes tensor parallelism must divide (one line each, before any process group work). The vocabulary
+    rows are padded for the run's TP (model.padded_vocab_size), so any tokenizer's size works."""
     for what, n in (("model.num_heads", cfg.num_heads), ("KV heads (model.num_kv_heads)", cfg.kv_heads),
-                    ("model.ffn_hidden_size", cfg.ffn_hidden_size), ("model.vocab_size", cfg.vocab_size)):
+                    ("model.ffn_hidden_size", cfg.ffn_hidden_size), ("model.padded_vocab_size", cfg.vocab_rows)):
         if n % tp:
             raise UserError(f"parallel.tp {tp} does not divide {what} {n}")
 
@@ -155,18 +161,19 @@ def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_
 
 
 class _VocabParallelCE(torch.autograd.Function):
-    """Per-token loss of hidden @ weight.T where each rank holds rows [start, start + V/tp) of the weight.
+    """Per-token loss of hidden @ weight.T where each rank holds rows [start, start + V/tp) of the weight, the
+    first `real` of them inside the vocabulary (the rest padding, masked out).
     Forward: per chunk of tokens, local logits -> global max (all-reduce MAX) -> global sum of exp and the
     target's logit (one all-reduce SUM). Backward recomputes each chunk's local logits from the saved
     log-sum-exp; the hidden's gradient is a sum of every shard's part (all-reduce SUM)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, start, group, ignore_index, chunk):
+    def forward(ctx, hidden, weight, targets, start, real, group, ignore_index, chunk):
         n, v_local = hidden.shape[0], weight.shape[0]
         losses = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(losses)
         for lo in range(0, n, chunk):
-            logits = (hidden[lo:lo + chunk] @ weight.t()).float()
+            logits = _local_logits(hidden[lo:lo + chunk], weight, real)
             t = targets[lo:lo + chunk]
             local_t = t - start
             mine = (local_t >= 0) & (local_t < v_local)
@@ -179,7 +186,7 @@ class _VocabParallelCE(torch.autograd.Function):
             losses[lo:lo + chunk] = torch.where(t != ignore_index, chunk_lse - sums[1], 0.0)
             lse[lo:lo + chunk] = chunk_lse
         ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.start, ctx.group, ctx.ignore_index, ctx.chunk = start, group, ignore_index, chunk
+        ctx.start, ctx.real, ctx.group, ctx.ignore_index, ctx.chunk = start, real, group, ignore_index, chunk
         return losses
 
     @staticmethod
@@ -190,7 +197,7 @@ class _VocabParallelCE(torch.autograd.Function):
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         for lo in range(0, hidden.shape[0], chunk):
             h, t = hidden[lo:lo + chunk], targets[lo:lo + chunk]
-            probs = torch.exp((h @ weight.t()).float() - lse[lo:lo + chunk, None])
+            probs = torch.exp(_local_logits(h, weight, ctx.real) - lse[lo:lo + chunk, None])
             local_t = t - ctx.start
             hit = ((local_t >= 0) & (local_t < v_local) & (t != ctx.ignore_index)).float()
             probs.scatter_add_(1, local_t.clamp(0, v_local - 1)[:, None], -hit[:, None])
@@ -199,16 +206,28 @@ class _VocabParallelCE(torch.autograd.Function):
             grad_hidden[lo:lo + chunk] = g @ weight
             grad_weight += (g.t() @ h).float()
         dist.all_reduce(grad_hidden, group=ctx.group)
-        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None, None
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None, None, None, None
+
+
+def _local_logits(hidden: torch.Tensor, weight: torch.Tensor, real: int) -> torch.Tensor:
+    """fp32 logits of this rank's vocab shard, -inf on its padded rows (past the first `real`): outside the
+    softmax, so their probability and gradient are zero. A shard of padding only is all -inf; the global
+    max and log-sum-exp come from the other shards."""
+    logits = (hidden @ weight.t()).float()
+    if real < weight.shape[0]:
+        logits[:, real:] = float("-inf")
+    return logits
 
 
 def vocab_parallel_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                 ignore_index: int = -100, chunk: int = 4096) -> torch.Tensor:
-    """The cross_entropy kernel contract (hidden [N,H], weight [V,H], targets [N] -> fp32 [N]) for a weight
-    that is a DTensor sharded on the vocab dim; any other weight takes the single-device chunked kernel.
-    The returned per-token losses are whole (the same on every tensor-parallel rank)."""
+                                 ignore_index: int = -100, chunk: int = 4096, *, vocab_size: int | None = None
+                                 ) -> torch.Tensor:
+    """The cross_entropy kernel contract (hidden [N,H], weight [V,H], targets [N] -> fp32 [N]; the rows past
+    `vocab_size` are padding, outside the softmax) for a weight that is a DTensor sharded on the vocab dim;
+    any other weight takes the single-device chunked kernel. The returned per-token losses are whole (the
+    same on every tensor-parallel rank)."""
     if not isinstance(weight, DTensor):
-        return chunked_cross_entropy(hidden, weight, targets, ignore_index, chunk)
+        return chunked_cross_entropy(hidden, weight, targets, ignore_index, chunk, vocab_size=vocab_size)
     mesh_dims = [i for i, p in enumerate(weight.placements) if p == Shard(0)]
     if len(mesh_dims) != 1 or weight.shape[0] % weight.device_mesh.size(mesh_dims[0]):
         raise ValueError(f"vocab_parallel_cross_entropy: weight placements {weight.placements} are not one "
@@ -218,5 +237,6 @@ def vocab_parallel_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, tar
         hidden = hidden.full_tensor()
     local = weight.to_local()
     start = weight.device_mesh.get_local_rank(dim) * local.shape[0]
-    return _VocabParallelCE.apply(hidden, local, targets, start, weight.device_mesh.get_group(dim),
+    real = local.shape[0] if vocab_size is None else min(max(vocab_size - start, 0), local.shape[0])
+    return _VocabParallelCE.apply(hidden, local, targets, start, real, weight.device_mesh.get_group(dim),
                                   ignore_index, chunk)

@@ -2,11 +2,14 @@
 tokenizer travels with the weights both ways, so either side runs generate/eval/chat from its directory alone.
 
 Both directions read everything first and write the output directory under a temp name, renamed only when
-complete: an interrupted conversion leaves no half-written model behind.
+complete: an interrupted conversion leaves no half-written model behind. A native checkpoint holds its
+vocabulary padded (`padded_vocab_size` rows, recorded in config.yaml); an HF dir holds `vocab_size` rows,
+the model's own (the tokenizer's for a model llmctl pretrained): the padding is dropped on export.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from ..config import to_dict
 from ..errors import UserError
 from .hf_adapters import adapter_for
 from ..io import atomic_dir, write_json_atomic
-from .build import parse_dtype, strip_wrappers
+from .build import VOCAB_PARAMS, fit_vocab_state, parse_dtype, strip_wrappers
 from .loading import read_hf_state, read_native_state
 from ..tokenizer import find_tokenizer_dir, has_tokenizer, load_tokenizer
 
@@ -38,9 +41,8 @@ def hf_to_native(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overw
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     cfg, state = read_hf_state(hf_dir)
     _check_out_dir(out_dir, hf_dir, overwrite)
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["embed.weight"]  # what model.state_dict() holds for a tied model
     tok_dir = find_tokenizer_dir(hf_dir)
+    cfg, state = padded_native(cfg, state)
     with atomic_dir(out_dir) as tmp:
         save_checkpoint(tmp, 0, {"model": state}, {"model": to_dict(cfg)}, tokenizer_dir=tok_dir)
         if tok_dir is not None and (hf_dir / "generation_config.json").is_file():
@@ -49,6 +51,16 @@ def hf_to_native(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, *, overw
                 (hf_dir / "generation_config.json").read_bytes()
             )
     return out_dir / "iter_0000000"
+
+
+def padded_native(cfg, state: dict[str, torch.Tensor]):
+    """(cfg, state) as a native checkpoint stores them: the vocabulary padded for TP 1 and its size recorded
+    (`padded_vocab_size`), a tied head present as `model.state_dict()` holds it."""
+    cfg = dataclasses.replace(cfg, padded_vocab_size=cfg.vocab_rows)
+    state = fit_vocab_state(strip_wrappers(state), cfg)
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state["embed.weight"]
+    return cfg, state
 
 
 def native_to_hf(
@@ -86,6 +98,8 @@ def write_hf_dir(cfg, state: dict[str, torch.Tensor], out_dir: Path, tok_dir: Pa
         )
         raise UserError(f"{source}: {what} for the model in its config")
     out_dtype = parse_dtype(dtype) if dtype is not None else state["embed.weight"].dtype
+    real = {n: state[n][:cfg.vocab_size] for n in VOCAB_PARAMS if n in state}  # llmctl's padding dropped
+    state = {**state, **real}
     hf_state = {hf: state[native].detach().to(out_dtype).contiguous() for native, hf in names.items()}
 
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None and has_tokenizer(tok_dir) else None

@@ -1,7 +1,9 @@
 """Load a ready-to-run model from a llmctl (Megatron-layout) checkpoint or a Hugging Face directory.
 
 Both paths end in the same native state dict checked strictly against the model, so a missing or stray
-weight is a one-line UserError instead of a silently random layer. HF weights are read with safetensors or
+weight is a one-line UserError instead of a silently random layer. The vocabulary rows a checkpoint brings are
+the model's own (an HF model's, a Megatron-core checkpoint's padded rows, which Megatron trains); only the
+rows past a llmctl save's `model.vocab_size` are padding, re-made for the model built and masked out. HF weights are read with safetensors or
 `torch.load(weights_only=True)`: nothing in a downloaded model directory can run code.
 """
 
@@ -63,6 +65,7 @@ def load_model(
         source, tok_dir = "hf", find_tokenizer_dir(path)
     elif is_mcore_checkpoint(path, iteration):  # same directory layout as native: told apart by its keys
         cfg, state, it_dir, _ = read_mcore_state(path, iteration)
+        cfg = _llmctl_vocab(cfg, it_dir)
         source, tok_dir = "mcore", find_tokenizer_dir(it_dir / "tokenizer")
     elif checkpoint.is_checkpoint_dir(path):
         cfg, state, it_dir = read_native_state(path, iteration)
@@ -78,7 +81,32 @@ def load_model(
 
         merge_adapter(model, lora_dir)
     tokenizer = load_tokenizer(tok_dir) if tok_dir is not None else None
+    check_tokenizer_fits(cfg, tokenizer, path)
     return LoadedModel(model, tokenizer, cfg, source, path)
+
+
+def check_tokenizer_fits(cfg: ModelConfig, tokenizer: Tokenizer | None, source: Any) -> None:
+    """One line when the model's vocabulary cannot hold every id its tokenizer emits."""
+    if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
+        raise UserError(f"{source}: model.vocab_size {cfg.vocab_size} (padded_vocab_size {cfg.vocab_rows}) "
+                        f"cannot hold its tokenizer's {tokenizer.vocab_size} ids ({tokenizer.path})")
+
+
+def _llmctl_vocab(cfg: ModelConfig, it_dir: Path) -> ModelConfig:
+    """A megatron-core checkpoint that llmctl's training wrote (checkpoint.format mcore) carries its
+    config.yaml: the rows past its model.vocab_size are llmctl's padding, not the model's."""
+    config = it_dir / "config.yaml"
+    if not config.is_file():
+        return cfg
+    import yaml
+
+    saved = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    vocab = saved.get("vocab_size")
+    if not isinstance(vocab, int) or not 0 < vocab <= cfg.vocab_size:
+        return cfg
+    return dataclasses.replace(cfg, vocab_size=vocab, padded_vocab_size=cfg.vocab_size,
+                               make_vocab_size_divisible_by=saved.get("make_vocab_size_divisible_by",
+                                                                      cfg.make_vocab_size_divisible_by))
 
 
 # ---- native ------------------------------------------------------------------------------------------------

@@ -51,9 +51,9 @@ def check_split(cfg: ModelConfig, tp: int, pp: int) -> None:
         raise UserError(f"tensor parallel size {tp} does not divide the {cfg.kv_heads} KV heads (query groups)")
     if cfg.ffn_hidden_size % tp:
         raise UserError(f"tensor parallel size {tp} does not divide ffn_hidden_size {cfg.ffn_hidden_size}")
-    if cfg.vocab_size % tp:
-        raise UserError(f"tensor parallel size {tp} does not divide the vocabulary ({cfg.vocab_size}); "
-                        "pad it to a multiple first (--padded-vocab-size)")
+    if cfg.vocab_rows % tp:
+        raise UserError(f"tensor parallel size {tp} does not divide the vocabulary rows ({cfg.vocab_rows}); "
+                        "pad them to a multiple (--make-vocab-size-divisible-by or --padded-vocab-size)")
 
 
 # ---- fused QKV -------------------------------------------------------------------------------------------------
@@ -268,6 +268,7 @@ def config_from_args(args: dict[str, Any], *, vocab_size: int, qkv_bias: bool, h
         vocab_size=vocab_size, hidden_size=int(args["hidden_size"]), num_layers=int(args["num_layers"]),
         num_heads=int(args["num_attention_heads"]), num_kv_heads=int(kv) if kv else None,
         ffn_hidden_size=int(args["ffn_hidden_size"]),
+        make_vocab_size_divisible_by=int(args.get("make_vocab_size_divisible_by") or 128),
         max_seq_len=int(args.get("max_position_embeddings") or args.get("seq_length") or 4096),
         rope_theta=float(args.get("rotary_base") or 10000.0), rope_scaling=rope_scaling,
         norm_eps=float(args.get("norm_epsilon") or 1e-5), qkv_bias=qkv_bias, tie_embeddings=tied, family=family,
@@ -285,8 +286,9 @@ def args_from_config(cfg: ModelConfig, tp: int, pp: int, counts: Sequence[int], 
     args: dict[str, Any] = dict(
         num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, ffn_hidden_size=cfg.ffn_hidden_size,
         num_attention_heads=cfg.num_heads, group_query_attention=cfg.kv_heads != cfg.num_heads,
-        num_query_groups=cfg.kv_heads, kv_channels=cfg.head_dim, padded_vocab_size=cfg.vocab_size,
-        make_vocab_size_divisible_by=1, max_position_embeddings=cfg.max_seq_len, seq_length=cfg.max_seq_len,
+        num_query_groups=cfg.kv_heads, kv_channels=cfg.head_dim, vocab_size=cfg.vocab_size,
+        padded_vocab_size=cfg.vocab_rows, make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by,
+        max_position_embeddings=cfg.max_seq_len, seq_length=cfg.max_seq_len,
         position_embedding_type="rope", use_rotary_position_embeddings=True, rotary_base=cfg.rope_theta,
         normalization="RMSNorm", norm_epsilon=cfg.norm_eps, swiglu=True, add_bias_linear=False,
         add_qkv_bias=cfg.qkv_bias, untie_embeddings_and_output_weights=not cfg.tie_embeddings,

@@ -17,9 +17,11 @@ import torch
 from ..config import to_dict
 from ..errors import UserError
 from ..io import atomic_dir
+from ..model_config import pad_vocab_size
 from ..tokenizer import find_tokenizer_dir, load_tokenizer
+from .build import fit_vocab_state
 from .checkpoint import save_checkpoint
-from .convert import _check_out_dir, write_hf_dir
+from .convert import _check_out_dir, padded_native, write_hf_dir
 from .loading import read_hf_state, read_native_state
 from .mcore import check_split, layer_counts
 from .mcore_io import read_mcore_state, save_mcore_checkpoint
@@ -30,25 +32,24 @@ def _check_target(cfg, tp: int, pp: int, num_layer_list: Any) -> None:
     layer_counts(cfg.num_layers, pp, num_layer_list)
 
 
-def _write_mcore(out_dir: Path, state, cfg, tp, pp, num_layer_list, tok_dir, iteration, extra_args=None) -> Path:
+def _write_mcore(out_dir: Path, state, cfg, tp, pp, num_layer_list, tok_dir, iteration) -> Path:
     with atomic_dir(out_dir) as tmp:  # the whole checkpoint root appears at once
-        save_mcore_checkpoint(tmp, iteration, state, cfg, tp, pp, num_layer_list, tokenizer_dir=tok_dir,
-                              extra_args=extra_args)
+        save_mcore_checkpoint(tmp, iteration, state, cfg, tp, pp, num_layer_list, tokenizer_dir=tok_dir)
     return out_dir / f"iter_{iteration:07d}"
 
 
-def pad_vocab(cfg, state: dict[str, torch.Tensor], padded: int | None):
-    """(cfg, state, extra args) with the embedding / output rows zero-padded to `padded` (MindSpeed's
-    --padded-vocab-size, e.g. so TP divides the vocabulary); the true size is kept as args.vocab_size."""
-    if padded is None or padded == cfg.vocab_size:
-        return cfg, state, None
-    if padded < cfg.vocab_size:
-        raise UserError(f"--padded-vocab-size {padded} is smaller than the model's vocabulary ({cfg.vocab_size})")
-    for name in ("embed.weight", "lm_head.weight"):
-        t = state.get(name)
-        if t is not None and not (name == "lm_head.weight" and cfg.tie_embeddings):
-            state[name] = torch.cat([t, t.new_zeros(padded - t.shape[0], *t.shape[1:])])
-    return dataclasses.replace(cfg, vocab_size=padded), state, {"vocab_size": cfg.vocab_size}
+def pad_vocab(cfg, state: dict[str, torch.Tensor], tp: int, padded: int | None = None,
+              divisible_by: int | None = None):
+    """(cfg, state) with the embedding / output rows as Megatron pads them: `padded` (MindSpeed's
+    --padded-vocab-size) if given, else the vocabulary rounded up to a multiple of `divisible_by` x `tp`
+    (--make-vocab-size-divisible-by; default 1, no padding, as MindSpeed's converter). The added rows are
+    zero; the true size goes into args.vocab_size, so mcore-to-hf drops them again."""
+    divisible_by = divisible_by or 1
+    rows = padded if padded is not None else pad_vocab_size(cfg.vocab_size, divisible_by, tp)
+    if rows < cfg.vocab_size:
+        raise UserError(f"--padded-vocab-size {rows} is smaller than the model's vocabulary ({cfg.vocab_size})")
+    cfg = dataclasses.replace(cfg, make_vocab_size_divisible_by=divisible_by, padded_vocab_size=rows)
+    return cfg, fit_vocab_state(state, cfg, "hf-to-mcore")
 
 
 def unpad_vocab(cfg, state: dict[str, torch.Tensor], info: dict[str, Any], tok_dir: Path | None):
@@ -67,24 +68,27 @@ def unpad_vocab(cfg, state: dict[str, torch.Tensor], info: dict[str, Any], tok_d
 
 def hf_to_mcore(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, *, tp: int = 1, pp: int = 1,
                 num_layer_list: Sequence[int] | str | None = None, iteration: int = 1,
-                padded_vocab_size: int | None = None, overwrite: bool = False) -> Path:
+                padded_vocab_size: int | None = None, make_vocab_size_divisible_by: int | None = None,
+                overwrite: bool = False) -> Path:
     """An HF llama/qwen2 dir as a MindSpeed-style megatron-core checkpoint at `iteration` (MindSpeed's hf2mcore
-    writes iteration 1), the vocabulary zero-padded to `padded_vocab_size` if given. Returns the iteration
+    writes iteration 1), the vocabulary zero-padded as Megatron pads it (`pad_vocab`). Returns the iteration
     directory."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     cfg, state = read_hf_state(hf_dir)
-    cfg, state, extra = pad_vocab(cfg, state, padded_vocab_size)
+    cfg, state = pad_vocab(cfg, state, tp, padded_vocab_size, make_vocab_size_divisible_by)
     _check_target(cfg, tp, pp, num_layer_list)
     _check_out_dir(out_dir, hf_dir, overwrite)
-    return _write_mcore(out_dir, state, cfg, tp, pp, num_layer_list, find_tokenizer_dir(hf_dir), iteration, extra)
+    return _write_mcore(out_dir, state, cfg, tp, pp, num_layer_list, find_tokenizer_dir(hf_dir), iteration)
 
 
 def native_to_mcore(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, tp: int = 1, pp: int = 1,
                     num_layer_list: Sequence[int] | str | None = None, iteration: int | None = None,
                     overwrite: bool = False) -> Path:
-    """A llmctl checkpoint's weights as a megatron-core checkpoint at the same iteration."""
+    """A llmctl checkpoint's weights as a megatron-core checkpoint at the same iteration, its vocabulary padded
+    for `tp` as MindSpeed pads it with the checkpoint's make_vocab_size_divisible_by."""
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
     cfg, state, it_dir = read_native_state(ckpt_dir, iteration)
+    cfg = dataclasses.replace(cfg, padded_vocab_size=cfg.padded_for(tp))
     _check_target(cfg, tp, pp, num_layer_list)
     _check_out_dir(out_dir, ckpt_dir, overwrite)
     it = int(it_dir.name.removeprefix("iter_"))
@@ -121,9 +125,7 @@ def mcore_to_native(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
     _check_out_dir(out_dir, ckpt_dir, overwrite)
     it = int(it_dir.name.removeprefix("iter_")) if it_dir.name.startswith("iter_") else 0
     tok_dir = _mcore_tokenizer(it_dir, tokenizer)
-    cfg, state = unpad_vocab(cfg, state, info, tok_dir)
-    if cfg.tie_embeddings:
-        state["lm_head.weight"] = state["embed.weight"]
+    cfg, state = padded_native(*unpad_vocab(cfg, state, info, tok_dir))
     with atomic_dir(out_dir) as tmp:
         final = save_checkpoint(tmp, it, {"model": state}, {"model": to_dict(cfg)}, tokenizer_dir=tok_dir)
     return out_dir / final.name, info

@@ -29,7 +29,7 @@ from ..io import atomic_dir, write_text_atomic
 from ..model_config import ModelConfig
 from ..pipeline_layers import parse_layer_list
 from . import mcore
-from .build import check_keys, strip_wrappers
+from .build import check_keys, fit_vocab_state, strip_wrappers
 from .hf_adapters import ADAPTERS
 from .mcore_unpickle import only_allowed_globals
 from .checkpoint import POINTER, STATE_FILE, copy_tokenizer, iter_dir_name, rank_dir_name
@@ -195,6 +195,7 @@ def write_mcore_shards(it_dir: str | os.PathLike, iteration: int, native_state: 
     counts = check_mcore_layout(cfg, tp, pp, num_layer_list)
     layout = mcore.layout_for(cfg.family)
     state = {k: v.detach().cpu() for k, v in strip_wrappers(native_state).items()}  # no-op for CPU tensors
+    state = fit_vocab_state(state, cfg, "save_mcore_checkpoint")  # cfg.vocab_rows rows, as args say
     check_keys(set(ADAPTERS["llama"].name_map(cfg)), set(state) - {"lm_head.weight"} if cfg.tie_embeddings
                else set(state), "save_mcore_checkpoint")
     dtype = state["embed.weight"].dtype

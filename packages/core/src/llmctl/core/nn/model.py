@@ -1,7 +1,9 @@
 """One decoder-only transformer for the llama family (Llama 2/3, Qwen2/2.5), readable top to bottom.
 
 Pre-norm blocks of grouped-query attention with RoPE and a SwiGLU MLP, RMSNorm, optional qkv bias, tied or
-untied embeddings. The math of each op lives in `kernels` (reference or accelerated); this file has no
+untied embeddings. The embedding and output layer have `cfg.vocab_rows` rows (Megatron's padded vocabulary);
+the rows past `cfg.vocab_size` are padding: initialised to zero, outside every softmax (the logits returned
+and the loss cover the real rows only), so they never train and never change what the model computes. The math of each op lives in `kernels` (reference or accelerated); this file has no
 parallelism, I/O or logging: parallel layouts are applied to it from outside.
 """
 
@@ -175,10 +177,11 @@ class Transformer(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.ops = ops or default_kernels()
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.num_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps, self.ops)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        with torch.random.fork_rng(devices=[]):  # the layers' own init is redrawn by reset_parameters
+            self.embed = nn.Embedding(cfg.vocab_rows, cfg.hidden_size)
+            self.layers = nn.ModuleList(Block(cfg, self.ops) for _ in range(cfg.num_layers))
+            self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps, self.ops)
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_rows, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
@@ -199,8 +202,10 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) weights with output projections scaled by 1/sqrt(2*layers) (GPT-2/Megatron)."""
-        std = self.cfg.init_std
+        """Normal(0, init_std) weights with output projections scaled by 1/sqrt(2*layers) (GPT-2/Megatron).
+        The vocabulary matrices draw their real rows only and zero the padding, so the random stream (these
+        rows, and every weight after them) is the same whatever the padding."""
+        std, vocab = self.cfg.init_std, self.cfg.vocab_size
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
@@ -208,6 +213,9 @@ class Transformer(nn.Module):
                 p.zero_()
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 p.normal_(0.0, std / math.sqrt(2 * self.cfg.num_layers))
+            elif name in ("embed.weight", "lm_head.weight"):
+                p[:vocab].normal_(0.0, std)
+                p[vocab:].zero_()
             else:
                 p.normal_(0.0, std)
 
@@ -228,7 +236,8 @@ class Transformer(nn.Module):
         `loss_at` [K]: the flat indices of the only targets that are trained (the others are -100): the LM
         head and cross-entropy run on those K positions alone, the rest of the returned loss is 0;
         `logits_at` [B, K] returns logits [B, K, V] at those positions only (scoring reads one or a few
-        positions, and the vocab projection is the biggest matmul of a small model)."""
+        positions, and the vocab projection is the biggest matmul of a small model).
+        V is `cfg.vocab_size`: the padded rows are in neither the logits nor the loss's softmax."""
         B, T = tokens.shape
         if documents is not None:
             documents = documents if isinstance(documents, Documents) else Documents(documents)
@@ -256,12 +265,17 @@ class Transformer(nn.Module):
         if targets is not None:
             x, targets = x.reshape(B * T, -1), targets.reshape(B * T)
             if loss_at is None:
-                return self.ops.cross_entropy(x, self.lm_head.weight, targets).view(B, T)
-            trained = self.ops.cross_entropy(x[loss_at], self.lm_head.weight, targets[loss_at])
+                return self.loss_of(x, targets).view(B, T)
+            trained = self.loss_of(x[loss_at], targets[loss_at])
             return trained.new_zeros(B * T).index_put((loss_at,), trained).view(B, T)
         if logits_at is not None:
             x = x.gather(1, logits_at[..., None].expand(-1, -1, x.shape[-1]))
-        return self.lm_head(x)
+        return self.lm_head(x)[..., :self.cfg.vocab_size]
+
+    def loss_of(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token fp32 loss of the LM head on final hidden states [N, H] (targets [N], -100 = none), the
+        softmax over the real vocabulary rows only (the cross_entropy kernel masks the padding)."""
+        return self.ops.cross_entropy(hidden, self.lm_head.weight, targets, vocab_size=self.cfg.vocab_size)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

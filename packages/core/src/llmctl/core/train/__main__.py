@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import UserError
-from .commands import pretrain_command
+from ..commands.pretrain import pretrain_command
 
 
 def main() -> None:

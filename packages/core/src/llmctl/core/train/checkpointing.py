@@ -6,6 +6,9 @@ cadence; these methods read the trainer's task, parallelism, optimizer, schedule
 (`mp_rank_*`, what MindSpeed loads with --no-load-optim --no-load-rng) gathered on the writer, and llmctl's
 resume state (optimizer, schedule, RNG, counters) per shard under `llmctl_resume/`, where Megatron does not
 look; config.yaml and the tokenizer as always, published atomically, pointer last.
+
+A checkpoint resumes at any tensor-parallel size: its vocabulary weights (and their AdamW moments) were
+padded for the saving run's TP and are fitted to this run's padding on load, the real rows unchanged.
 """
 
 from __future__ import annotations
@@ -13,12 +16,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+
+import torch
+
 from ..config import to_dict
 from ..errors import UserError
+from ..model_config import VOCAB_LAYOUT_FIELDS
+from ..nn.build import VOCAB_PARAMS, fit_vocab_rows, fit_vocab_state
 from ..nn.checkpoint import latest_iteration, load_checkpoint, resolve_iteration_dir, save_sharded_checkpoint
 from ..nn.mcore_io import check_mcore_layout, is_mcore_checkpoint, read_mcore_state, write_mcore_shards
+from ..nn.model import Transformer
 from .guards import Guard
-from .optim import adamw_impl
+from .optim import PARAM_NAMES_KEY, adamw_impl, decay_groups
 from .state import TrainState, capture_rng, restore_rng
 
 CHECKPOINT_VERSION = 3.0  # Megatron's field name; our layout of the state dict below
@@ -55,11 +65,17 @@ class Checkpointing:
         ck = self.cfg.checkpoint
         if ck.format != "mcore" or self.ckpt_dir is None:
             return
-        check_mcore_layout(self.cfg.model, ck.mcore_tp, ck.mcore_pp, ck.mcore_num_layer_list)
+        check_mcore_layout(self._mcore_model(), ck.mcore_tp, ck.mcore_pp, ck.mcore_num_layer_list)
         names = dict.fromkeys(self.par.unwrap(self.module).state_dict())
         if set(self.task.saved_state(names)) != set(names):
             raise UserError(f"checkpoint.format mcore saves the whole model, but task {self.cfg.train.task} "
                             "saves only part of it (LoRA adapters); use checkpoint.format native")
+
+    def _mcore_model(self):
+        """The model as checkpoint.format mcore writes it: its vocabulary padded as MindSpeed pads it for the
+        same make-vocab-size-divisible-by at --tensor-model-parallel-size mcore_tp."""
+        m = self.cfg.model
+        return dataclasses.replace(m, padded_vocab_size=m.padded_for(self.cfg.checkpoint.mcore_tp))
 
     def _mcore_save(self, state: dict[str, Any], shard: str | None, publish):
         """(this rank's resume-state shard, the writer's publish step that adds the mcore weights)."""
@@ -67,14 +83,48 @@ class Checkpointing:
         extra = {"consumed_train_samples": self.state.consumed_samples, "train_iters": self.total,
                  "global_batch_size": self.gbs, "micro_batch_size": self.mbs, "seq_length": self.seq}
 
+        mcore_cfg = self._mcore_model()
+
         def write(tmp: Path) -> None:
-            write_mcore_shards(tmp, self.state.iteration, model, self.cfg.model, ck.mcore_tp, ck.mcore_pp,
+            write_mcore_shards(tmp, self.state.iteration, model, mcore_cfg, ck.mcore_tp, ck.mcore_pp,
                                ck.mcore_num_layer_list, extra_args=extra)
             publish(tmp)
 
         return (f"{RESUME_DIR}/{shard}" if shard else None), write
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def fit_vocab(self, state: dict[str, Any], source: Any) -> None:
+        """The vocabulary weights and their optimizer moments (in place in `state`) fitted to this run's
+        padded rows when the saving run padded for another TP: the real rows kept, the padding re-made."""
+        rows, model = self.cfg.model.vocab_rows, state["model"]
+        if all(model[n].shape[0] == rows for n in VOCAB_PARAMS if isinstance(model.get(n), torch.Tensor)):
+            return  # same padding, or a task that saves no vocabulary weights (LoRA's adapters)
+        state["model"] = fit_vocab_state(model, self.cfg.model, str(source))
+        optimizer = state["optimizer"]
+        for group, names in zip(optimizer["param_groups"], self._optimizer_names(optimizer, source)):
+            for index, name in zip(group["params"], names):
+                moments = optimizer["state"].get(index)
+                if name in VOCAB_PARAMS and moments is not None:
+                    optimizer["state"][index] = {
+                        k: fit_vocab_rows(v, self.cfg.model.vocab_size, rows, f"{source}: {name} {k}")
+                        if isinstance(v, torch.Tensor) and v.dim() else v for k, v in moments.items()}
+
+    def _optimizer_names(self, optimizer: dict[str, Any], source: Any) -> list[list[str]]:
+        """The parameter names of each saved param group: named by a sharded save, else in torch's numbering
+        of the whole model's optimizer (`decay_groups` of its parameters, in the model's order)."""
+        if PARAM_NAMES_KEY in optimizer:
+            return optimizer[PARAM_NAMES_KEY]
+        with torch.device("meta"):
+            whole = Transformer(self.cfg.model)
+        name_of = {id(p): n for n, p in whole.named_parameters()}
+        groups = [[name_of[id(p)] for p in g] for g in decay_groups(list(whole.parameters()))]
+        if [len(g["params"]) for g in optimizer["param_groups"]] != [len(g) for g in groups]:
+            raise UserError(f"{source}: its vocabulary was padded for another tensor-parallel size and its "
+                            "optimizer state does not cover the whole model, so it cannot be re-padded; resume "
+                            "at the saving run's parallel.tp")
+        return groups
+
+    def load_state_dict(self, state: dict[str, Any], source: Any = "checkpoint") -> None:
+        self.fit_vocab(state, source)
         self.task.load_saved_state(self.module, state["model"], self.par.load_model_state_dict)
         self.par.load_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
         for group in self.optimizer.param_groups:  # the device may differ from the one that saved
@@ -113,10 +163,10 @@ class Checkpointing:
         state, saved_cfg, it_dir = self._load(source)
         saved_model = saved_cfg.get("model") or {}
         for key, value in to_dict(self.cfg.model).items():
-            if key in saved_model and saved_model[key] != value:
+            if key in saved_model and key not in VOCAB_LAYOUT_FIELDS and saved_model[key] != value:
                 raise UserError(f"{it_dir}: checkpoint has model.{key}={saved_model[key]!r} but the config has "
                                 f"{value!r}; resume needs the same model")
-        self.load_state_dict(state)
+        self.load_state_dict(state, it_dir)
         self.log.event({"step": self.state.iteration, "event": "resume", "from": str(it_dir),
                         "consumed_samples": self.state.consumed_samples})
         return True
@@ -134,7 +184,7 @@ class Checkpointing:
                             "no checkpoint to roll back to (set checkpoint.dir and checkpoint.interval)")
         live = self.state
         state, _, it_dir = self._load(self.ckpt_dir)
-        self.load_state_dict(state)
+        self.load_state_dict(state, it_dir)
         jumped = live.consumed_samples - self.state.consumed_samples
         self.state.consumed_samples = live.consumed_samples
         self.state.skipped_samples = live.skipped_samples + jumped

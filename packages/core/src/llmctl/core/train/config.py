@@ -204,6 +204,16 @@ class TrainConfig:
     def strategy(self) -> str:
         return str(self.parallel.get("strategy", "auto"))
 
+    @property
+    def tensor_parallel_size(self) -> int:
+        return int(self.parallel.get("tp", 1) or 1)
+
+    def pad_vocab(self) -> None:
+        """Derive model.padded_vocab_size for this run's tensor-parallel size (Megatron's rule): called once
+        the model section is final (after the tokenizer, or a finetuning task's base, set vocab_size)."""
+        self.model.validate()
+        self.model.padded_vocab_size = self.model.padded_for(self.tensor_parallel_size)
+
     def check(self, dp_size: int = 1) -> None:
         """Cross-section checks that need the whole config (batch divisibility, data present). `dp_size` is
         the data-parallel size (the world size divided by the model-parallel sizes), not the world size."""
@@ -279,4 +289,11 @@ def load_train_config(source: str | os.PathLike | dict, overrides: Iterable[str]
         elif cfg.model.vocab_size < n:
             raise UserError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the "
                             f"tokenizer's {n} ({cfg.data.tokenizer})")
+    given = cfg.model.padded_vocab_size
+    cfg.pad_vocab()
+    if resolve_vocab and given is not None and given != cfg.model.padded_vocab_size:
+        raise UserError(f"config: model.padded_vocab_size {given} is derived, not set: vocab_size "
+                        f"{cfg.model.vocab_size} padded to a multiple of make_vocab_size_divisible_by "
+                        f"{cfg.model.make_vocab_size_divisible_by} x parallel.tp {cfg.tensor_parallel_size} is "
+                        f"{cfg.model.padded_vocab_size}; change make_vocab_size_divisible_by instead")
     return cfg

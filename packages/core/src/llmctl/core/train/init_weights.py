@@ -16,10 +16,11 @@ import torch
 
 from ..config import to_dict
 from ..errors import UserError
-from ..model_config import ModelConfig
+from ..model_config import VOCAB_LAYOUT_FIELDS, ModelConfig
 
-#: ModelConfig fields that do not describe the weights (how a random init would draw them).
-_NOT_IN_WEIGHTS = ("init_std",)
+#: ModelConfig fields that do not describe the weights (how a random init would draw them, how the
+#: vocabulary rows are padded: a run pads for its own TP).
+_NOT_IN_WEIGHTS = ("init_std", *VOCAB_LAYOUT_FIELDS)
 
 
 def load_initial_model(path: str | os.PathLike, iteration: int | None = None):
@@ -40,10 +41,15 @@ def check_same_model(configured: ModelConfig, loaded: ModelConfig, source: Any) 
                             f"{ours.get(key)!r}; checkpoint.load needs the config's model to match it")
 
 
-def to_training_device(model: torch.nn.Module, device: torch.device, kernels: dict | None) -> torch.nn.Module:
-    """A loaded model on the training device, with that device's kernels, in train mode."""
+def to_training_device(model: torch.nn.Module, device: torch.device, kernels: dict | None,
+                       vocab_rows: int | None = None) -> torch.nn.Module:
+    """A loaded model on the training device, with that device's kernels, in train mode; `vocab_rows`: the
+    run's padded vocabulary (model.padded_vocab_size for its TP), the checkpoint's padding re-made to it."""
+    from ..nn.build import with_vocab_rows
     from ..nn.kernels import select_kernels
 
+    if vocab_rows is not None:
+        model = with_vocab_rows(model, vocab_rows)
     model = model.to(device)
     model.set_kernels(select_kernels(device.type, kernels))
     return model.train()

@@ -103,6 +103,7 @@ class Trainer(Checkpointing):
         # the task first: a finetuning task reads its base model's config into cfg.model, which the parallel
         # layout is planned and checked against (layers per pipeline stage, heads per TP rank)
         self.task = build_task(cfg)
+        cfg.pad_vocab()  # the vocabulary rows for this run's TP, whatever model section the task settled on
         self.par = build_parallelism(cfg)
         cfg.check(self.par.dp_size)
         if t.deterministic:

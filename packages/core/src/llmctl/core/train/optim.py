@@ -9,11 +9,22 @@ from .config import TrainConfig
 from .schedule import lr_lambda
 
 
+#: Optimizer-state key naming the parameters of each param group (a sharded save writes it; torch's own
+#: format numbers them instead, in `decay_groups` order).
+PARAM_NAMES_KEY = "llmctl_param_names"
+
+
+def decay_groups(params: list[torch.nn.Parameter]) -> list[list[torch.nn.Parameter]]:
+    """[decayed, not decayed] in `params`' order: like Megatron, no weight decay on biases and norm weights
+    (every 1-D parameter). The optimizer's param groups, so also the order torch numbers its state in."""
+    return [[p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]]
+
+
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; like Megatron, no weight decay on biases and norm weights (every 1-D parameter)."""
+    """AdamW over `decay_groups(params)`."""
     t = cfg.train
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": t.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    decayed, plain = decay_groups(params)
+    groups = [{"params": decayed, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, **adamw_impl(params))
 
 

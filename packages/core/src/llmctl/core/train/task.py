@@ -72,7 +72,7 @@ class Task:
         loaded = load_initial_model(ck.load, ck.load_iteration)
         check_same_model(self.cfg.model, loaded.config, ck.load)
         self.initialised_from = (str(loaded.path), loaded.source)
-        return to_training_device(loaded.model, device, self.cfg.train.kernels)
+        return to_training_device(loaded.model, device, self.cfg.train.kernels, self.cfg.model.vocab_rows)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Called once before parallelisation: freeze, add adapters, build a frozen reference."""
@@ -114,9 +114,9 @@ class Task:
 
 def head_loss(model: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token fp32 loss [B, T] of the LM head on final hidden states [B, T, H], as `model(tokens, labels)`
-    computes it (through the model's cross_entropy kernel: never the whole logits)."""
+    computes it (through the model's cross_entropy kernel: never the whole logits, never the padded rows)."""
     flat = hidden.reshape(labels.numel(), hidden.shape[-1])
-    return model.ops.cross_entropy(flat, model.lm_head.weight, labels.reshape(-1)).view(labels.shape)
+    return model.loss_of(flat, labels.reshape(-1)).view(labels.shape)
 
 
 def next_token_loss(model: torch.nn.Module, tokens: torch.Tensor, labels: torch.Tensor,

@@ -80,6 +80,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          ignore_index: int = -100, chunk: int = 4096) -> torch.Tensor:
-    """Same contract as reference.cross_entropy, O(chunk x vocab) memory."""
-    return _ChunkedLinearCE.apply(hidden, weight, targets, ignore_index, chunk)
+                          ignore_index: int = -100, chunk: int = 4096, *, vocab_size: int | None = None
+                          ) -> torch.Tensor:
+    """Same contract as reference.cross_entropy, O(chunk x vocab) memory. The padded rows past
+    `vocab_size` are left out (a view of the real rows: their gradient stays zero)."""
+    return _ChunkedLinearCE.apply(hidden, weight[:vocab_size], targets, ignore_index, chunk)

@@ -49,7 +49,8 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                  ignore_index: int = -100) -> torch.Tensor:
-    """Per-token loss of the LM head: fp32 CE of (hidden @ weight.T). hidden [N,H], targets [N] -> [N]."""
-    logits = (hidden @ weight.t()).float()
+                  ignore_index: int = -100, *, vocab_size: int | None = None) -> torch.Tensor:
+    """Per-token loss of the LM head: fp32 CE of (hidden @ weight.T). hidden [N,H], targets [N] -> [N].
+    `vocab_size`: the weight's real rows; the rows past it (vocabulary padding) are outside the softmax."""
+    logits = (hidden @ weight[:vocab_size].t()).float()
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")

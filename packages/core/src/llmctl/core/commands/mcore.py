@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import click
 
-from .errors import require_torch
+from ..errors import require_torch
 
 _tp = click.option("--target-tensor-parallel-size", "tp", type=int, default=1, show_default=True,
-                   help="TP shards to write (must divide the KV heads, ffn size and vocab).")
+                   help="TP shards to write (must divide the KV heads, ffn size and vocabulary rows).")
 _pp = click.option("--target-pipeline-parallel-size", "pp", type=int, default=1, show_default=True,
                    help="Pipeline stages to write.")
 _layers = click.option("--num-layer-list", default=None,
@@ -33,9 +33,12 @@ def _describe(info: dict) -> str:
 @_layers
 @click.option("--padded-vocab-size", type=click.IntRange(min=1), default=None,
               help="Zero-pad the embedding/output rows to N, as MindSpeed's scripts do (e.g. 152064); "
-                   "recorded in args, and mcore-to-hf drops the padding again.")
+                   "recorded in args, and mcore-to-hf drops the padding again. Wins over the next option.")
+@click.option("--make-vocab-size-divisible-by", "divisible_by", type=click.IntRange(min=1), default=1,
+              show_default=True, help="Megatron's: zero-pad the rows to a multiple of N x the target TP size "
+                                      "(1: no padding, as MindSpeed's converter).")
 @_force
-def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, padded_vocab_size, force) -> None:
+def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, padded_vocab_size, divisible_by, force) -> None:
     """Write an HF llama/qwen2 model as a MindSpeed / megatron-core checkpoint (iteration 1), sharded TP x PP.
 
     \b
@@ -46,10 +49,11 @@ def hf_to_mcore_command(hf_dir, out_dir, tp, pp, num_layer_list, padded_vocab_si
           --target-tensor-parallel-size 2 --target-pipeline-parallel-size 2 --num-layer-list 1,3
     """
     require_torch("llmctl convert")
-    from .nn.mcore_convert import hf_to_mcore
+    from ..nn.mcore_convert import hf_to_mcore
 
     it_dir = hf_to_mcore(hf_dir, out_dir, tp=tp, pp=pp, num_layer_list=num_layer_list,
-                         padded_vocab_size=padded_vocab_size, overwrite=force)
+                         padded_vocab_size=padded_vocab_size, make_vocab_size_divisible_by=divisible_by,
+                         overwrite=force)
     click.echo(f"wrote {it_dir}")
 
 
@@ -69,7 +73,7 @@ def mcore_to_hf_command(ckpt_dir, out_dir, iteration, tokenizer, dtype, force) -
       llmctl convert mcore2hf --ckpt-dir ckpt/qwen7b-tp8 --out-dir hf/qwen7b
     """
     require_torch("llmctl convert")
-    from .nn.mcore_convert import mcore_to_hf
+    from ..nn.mcore_convert import mcore_to_hf
 
     out, info = mcore_to_hf(ckpt_dir, out_dir, iteration=iteration, tokenizer=tokenizer, dtype=dtype,
                             overwrite=force)
@@ -92,7 +96,7 @@ def native_to_mcore_command(ckpt_dir, out_dir, iteration, tp, pp, num_layer_list
       llmctl convert native-to-mcore --ckpt-dir out/pretrain --out-dir mcore/run1 --target-tensor-parallel-size 2
     """
     require_torch("llmctl convert")
-    from .nn.mcore_convert import native_to_mcore
+    from ..nn.mcore_convert import native_to_mcore
 
     it_dir = native_to_mcore(ckpt_dir, out_dir, tp=tp, pp=pp, num_layer_list=num_layer_list, iteration=iteration,
                              overwrite=force)
@@ -113,7 +117,7 @@ def mcore_to_native_command(ckpt_dir, out_dir, iteration, tokenizer, force) -> N
       llmctl convert mcore-to-native --ckpt-dir outputs/zen_500m_20k --out-dir ckpt/zen --tokenizer tok/
     """
     require_torch("llmctl convert")
-    from .nn.mcore_convert import mcore_to_native
+    from ..nn.mcore_convert import mcore_to_native
 
     out, info = mcore_to_native(ckpt_dir, out_dir, iteration=iteration, tokenizer=tokenizer, overwrite=force)
     click.echo(f"{_describe(info)}; wrote {out}")

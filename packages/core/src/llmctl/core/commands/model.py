@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError, require_torch
+from ..errors import UserError, require_torch
 
 
 @click.group("convert")
@@ -39,7 +39,7 @@ def hf_to_native_command(hf_dir: str, out_dir: str, force: bool) -> None:
       llmctl generate --ckpt-dir ckpt/qwen0.5b --prompt "Hello"
     """
     require_torch("llmctl convert")
-    from .nn.convert import hf_to_native
+    from ..nn.convert import hf_to_native
 
     it_dir = hf_to_native(hf_dir, out_dir, overwrite=force)
     click.echo(f"wrote {it_dir}")
@@ -64,7 +64,7 @@ def native_to_hf_command(
       python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('hf/zen-500m')"
     """
     require_torch("llmctl convert")
-    from .nn.convert import native_to_hf
+    from ..nn.convert import native_to_hf
 
     click.echo(f"wrote {native_to_hf(ckpt_dir, out_dir, iteration, dtype=dtype, overwrite=force)}")
 
@@ -128,7 +128,7 @@ def generate_command(
       llmctl generate --ckpt-dir hf/qwen --lora-dir out/lora --prompt "Hi"
     """
     require_torch("llmctl generate")
-    from .nn.generate import generate_text
+    from ..nn.generate import generate_text
 
     if lora_dir is not None and ckpt_dir is None:
         raise UserError("--lora-dir needs --ckpt-dir (the base model the adapter was trained on)")
@@ -160,11 +160,11 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
 
     import torch
 
-    from .model_config import get_preset
-    from .nn.build import build_model
-    from .nn.device import pick_device
-    from .nn.loading import LoadedModel, load_model
-    from .tokenizer import load_tokenizer
+    from ..model_config import get_preset
+    from ..nn.build import build_model
+    from ..nn.device import pick_device
+    from ..nn.loading import LoadedModel, load_model
+    from ..tokenizer import load_tokenizer
 
     if (ckpt_dir is None) == (preset is None):
         raise UserError("give exactly one of --ckpt-dir (a trained/imported model) or --preset (random init)")
@@ -181,8 +181,3 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
     dev = torch.device(device) if device else pick_device()
     model = build_model(cfg, device=dev, dtype=dtype).eval()
     return LoadedModel(model, tok, cfg, "preset", Path(tokenizer_path))
-
-
-from .commands_mcore import add_mcore_commands  # noqa: E402  (Megatron-core conversions, own module)
-
-add_mcore_commands(convert_group)

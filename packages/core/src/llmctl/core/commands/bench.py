@@ -19,8 +19,9 @@ from typing import Any
 
 import click
 
-from .errors import UserError
-from .io import write_text_atomic
+from ..errors import UserError
+from ..io import write_text_atomic
+from ..plot import _pyplot, _save, read_log, summary_table, throughput
 
 ALIASES = {"micro_batch": "train.micro_batch_size", "batch_size_per_device": "train.micro_batch_size",
            "mbs": "train.micro_batch_size", "gbs": "train.global_batch_size",
@@ -70,8 +71,6 @@ def _why(output: str, code: int) -> str:
 
 def measure(run: Path) -> dict[str, Any]:
     """The lab's figures from one run's logs."""
-    from .plot import read_log, throughput
-
     curve = read_log(run / "run.log")
     records = [json.loads(line) for line in (run / "run.jsonl").read_text().splitlines() if line.strip()]
     train = [r for r in records if "lr" in r and "event" not in r]
@@ -123,8 +122,6 @@ def markdown(rows: list[dict], nproc: int) -> str:
 
 
 def bar_chart(rows: list[dict], output: Path) -> Path:
-    from .plot import _pyplot, _save
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 3.6))
     values = [r.get("tokens_per_s") or 0.0 for r in rows]
@@ -140,7 +137,7 @@ def bar_chart(rows: list[dict], output: Path) -> Path:
 
 def sweep(config: str, specs: tuple[str, ...], base: list[str], steps: int, nproc: int, out: Path,
           timeout: float, echo=click.echo) -> list[dict]:
-    from .train.config import load_train_config
+    from ..train.config import load_train_config
 
     load_train_config(config, base, resolve_vocab=False)  # a bad base config fails once, before any run
     points = grid(parse_sweeps(specs))
@@ -156,7 +153,18 @@ def sweep(config: str, specs: tuple[str, ...], base: list[str], steps: int, npro
     return rows
 
 
-@click.command("throughput")
+@click.group("bench")
+def bench_group() -> None:
+    """Throughput from training logs, as the course lab measures it (TOKENS_PER_STEP / sec_per_step).
+
+    \b
+    Example:
+      llmctl bench throughput logs/tp1.log logs/tp2.log --seq-length 4096   # same table as `plot summary`
+      llmctl bench throughput -c tiny --sweep micro_batch=1,2,4 --sweep tp=1,2 --steps 10   # run and rank
+    """
+
+
+@bench_group.command("throughput")
 @click.argument("logs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("-c", "--config", default=None, metavar="FILE|PRESET", help="Run a sweep of this training config.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="NAME=V1,V2",
@@ -181,9 +189,7 @@ def throughput_command(logs, config, sweeps, overrides, steps, nproc_per_node, o
     if config is None:
         if not logs or sweeps:
             raise UserError("give training logs, or -c CONFIG with --sweep NAME=V1,V2 to run a sweep")
-        from .plot import summary_command
-
-        click.get_current_context().invoke(summary_command, logs=logs, seq_length=seq_length)
+        click.echo(summary_table(logs, seq_length), nl=False)  # the table `plot summary` prints
         return
     if logs:
         raise UserError("give training logs or -c CONFIG, not both")

@@ -55,8 +55,8 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
     """
     import os
 
-    from . import load_train_config
-    from .launch import exec_torchrun, knob_overrides, knob_values, pretrain_args
+    from ..train import load_train_config
+    from ..train.launch import exec_torchrun, knob_overrides, knob_values, pretrain_args
 
     values = knob_values({**knobs, "nproc_per_node": nproc_per_node}, os.environ if lab_env else None)
     overrides = (*overrides, *knob_overrides(values))
@@ -77,7 +77,7 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
     if print_config:
         click.echo(dump_yaml(cfg), nl=False)
         return
-    from .loop import pretrain
+    from ..train.loop import pretrain
 
     result = pretrain(cfg, resume=resume, stop_at_step=stop_at_step)
     click.echo(done_line(result))
@@ -97,8 +97,8 @@ def done_line(result, *extra: str) -> str:
 
 def _supervised(cfg, config: str, overrides: list[str], resume: str | None, stop_at_step: int | None,
                 restarts: int) -> None:
-    from .metrics import RunLog
-    from .supervisor import supervise
+    from ..train.metrics import RunLog
+    from ..train.supervisor import supervise
 
     if not cfg.checkpoint.dir:
         raise UserError("--auto-restart needs checkpoint.dir in the config (restarts resume from it)")
