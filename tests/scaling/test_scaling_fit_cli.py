@@ -151,3 +151,49 @@ def test_approach2_only_fit_predicts_the_optimum_not_losses(cli, tmp_path):
     assert code == 0 and json.loads(stdout)["method"] == "approach2"
     code, _, stderr = cli("scaling", "predict", tmp_path / "fit.json", "--params", "1e9", "--tokens", "1e10")
     assert code == 2 and "no approach-3 law" in stderr
+
+
+def test_lr_and_batch_laws_from_a_table(cli, tmp_path):
+    """Runs varying the LR (and batch) within each budget: fit reads the optimum per budget and its power law in
+    C (DeepSeek LLM's shape), and predict reports it for a planned budget."""
+    rows = []
+    for c in np.geomspace(1e17, 1e20, 4):
+        lr_opt, batch_opt = 0.3 * c ** -0.125, 0.3 * c ** 0.33
+        for n in np.geomspace(1e7, 1e8, 3) * (c / 1e17) ** 0.5:
+            d = c / (6 * n)
+            for lr in lr_opt * np.array([0.25, 0.5, 1, 2, 4]):
+                for batch in batch_opt * np.array([0.5, 1, 2]):
+                    loss = _law(n, d) + 0.02 * np.log(lr / lr_opt) ** 2 + 0.01 * np.log(batch / batch_opt) ** 2
+                    rows.append({"params": n, "tokens": d, "flops": c, "budget": c, "lr": lr, "batch": batch,
+                                 "loss": loss})
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, stdout, stderr = cli("scaling", "fit", path, "--bootstrap", "0", "--no-plots")
+    assert code == 0, stderr
+    doc = json.loads((tmp_path / "fit.json").read_text())
+    assert doc["n_law_points"] == 12  # the best run of each (N, D) feeds the law
+    assert doc["hparams"]["lr"]["exponent"] == pytest.approx(-0.125, abs=0.01)
+    assert doc["hparams"]["batch"]["exponent"] == pytest.approx(0.33, abs=0.02)
+    assert "optimal lr" in stdout and "optimal batch" in stdout
+    code, stdout, _ = cli("scaling", "predict", tmp_path / "fit.json", "--budget", "1e21", "--json")
+    assert json.loads(stdout)["hparams"]["lr"] == pytest.approx(0.3 * 1e21 ** -0.125, rel=0.1)
+
+
+def test_plan_fit_predict_need_no_torch(tmp_path):
+    """Fitting is numpy/scipy only: plan, fit and predict run with torch hidden (a data or laptop box)."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is hidden for this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")])}
+    src = _published_csv(tmp_path / "c.csv")
+    for args in (["scaling", "plan", "-c", "tiny", "--set", "model.vocab_size=500", "--budgets", "1e10,2e10",
+                  "--points", "3", "--tokens-per-param", "1", "--out", tmp_path / "grid.yaml"],
+                 ["scaling", "fit", src, "--bootstrap", "20"],
+                 ["scaling", "predict", tmp_path / "fit.json", "--budget", "1e22"]):
+        res = subprocess.run([sys.executable, "-m", "llmctl.cli", *map(str, args)], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, (args, res.stderr)

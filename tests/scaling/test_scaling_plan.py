@@ -12,7 +12,7 @@ import yaml
 from llmctl.core.model_config import get_preset
 from llmctl.scaling.grid import read_grid, resolve_points
 from llmctl.scaling.plan import PlanOptions, plan
-from llmctl.scaling.shapes import ASPECT_BAND, padded_vocab, params_non_embedding, params_total, \
+from llmctl.scaling.shapes import ASPECT_BAND, at_padded_vocab, params_non_embedding, params_total, \
     proportional_shapes
 
 TOY = ["data.seq_length=32", "train.global_batch_size=8", "train.micro_batch_size=8", "model.vocab_size=500"]
@@ -27,7 +27,7 @@ def test_param_counts_equal_the_built_model():
 
     for preset in ("tiny", "zen-500m", "qwen2.5-0.5b"):
         cfg = dataclasses.replace(get_preset(preset), num_layers=2, vocab_size=1000)
-        padded = dataclasses.replace(cfg, vocab_size=padded_vocab(cfg.vocab_size))
+        padded = at_padded_vocab(cfg)
         with torch.device("meta"):
             model = build_model(padded, device="meta")
         numel = sum(p.numel() for p in model.parameters())
@@ -88,7 +88,7 @@ def test_plan_total_params_full_flops_and_lr_sweep():
         assert p.params == p.params_total
         from llmctl.core.model_config import ModelConfig
 
-        cfg = ModelConfig(**{**p.config["model"], "vocab_size": padded_vocab(500)})
+        cfg = at_padded_vocab(ModelConfig(**p.config["model"]))
         assert p.flops == pytest.approx(cfg.flops_per_token(32) * p.tokens)  # the MFU numerator's FLOPs
 
 

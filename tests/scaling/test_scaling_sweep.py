@@ -157,6 +157,24 @@ def test_fit_the_toy_sweep(local_sweep, cli):
     assert code == 0 and "params N" in stdout and "loss" in stdout
 
 
+def test_torchrun_executor_matches_the_one_process_run(local_sweep, toy_corpus, tmp_path):
+    """A point under `--executor torchrun --nproc-per-node 2` (DDP, gloo) = the same point in one process."""
+    out, names, _ = local_sweep
+    grid = yaml.safe_load((out / "grid.yaml").read_text())
+    grid["points"] = grid["points"][:1]
+    grid["set"] = [*grid["set"], "train.micro_batch_size=4"]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    done = _run("scaling", "run", path, "--out-dir", tmp_path / "s", "--executor", "torchrun",
+                "--nproc-per-node", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    row, ref = _rows(tmp_path / "s")[names[0]], _rows(out)[names[0]]
+    assert "torchrun" in (tmp_path / "s" / names[0] / "train.out").read_text()
+    assert row["steps"] == ref["steps"]
+    assert row["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-4)
+    assert row["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-4)
+
+
 def test_eval_results_are_recorded(toy_corpus, real_fixtures, tmp_path):
     grid = plan("tiny", _base_sets(toy_corpus), PlanOptions(budgets=[1e10], points=3, tokens_per_param=1))
     grid["points"] = grid["points"][:1]

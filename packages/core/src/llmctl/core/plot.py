@@ -171,18 +171,18 @@ def throughput(curve: Curve, skip_first: int = 1) -> tuple[float | None, float |
 
 
 # ---- drawing -----------------------------------------------------------------------------------------------
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise UserError("llmctl plot needs matplotlib: `pip install 'llmctl-core[plot]'`") from None
+        raise UserError("plots need matplotlib: `pip install 'llmctl-core[plot]'`") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig, output: Path) -> Path:
+def save_figure(fig, output: Path) -> Path:
     fmt = output.suffix.lstrip(".").lower() or "png"
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
@@ -190,7 +190,7 @@ def _save(fig, output: Path) -> Path:
 
 
 def plot_curves(curves: list[Curve], output: Path, *, smooth_window: int = 1, title: str | None = None) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_lr, ax_tps) = plt.subplots(1, 3, figsize=(17, 4.8))
     for c in curves:
         line, = ax_loss.plot(c.tokens, smooth(c.loss, smooth_window), label=f"{c.name} train", lw=1.2)
@@ -209,7 +209,7 @@ def plot_curves(curves: list[Curve], output: Path, *, smooth_window: int = 1, ti
     if title:
         fig.suptitle(title)
     try:
-        return _save(fig, output)
+        return save_figure(fig, output)
     finally:
         plt.close(fig)
 
@@ -217,7 +217,7 @@ def plot_curves(curves: list[Curve], output: Path, *, smooth_window: int = 1, ti
 def plot_exp_loss(curves: list[Curve], output: Path, *, token_threshold: float, smooth_window: int = 1,
                   title: str | None = None) -> Path:
     """exp(loss) after `token_threshold` tokens: late-training differences a loss plot flattens."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for c in curves:
         smoothed = smooth(c.loss, smooth_window)
@@ -232,7 +232,7 @@ def plot_exp_loss(curves: list[Curve], output: Path, *, token_threshold: float, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     try:
-        return _save(fig, output)
+        return save_figure(fig, output)
     finally:
         plt.close(fig)
 

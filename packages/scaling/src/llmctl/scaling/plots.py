@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmctl.core.plot import _pyplot, _save
+from llmctl.core.plot import pyplot, save_figure
 
 from .chinchilla import LawFit
 from .isoflop import IsoFlopFit
@@ -27,7 +27,7 @@ def _budget_colors(plt, groups: np.ndarray):
 
 
 def plot_isoflop(runs: Runs, law: LawFit | None, iso: IsoFlopFit | None, output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     groups = runs.groups()
     budgets, colors = _budget_colors(plt, groups)
@@ -54,11 +54,11 @@ def plot_isoflop(runs: Runs, law: LawFit | None, iso: IsoFlopFit | None, output:
         right.axhline(law.E, color="gray", ls="--", lw=1, label=f"E = {law.E:.3f}")
     right.set(xscale="log", xlabel="training FLOPs C", ylabel="loss", title="loss vs compute")
     right.legend(fontsize=8)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def plot_contours(runs: Runs, law: LawFit, output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
     ns = np.geomspace(runs.params.min() / 3, runs.params.max() * 3, 200)
     ds = np.geomspace(runs.tokens.min() / 3, runs.tokens.max() * 3, 200)
@@ -75,22 +75,22 @@ def plot_contours(runs: Runs, law: LawFit, output: Path) -> Path:
     ax.plot(n_opt[keep], d_opt[keep], color="black", label=f"frontier: N ∝ C^{a:.2f}, D ∝ C^{b:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="tokens D", title="fitted L(N, D) contours")
     ax.legend(fontsize=8)
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def plot_residuals(runs: Runs, residuals: np.ndarray, output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, x, label in ((left, runs.flops, "training FLOPs C"), (right, runs.params, "parameters N")):
         ax.scatter(x, residuals, zorder=3)
         ax.axhline(0, color="gray", lw=1)
         ax.set(xscale="log", xlabel=label, ylabel="log L - log L_hat")
     left.set_title(f"residuals (RMS {np.sqrt(np.mean(residuals ** 2)):.4f})")
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def plot_benchmark(loss: np.ndarray, acc: np.ndarray, fit, output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.scatter(loss, acc, zorder=3, label="runs")
     xs = np.linspace(loss.min() - 0.5, loss.max() + 0.2, 200)
@@ -99,4 +99,4 @@ def plot_benchmark(loss: np.ndarray, acc: np.ndarray, fit, output: Path) -> Path
     ax.set(xlabel="validation loss", ylabel=f"{fit.name} accuracy", title=f"{fit.name} vs loss")
     ax.invert_xaxis()
     ax.legend(fontsize=8)
-    return _save(fig, output)
+    return save_figure(fig, output)

@@ -30,14 +30,13 @@ ASPECT_BAND = 2.0  # hidden/layers may differ from the base's ratio by at most t
 SHAPE_KEYS = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "ffn_hidden_size")
 
 
-def padded_vocab(vocab_size: int, tp: int = 1, divisible_by: int = 128) -> int:
-    """Megatron's padded vocab: the next multiple of `divisible_by` × TP."""
-    multiple = divisible_by * tp
-    return -(-vocab_size // multiple) * multiple
+def at_padded_vocab(cfg: ModelConfig, tp: int = 1) -> ModelConfig:
+    """The model with the rows a run at TP `tp` trains (Megatron's padding, `ModelConfig.padded_for`)."""
+    return dataclasses.replace(cfg, vocab_size=cfg.padded_for(tp), padded_vocab_size=None)
 
 
 def params_total(cfg: ModelConfig, tp: int = 1) -> int:
-    return dataclasses.replace(cfg, vocab_size=padded_vocab(cfg.vocab_size, tp)).num_params()
+    return at_padded_vocab(cfg, tp).num_params()
 
 
 def params_non_embedding(cfg: ModelConfig) -> int:
@@ -56,7 +55,7 @@ def flops_per_token(cfg: ModelConfig, kind: str, flop_model: str, seq_length: in
     if flop_model == "6nd":
         return 6.0 * count_params(cfg, kind, tp)
     if flop_model == "full":
-        return dataclasses.replace(cfg, vocab_size=padded_vocab(cfg.vocab_size, tp)).flops_per_token(seq_length)
+        return at_padded_vocab(cfg, tp).flops_per_token(seq_length)
     raise UserError(f"FLOP model '{flop_model}' is not one of {', '.join(FLOP_MODELS)}")
 
 

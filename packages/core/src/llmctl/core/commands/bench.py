@@ -21,7 +21,7 @@ import click
 
 from ..errors import UserError
 from ..io import write_text_atomic
-from ..plot import _pyplot, _save, read_log, summary_table, throughput
+from ..plot import pyplot, read_log, save_figure, summary_table, throughput
 
 ALIASES = {"micro_batch": "train.micro_batch_size", "batch_size_per_device": "train.micro_batch_size",
            "mbs": "train.micro_batch_size", "gbs": "train.global_batch_size",
@@ -122,7 +122,7 @@ def markdown(rows: list[dict], nproc: int) -> str:
 
 
 def bar_chart(rows: list[dict], output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 3.6))
     values = [r.get("tokens_per_s") or 0.0 for r in rows]
     bars = ax.bar(range(len(rows)), values, color=["tab:blue" if r["status"] == "ok" else "tab:gray" for r in rows])
@@ -132,7 +132,7 @@ def bar_chart(rows: list[dict], output: Path) -> Path:
     ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("tokens/s (TOKENS_PER_STEP / sec_per_step)")
     ax.set_title("throughput ablation")
-    return _save(fig, output)
+    return save_figure(fig, output)
 
 
 def sweep(config: str, specs: tuple[str, ...], base: list[str], steps: int, nproc: int, out: Path,
