@@ -1,6 +1,6 @@
 """`llmctl data …` commands: thin click wrappers over the stage modules (no logic lives here), split by job:
-`corpus.py` (synth, sample, clean, dedup), `tokens.py` (train-tokenizer, tokenize, merge, inspect), `common.py`
-(the shared options); `sft/cli.py` adds sft/preprocess.
+`corpus.py` (synth, sample, clean, dedup), `quality.py` (train-classifier, classify, mix), `tokens.py`
+(train-tokenizer, tokenize, merge, inspect), `common.py` (the shared options); `sft/cli.py` adds sft/preprocess.
 
 Sharding convention for every stage: without --shard-index the command runs all shards (as many as --workers
 unless --num-shards says otherwise) on --executor (local processes or Ray tasks) through `run_stage`, resuming
@@ -17,7 +17,7 @@ from .common import CONTEXT
 
 @click.group("data", context_settings=CONTEXT)
 def data_group() -> None:
-    """Data pipeline: synth, sample, clean, dedup, train-tokenizer, tokenize, inspect, merge.
+    """Data pipeline: synth, sample, clean, dedup, classify, mix, train-tokenizer, tokenize, inspect, merge.
 
     \b
     Example (the toy pipeline end to end):
@@ -30,6 +30,6 @@ def data_group() -> None:
     """
 
 
-from . import corpus, tokens  # noqa: F401  (register their commands on data_group)
+from . import corpus, quality, tokens  # noqa: F401  (register their commands on data_group)
 
 __all__ = ["data_group"]
