@@ -1,6 +1,7 @@
 """DP=2 with DDP, DDP+ZeRO-1 and FSDP2 (torchrun, gloo, fp32) gives the per-step losses and final weights of one
-process on the same global batch, and their checkpoints stay in the native layout: saved under DP they resume
-under one process, saved by one process they resume under DP, with the uninterrupted run's losses."""
+process on the same global batch (on an odd, 69-id tokenizer's vocabulary, padded), and their checkpoints stay
+in the native layout: saved under DP they resume under one process, saved by one process they resume under
+DP, with the uninterrupted run's losses. A 2-rank run prints its summary once: one `done:` line."""
 
 from __future__ import annotations
 
@@ -44,3 +45,10 @@ def test_one_process_checkpoint_resumes_under_dp(name, dp_run, reference):
                  args=("--resume", str(reference / "ckpt" / "iter_0000005")))
     assert_losses_match(run, reference, REL[name], steps=range(6, ITERS + 1))
     assert_same_state(final_state(run), final_state(reference), rtol=REL[name] * 10, atol=1e-6)
+
+
+def test_two_ranks_print_one_done_line(dp_run):
+    output = (dp_run("ddp", *STRATEGIES["ddp"]) / "output.txt").read_text()
+    done = [line for line in output.splitlines() if line.startswith("done: ")]
+    assert len(done) == 1 and "step 10" in done[0], output[-3000:]
+    assert "[rank 1]" not in output  # rank 1 prints errors only, and had none

@@ -2,9 +2,12 @@
 1F1B and an uneven --num-layer-list (and GPipe, even), CP=2, and DP2xTP2 / PP2xTP2 / DP2xPP2 / fsdp2 at TP2
 on 4 ranks (data parallelism and CP's grad sum by torch's fully_shard over the dp_cp mesh dim) give one
 process's per-step losses, validation loss and final weights (and AdamW moments) on the same global batch.
-Their checkpoints reshard: saved at TP2, PP2, TP2xPP2 and DP2xTP2 they resume in one process; saved by one
-process they resume at PP2 and at DP2xTP2; the resumed runs continue with the uninterrupted run's losses. A pipeline rank killed
-mid-save leaves the pointer on the last complete checkpoint."""
+Every run takes its odd vocabulary (69 ids) from the tokenizer: padded to 256 rows at TP2, 128 in one process,
+the real rows equal and the padding zero. Their checkpoints reshard: saved at TP2, PP2, TP2xPP2 and DP2xTP2
+they resume in one process (TP2's padding re-made for TP1); saved by one process they resume at PP2 and at
+DP2xTP2, and in one process padded otherwise; the resumed runs continue with the uninterrupted run's losses.
+A TP2 checkpoint exported to HF has the tokenizer's vocab_size and llmctl's logits in transformers. A
+pipeline rank killed mid-save leaves the pointer on the last complete checkpoint."""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ import time
 
 import pytest
 from engine_helpers import child_env, torchrun
-from parallel_helpers import (ITERS, assert_losses_match, assert_same_state, cli_args, final_state, kill_tree,
-                              pretrain_in_process, rank_pid, sets)
+from parallel_helpers import (ITERS, VOCAB, assert_losses_match, assert_same_state, cli_args, final_state,
+                              kill_tree, pretrain_in_process, rank_pid, sets)
 
 from llmctl.core.nn.checkpoint import latest_iteration
 
@@ -103,6 +106,40 @@ def test_one_process_checkpoint_resumes_sharded(name, dp_run, reference, pp_refe
                  args=("--resume", str(ref / "ckpt" / "iter_0000005")))
     assert_losses_match(run, ref, REL.get(name, 1e-4), steps=range(6, ITERS + 1))
     assert_same_state(final_state(run), final_state(ref), rtol=1e-3, atol=ATOL.get(name, 1e-4))
+
+
+@pytest.mark.parametrize("divisible_by", [1, 64])
+def test_one_process_checkpoint_resumes_padded_otherwise(divisible_by, reference, corpus, tmp_path):
+    """Saved padded to 128 rows, resumed with make_vocab_size_divisible_by 1 (69 rows: no padding) and 64
+    (128 rows again): the weights and their AdamW moments are re-padded, the losses are the uninterrupted
+    run's."""
+    single = tmp_path / "single"
+    pretrain_in_process(sets(corpus, single, f"model.make_vocab_size_divisible_by={divisible_by}"),
+                        resume=str(reference / "ckpt" / "iter_0000005"))
+    assert_losses_match(single, reference, 1e-5, steps=range(6, ITERS + 1))
+    got = final_state(single)
+    assert got["model"]["embed.weight"].shape[0] == (VOCAB if divisible_by == 1 else 128)
+    assert_same_state(got, final_state(reference), rtol=1e-4, atol=1e-5)
+
+
+def test_tp2_checkpoint_exports_the_tokenizers_vocabulary_to_hf(layout_run, tmp_path):
+    """native-to-hf of a TP2 checkpoint (256 rows): config.vocab_size is the tokenizer's 69, transformers'
+    logits are llmctl's on those rows."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmctl.core.nn.convert import native_to_hf
+    from llmctl.core.nn.loading import load_model
+
+    run, _ = layout_run("tp2-sp")
+    native_to_hf(run / "ckpt", tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.vocab_size == len(AutoTokenizer.from_pretrained(tmp_path / "hf")) == VOCAB
+    ours = load_model(run / "ckpt", device="cpu")
+    assert ours.model.embed.weight.shape[0] == 256 and ours.config.vocab_size == VOCAB
+    tokens = torch.randint(3, VOCAB, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, ours.model(tokens), rtol=1e-4, atol=1e-4)
 
 
 def test_stage_killed_mid_save_leaves_the_pointer_on_a_complete_checkpoint(corpus, pp_reference, test_plugins,

@@ -94,7 +94,7 @@ def quiet_other_ranks() -> None:
     lines (`done: ...`, `wrote ...`) and its errors. Every other rank prints only what goes to stderr
     (errors, tracebacks, warnings), each line prefixed with its rank so a failure names where it happened."""
     rank = os.environ.get("RANK", "0")
-    if rank == "0":
+    if rank == "0" or isinstance(sys.stderr, _RankPrefixed):
         return
     sys.stdout = open(os.devnull, "w")
     sys.stderr = _RankPrefixed(sys.stderr, rank)

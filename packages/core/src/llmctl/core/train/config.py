@@ -278,6 +278,7 @@ def load_train_config(source: str | os.PathLike | dict, overrides: Iterable[str]
         if section in data and not isinstance(data[section], dict):
             raise UserError(f"config key '{section}' must be a mapping")
     model_section = data.pop("model", None) or {}
+    given = model_section.pop("padded_vocab_size", None)  # derived: checked against the derivation below
     cfg = from_dict(TrainConfig, data)
     cfg.model = resolve_model_section(model_section)
     if resolve_vocab and cfg.data.tokenizer:
@@ -289,7 +290,6 @@ def load_train_config(source: str | os.PathLike | dict, overrides: Iterable[str]
         elif cfg.model.vocab_size < n:
             raise UserError(f"config: model.vocab_size {cfg.model.vocab_size} is smaller than the "
                             f"tokenizer's {n} ({cfg.data.tokenizer})")
-    given = cfg.model.padded_vocab_size
     cfg.pad_vocab()
     if resolve_vocab and given is not None and given != cfg.model.padded_vocab_size:
         raise UserError(f"config: model.padded_vocab_size {given} is derived, not set: vocab_size "
