@@ -38,3 +38,39 @@ def ray_executor():
 
     yield RayExecutor(workers=2)  # one local Ray for the session, shared by every module that asks
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def quality_set(tmp_path_factory, real_fixtures) -> Path:
+    """Labelled jsonl: real prose (label 1) against test-built spam and boilerplate (label 0)."""
+    from quality_helpers import write_quality_set
+
+    return write_quality_set(tmp_path_factory.mktemp("quality") / "labelled.jsonl", n=400)
+
+
+@pytest.fixture(scope="session")
+def domain_set(tmp_path_factory, real_fixtures) -> Path:
+    """Labelled jsonl: domain prose / code / math."""
+    from quality_helpers import write_domain_set
+
+    return write_domain_set(tmp_path_factory.mktemp("domains") / "labelled.jsonl", n=200)
+
+
+@pytest.fixture(scope="session")
+def fasttext_quality(tmp_path_factory, quality_set) -> Path:
+    pytest.importorskip("fasttext")
+    from llmctl.data.classifiers.train import train_classifier
+
+    out = tmp_path_factory.mktemp("clf") / "quality_ft"
+    train_classifier([str(quality_set)], out, arch="fasttext", quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fasttext_domain(tmp_path_factory, domain_set) -> Path:
+    pytest.importorskip("fasttext")
+    from llmctl.data.classifiers.train import train_classifier
+
+    out = tmp_path_factory.mktemp("clf") / "domain_ft"
+    train_classifier([str(domain_set)], out, arch="fasttext", label_key="domain", quiet=True)
+    return out

@@ -33,7 +33,7 @@ class RuleStage(Stage):
             lang = doc.language()
             dropped = False
             for name, rule in self.rules:
-                new = rule(text)
+                new = rule(text, doc) if getattr(rule, "uses_document", False) else rule(text)
                 if new is None:
                     self.stats.drop(name, size, lang)
                     dropped = True

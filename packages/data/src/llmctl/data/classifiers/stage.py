@@ -31,7 +31,7 @@ from ..pipeline import StageStats, make_bar, nbytes, report_progress
 from ..readers import expand_inputs
 from .meta import META_FILE, Meta, load_classifier, read_meta
 from .report import ScoreReport, format_table
-from .slabs import SlabWriter, output_schema, slab_batches
+from .output import SlabWriter, output_schema
 
 SLAB_FILE = re.compile(r"-\d{5}\.(jsonl|parquet)$")
 
@@ -117,7 +117,7 @@ class ClassifyStage(ShardStage):
         writer: SlabWriter | None = None
         bar = make_bar(self.quiet, desc=f"classify {shard}/{num_shards}", unit="docs")
         try:
-            for batch in slab_batches(documents.plan, self.text_key, self.batch_size, self.rows_per_file):
+            for batch in documents.slabs(self.batch_size, self.rows_per_file):
                 if writer is None or writer.key != (batch.path, batch.slab):
                     if writer is not None:
                         files.append(writer.close())

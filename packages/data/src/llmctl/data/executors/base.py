@@ -53,6 +53,12 @@ class ShardDocuments:
 
         return iter_records(self.plan, on_first)
 
+    def slabs(self, batch_size: int, rows_per_file: int):
+        """Batches of the row slabs this shard owns (`readers.slabs`): every row, none dropped (classify)."""
+        from ..readers.slabs import slab_batches
+
+        return slab_batches(self.plan, self.text_key, batch_size, rows_per_file)
+
     def chunks(self, max_docs: int, max_bytes: int):
         from ..readers.chunks import iter_chunks
 

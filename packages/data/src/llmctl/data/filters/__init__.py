@@ -1,8 +1,9 @@
 """Cleaning rules: each is a registered filter (`register_filters` hook) built from YAML parameters.
 
 A filter is called with a document's text and returns the text to keep (possibly edited, e.g. boilerplate
-lines removed) or None to drop the document; the clean stage counts docs/bytes per rule and language. The
-default rule set is `DEFAULT_RULES`; a rules file is YAML:
+lines removed) or None to drop the document; one that sets `uses_document = True` (the `score` rule, which reads
+a classifier's column) is called with the `Document` too. The clean stage counts docs/bytes per rule and
+language. The default rule set is `DEFAULT_RULES`; a rules file is YAML:
 
     rules:
       - boilerplate_lines                      # a name alone uses the defaults
@@ -278,6 +279,7 @@ class BoilerplateLines(Rule):
 
 
 from .pii import PiiFilter  # noqa: E402  (needs Rule above)
+from .score import ScoreRule  # noqa: E402
 
 BUILTIN_FILTERS: dict[str, type[Rule]] = {
     cls.name: cls
@@ -291,6 +293,7 @@ BUILTIN_FILTERS: dict[str, type[Rule]] = {
         UrlDensity,
         KeywordBlocklist,
         PiiFilter,
+        ScoreRule,
     )
 }
 
