@@ -3,12 +3,13 @@
     python benchmarks/scaling_bootstrap_coverage.py                  # 30 noisy draws x 200 bootstraps
     python benchmarks/scaling_bootstrap_coverage.py --draws 100 --noise 0.005
 
-Each draw is a synthetic 5x5 isoFLOP grid (5 budgets 1e18..1e20, 5 model sizes 1/10..10x the optimum per budget,
-D = C/(6N)) from the Chinchilla law (E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28) with loss times
+Each draw is a synthetic 5x5 isoFLOP grid (5 budgets 1e18..1e20, 5 model sizes 1/10..10x the optimum per
+budget, D = C/(6N)) from the Chinchilla law (E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28) with loss times
 (1 + noise * gaussian). An honest 80% interval covers the true alpha in about 80% of the draws (the issue asks
 for 60-95% over 30 draws; the binomial spread alone is +-7%). For contrast the same resamples are refitted the
-lazy way (warm start at the full-data optimum, scipy's default tolerances), whose intervals are far too narrow.
-This is a benchmark, not a test; tests/scaling/test_fit_chinchilla.py runs a smaller version (20 x 100).
+lazy way (warm start at the full-data optimum, scipy's default tolerances), whose intervals are far too
+narrow. This is a benchmark, not a test; tests/scaling/test_fit_chinchilla.py runs a smaller version (20 x
+100).
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def main() -> None:
     )
     print("  coverage per parameter: " + ", ".join(f"{k} {v / args.draws:.0%}" for k, v in hits.items()))
     print(
-        f"  median alpha interval width {np.median(widths):.4f}; lazy warm start: width {np.median(lazy_widths):.4f}, "
-        f"covers alpha in {lazy_hits / args.draws:.0%}"
+        f"  median alpha interval width {np.median(widths):.4f}; lazy warm start: width "
+        f"{np.median(lazy_widths):.4f}, covers alpha in {lazy_hits / args.draws:.0%}"
     )
     print(f"  time {wall:.1f} s wall, {cpu:.1f} s CPU (one thread)")
 

@@ -1,6 +1,6 @@
 """Chinchilla approach-3 fit speed: the full fit plus 1000 bootstrap refits of 250 points on one CPU core.
 
-    python benchmarks/scaling_fit_speed.py                   # 250 points (10 budgets x 25 sizes), 1000 resamples
+    python benchmarks/scaling_fit_speed.py              # 250 points (10 budgets x 25 sizes), 1000 resamples
     python benchmarks/scaling_fit_speed.py --points 500 --boots 200
 
 The points are a synthetic isoFLOP grid from the Chinchilla law (E=1.69, A=406.4, B=410.7, alpha=0.34,
@@ -80,8 +80,9 @@ def main() -> None:
         f"converged {fit.converged}"
     )
     print(
-        f"resamples converged: {np.mean(g <= tol):.1%} (median grad norm {np.median(g):.1e}, max {g.max():.1e}); "
-        f"80% CI alpha [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}] beta [{ci['beta'][0]:.4f}, {ci['beta'][1]:.4f}]"
+        f"resamples converged: {np.mean(g <= tol):.1%} (median grad norm {np.median(g):.1e}, "
+        f"max {g.max():.1e}); 80% CI alpha [{ci['alpha'][0]:.4f}, {ci['alpha'][1]:.4f}] "
+        f"beta [{ci['beta'][0]:.4f}, {ci['beta'][1]:.4f}]"
     )
 
 

@@ -25,7 +25,7 @@ def noisy_points(n=16, lo=1.8, hi=3.6, noise=0.01, seed=0):
     return loss, true_acc(loss) + noise * np.random.default_rng(seed).standard_normal(n)
 
 
-# --- benchmark_fit --------------------------------------------------------------------------------------------
+# --- benchmark_fit ------------------------------------------------------------------------------------------
 
 
 def test_accuracy_is_the_scipy_expit_sigmoid():
@@ -106,12 +106,12 @@ def test_benchmark_bad_input_is_a_user_error():
         predict_accuracy(fit, [np.nan])
 
 
-# --- hparams --------------------------------------------------------------------------------------------------
+# --- hparams ------------------------------------------------------------------------------------------------
 
 
 def lr_grid(noise: float, seed: int = 0):
-    """5 budgets 1e17..1e20; at each an lr sweep in factors of 2 on a fixed absolute grid (so the optimum falls
-    between steps); loss a parabola in log lr around lr_opt = 0.3 C^-0.125."""
+    """5 budgets 1e17..1e20; at each an lr sweep in factors of 2 on a fixed absolute grid (so the optimum
+    falls between steps); loss a parabola in log lr around lr_opt = 0.3 C^-0.125."""
     rng = np.random.default_rng(seed)
     C, lr, loss = [], [], []
     sweep = 2.0 ** np.arange(-14, -6)  # 6e-5 .. 8e-3

@@ -1,5 +1,5 @@
-"""Chinchilla approach 3 (llmctl.scaling.chinchilla): the objective against scipy's Huber and log-sum-exp, recovery
-of a known law, the two traps (sum vs mean, bootstrap refits to convergence) and bad input."""
+"""Chinchilla approach 3 (llmctl.scaling.chinchilla): the objective against scipy's Huber and log-sum-exp,
+recovery of a known law, the two traps (sum vs mean, bootstrap refits to convergence) and bad input."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ def true_law() -> LawFit:
 
 
 def isoflop_grid(noise: float, seed: int = 0, budgets: int = 5, sizes: int = 5):
-    """5 budgets over 2 decades (1e18..1e20), 5 model sizes per budget from 1/10 to 10x the optimum, D = C/(6N);
-    loss = law * (1 + noise * gaussian)."""
+    """5 budgets over 2 decades (1e18..1e20), 5 model sizes per budget from 1/10 to 10x the optimum,
+    D = C/(6N); loss = law * (1 + noise * gaussian)."""
     C = np.geomspace(1e18, 1e20, budgets)
     n_opt, _ = true_law().optimal(C)
     N = (n_opt[:, None] * np.geomspace(0.1, 10.0, sizes)[None]).ravel()
@@ -54,7 +54,7 @@ def logs(N, D, L):
     return np.log(N), np.log(D), np.log(L)
 
 
-# --- the objective -------------------------------------------------------------------------------------------
+# --- the objective ------------------------------------------------------------------------------------------
 
 
 def test_objective_is_the_sum_of_scipy_huber_terms_and_its_gradient_is_exact():
@@ -93,7 +93,7 @@ def test_grid_objective_matches_pointwise_objective():
     )
 
 
-# --- recovery of a known law ---------------------------------------------------------------------------------
+# --- recovery of a known law --------------------------------------------------------------------------------
 
 
 def test_noise_free_grid_recovers_all_five_parameters():
@@ -120,8 +120,8 @@ def test_low_noise_grid_recovers_exponents_within_002_and_E_within_2pct(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
 def test_one_percent_noise_grid_fit_is_converged_and_beats_the_truth(seed):
     # At 1% noise the estimator's own spread on 25 points (seeds 0-15: sd ~0.012 in alpha, ~0.015 in beta, ~5%
-    # in E) sets the tolerance; what must hold exactly is that the optimiser found a minimum at least as low as
-    # the true parameters' (a stalled or local answer would not) with a tight gradient.
+    # in E) sets the tolerance; what must hold exactly is that the optimiser found a minimum at least as low
+    # as the true parameters' (a stalled or local answer would not) with a tight gradient.
     N, D, L = isoflop_grid(0.01, seed=seed)
     fit = fit_approach3(N, D, L)
     x, y, z = logs(N, D, L)
@@ -170,17 +170,23 @@ def test_mean_scaled_objective_stops_early_under_scipy_defaults(seed):
         return k * f, k * g
 
     c0 = np.array([start[0], start[1] - start[3] * mx, start[2] - start[4] * my, start[3], start[4]])
-    res = minimize(centred, c0, args=(1.0 / n,), jac=True, method="L-BFGS-B")
-    t = res.x + np.array([0, res.x[3] * mx, res.x[4] * my, 0, 0])
-    f_mean, g_mean = objective(t, x, y, z)
+    ends = {}
+    for name, k in (("mean", 1.0 / n), ("sum", 1.0)):
+        res = minimize(centred, c0, args=(k,), jac=True, method="L-BFGS-B")
+        t = res.x + np.array([0, res.x[3] * mx, res.x[4] * my, 0, 0])
+        ends[name] = (t, *objective(t, x, y, z))
     tol = grad_tolerance(x, y)
     assert fit.grad_norm <= tol
+    t, f_mean, g_mean = ends["mean"]
     assert np.linalg.norm(g_mean) > 100 * tol
     assert f_mean > fit.objective * (1 + 1e-4)
     assert abs(t[3] - fit.alpha) > 5e-4
+    # the same run on the sum gets much closer (scipy's defaults are still not enough in general: on some
+    # seeds the sum stops ~1e-4 short too, which is why fit_approach3 sets its own tolerances)
+    assert ends["sum"][1] < fit.objective * (1 + 1e-5)
 
 
-# --- trap 2: bootstrap refits to convergence -----------------------------------------------------------------
+# --- trap 2: bootstrap refits to convergence ----------------------------------------------------------------
 
 
 def test_bootstrap_refits_every_resample_to_convergence():
@@ -231,7 +237,7 @@ def test_bootstrap_80pct_interval_covers_the_true_alpha_60_to_95pct_of_the_time(
     assert 12 <= hits <= 19, hits
 
 
-# --- LawFit ---------------------------------------------------------------------------------------------------
+# --- LawFit -------------------------------------------------------------------------------------------------
 
 
 def test_optimal_is_the_minimum_of_the_law_on_the_compute_constraint():
@@ -277,7 +283,7 @@ def test_intervals_are_percentiles():
         intervals(s, level=1.5)
 
 
-# --- bad input ------------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 
 def test_bad_input_is_a_user_error():

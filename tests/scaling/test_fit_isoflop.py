@@ -1,5 +1,5 @@
-"""Chinchilla approach 2 (llmctl.scaling.isoflop): isoFLOP grouping, per-budget parabola vertices, the power laws
-through them, and bad input."""
+"""Chinchilla approach 2 (llmctl.scaling.isoflop): isoFLOP grouping, per-budget parabola vertices, the power
+laws through them, and bad input."""
 
 from __future__ import annotations
 

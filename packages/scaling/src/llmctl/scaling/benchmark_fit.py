@@ -1,9 +1,9 @@
 """Loss -> benchmark accuracy: a sigmoid in the loss, from chance level (floor) up to a ceiling.
 
 Benchmarks are predicted through the loss because the loss is what a scaling law extrapolates; accuracy itself
-is flat at chance for small models and saturates for big ones, so a straight line in the loss would be wrong at
-both ends. The floor is fixed at chance when it is known (0.25 for 4-choice MMLU): small grids rarely reach the
-regime where the curve leaves chance, so a fitted floor would be guessed, not measured.
+is flat at chance for small models and saturates for big ones, so a straight line in the loss would be wrong
+at both ends. The floor is fixed at chance when it is known (0.25 for 4-choice MMLU): small grids rarely reach
+the regime where the curve leaves chance, so a fitted floor would be guessed, not measured.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SIGMOID_PARAMS = ("floor", "ceiling", "k", "l0")
 
 @dataclasses.dataclass
 class BenchmarkFit:
-    """acc = floor + (ceiling - floor) * sigmoid(-k (L - l0)), with bootstrap samples of the four parameters."""
+    """acc = floor + (ceiling - floor) * sigmoid(-k (L - l0)), and bootstrap samples of the 4 parameters."""
 
     name: str
     floor: float
@@ -51,7 +51,7 @@ def _sigmoid(loss, floor, ceiling, k, l0):
 
 
 def _fit_once(loss, acc, chance, x0) -> np.ndarray:
-    """Least squares from x0 = (floor, ceiling, k, l0) (floor dropped when fixed); returns the 4 parameters."""
+    """Least squares from x0 = (floor, ceiling, k, l0), floor dropped when fixed; returns all 4 parameters."""
     spread = float(np.ptp(loss)) or 1.0
     lo_l0, hi_l0 = float(loss.min()) - 5 * spread, float(loss.max()) + 5 * spread
     if chance is None:

@@ -5,10 +5,11 @@ b = log B the predicted log-loss is LSE(a - alpha log N, b - beta log D, e), and
 points of Huber_delta(predicted - log L) with delta = 1e-3, minimised by L-BFGS-B from a grid of starts.
 
 Two details decide whether the answer (and its bootstrap intervals) can be trusted, and both are pinned by
-tests: the objective is the sum, not the mean (a mean is n times smaller, and L-BFGS-B's tolerances are absolute
-once the objective is below 1, so it stops early), and every bootstrap resample is refitted to convergence (a
-warm start stopped at default tolerances barely moves from the full fit, and the intervals come out far too
-narrow). Convergence is reported, not assumed: `LawFit.grad_norm` is the gradient norm at the answer.
+tests: the objective is the sum, not the mean (a mean is n times smaller, and L-BFGS-B's tolerances are
+absolute once the objective is below 1, so it stops early), and every bootstrap resample is refitted to
+convergence (a warm start stopped at default tolerances barely moves from the full fit, and the intervals come
+out far too narrow). Convergence is reported, not assumed: `LawFit.grad_norm` is the gradient norm at the
+answer.
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ from llmctl.core.errors import UserError
 HUBER_DELTA = 1e-3
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
-# Hoffmann et al.'s grid of starts: alpha, beta in {0, .5, ..., 2}, e in {-1, -.5, ..., 1}, a, b in {0, 5, ..., 25}.
+# Hoffmann et al.'s grid of starts: alpha, beta in {0, .5, ..., 2}, e in {-1, -.5, ..., 1},
+# a, b in {0, 5, ..., 25}.
 _GRID_ALPHA = np.arange(0.0, 2.01, 0.5)
 _GRID_E = np.arange(-1.0, 1.01, 0.5)
 _GRID_AB = np.arange(0.0, 25.1, 5.0)
 # L-BFGS-B settings. The objective is ~1e-4..1e-2 for noisy data, and scipy's ftol is a drop relative to
 # max(|f|, 1), i.e. absolute here: the default (2.2e-9) and gtol 1e-5 stop a few digits in. These run it to
-# about machine precision (a further 1e-13 changes alpha by ~1e-8); `converged` is then judged by the gradient.
+# about machine precision (a further 1e-13 changes alpha by ~1e-8); `converged` is then judged by the
+# gradient.
 _LBFGS = {"maxiter": 20_000, "maxfun": 40_000, "ftol": 1e-17, "gtol": 1e-11, "maxcor": 20}
-# A fit counts as converged when its gradient norm (in e, a, b, alpha, beta) is below this share of the largest
-# gradient the data could produce (see grad_tolerance).
+# A fit counts as converged when its gradient norm (in e, a, b, alpha, beta) is below this share of the
+# largest gradient the data could produce (see grad_tolerance).
 _CONVERGED_RTOL = 1e-7
 _N_STARTS = 5  # best grid starts refined by L-BFGS-B in a full fit
 _BOOT_POOL = 32  # full-data grid starts re-scored on each resample
@@ -65,7 +68,7 @@ class LawFit:
         return self.E + self.A / N**self.alpha + self.B / D**self.beta
 
     def optimal(self, C) -> tuple[np.ndarray, np.ndarray]:
-        """Compute-optimal (N, D) for budget C under C = 6 N D: minimising the law on that constraint in closed form."""
+        """Compute-optimal (N, D) at budget C = 6 N D: the law's minimum on that line, in closed form."""
         C = np.asarray(C, dtype=float)
         s = self.alpha + self.beta
         G = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / s)
@@ -87,7 +90,7 @@ class LawFit:
 
 
 def _check(N, D, L, delta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logs of the validated inputs; the law has five parameters, so five points fit exactly and test nothing."""
+    """Logs of the validated inputs. The law has five parameters: five points fit exactly and test nothing."""
     if not delta > 0:
         raise UserError(f"the Huber delta must be positive, got {delta}")
     arrays = []
@@ -112,8 +115,8 @@ def objective(
 ) -> tuple[float, np.ndarray]:
     """Summed Huber objective and its analytic gradient at theta = (e, a, b, alpha, beta).
 
-    `weights` are per-point multiplicities: a bootstrap resample is the same points counted 0, 1, 2... times, so
-    it is evaluated on the distinct points only.
+    `weights` are per-point multiplicities: a bootstrap resample is the same points counted 0, 1, 2... times,
+    so it is evaluated on the distinct points only.
     """
     e, a, b, alpha, beta = (float(v) for v in theta)
     u1 = a - alpha * logN
@@ -138,7 +141,7 @@ def grid_starts() -> np.ndarray:
 def grid_objective(
     thetas: np.ndarray, logN, logD, logL, delta: float = HUBER_DELTA, weights=None
 ) -> np.ndarray:
-    """The objective at many starts at once (rows of thetas), so choosing where L-BFGS-B begins costs one pass."""
+    """The objective at many starts (rows of thetas) at once: choosing where L-BFGS-B begins is one pass."""
     thetas = np.asarray(thetas, dtype=float)
     out = np.empty(len(thetas))
     for i in range(0, len(thetas), 256):  # chunks keep the (starts, points) temporaries small
@@ -157,9 +160,9 @@ def grid_objective(
 class _Problem:
     """One data set (with optional multiplicities), minimised in centred coordinates.
 
-    L-BFGS-B works on (e, a', b', alpha, beta) with a' = a - alpha * mean(log N) (likewise b'): the same objective,
-    but a and alpha are no longer nearly collinear (log N is ~20), so it needs about a third fewer iterations to
-    reach machine precision.
+    L-BFGS-B works on (e, a', b', alpha, beta) with a' = a - alpha * mean(log N) (likewise b'): the same
+    objective, but a and alpha are no longer nearly collinear (log N is ~20), so it needs about a third fewer
+    iterations to reach machine precision.
     """
 
     def __init__(self, logN, logD, logL, delta: float, weights=None):
@@ -242,8 +245,8 @@ def _theta(fit: LawFit) -> np.ndarray:
 def _one_blas_thread():
     """Pin BLAS to one thread while fitting, when threadpoolctl is installed (it is optional).
 
-    L-BFGS-B's 5-parameter linear algebra goes through BLAS; on a busy machine OpenBLAS's thread wake-ups made a
-    bootstrap ~2x slower in wall time, never faster.
+    L-BFGS-B's 5-parameter linear algebra goes through BLAS; on a busy machine OpenBLAS's thread wake-ups made
+    a bootstrap ~2x slower in wall time, never faster.
     """
     try:
         from threadpoolctl import threadpool_limits
@@ -260,7 +263,8 @@ def _ranked_grid(logN, logD, logL, delta: float, k: int) -> np.ndarray:
 
 
 def fit_approach3(N, D, L, *, delta: float = HUBER_DELTA, starts=None) -> LawFit:
-    """Fit the law by L-BFGS-B from the best few of Hoffmann's grid starts (or from `starts`, rows in PARAMS order).
+    """Fit the law by L-BFGS-B from the best few of Hoffmann's grid starts (or from `starts`: rows in
+    PARAMS order).
 
     All 4500 grid starts are scored in one vectorised pass and only the best few are refined: the landscape is
     not convex, but the basins the grid separates are few, and a refinement costs what ~100 scorings do.
@@ -292,11 +296,11 @@ def resample_weights(n_points: int, n: int, seed: int = 0) -> np.ndarray:
 
 
 def _refit(prob: _Problem, theta_full: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """One resample's optimum: from the full-data optimum and from the pool's best start on this resample, then
-    (only if neither converged) from the next pool starts; the lowest objective wins.
+    """One resample's optimum: from the full-data optimum and from the pool's best start on this resample,
+    then (only if neither converged) from the next pool starts; the lowest objective wins.
 
-    Two independent starts every time: about one resample in 300 has a lower minimum than the one the warm start
-    settles in.
+    Two independent starts every time: about one resample in 300 has a lower minimum than the one the warm
+    start settles in.
     """
     vals = grid_objective(pool, prob.logN, prob.logD, prob.logL, prob.delta, prob.weights)
     order = np.argsort(vals, kind="stable")
@@ -324,7 +328,8 @@ def bootstrap(
     """Refit the law on `n` resamples of the points (drawn with replacement), each one to convergence.
 
     Intervals from refits that stop early are too narrow: an under-converged refit stays near its start, the
-    full-data optimum. Returns PARAMS name -> (n,) array of refitted values (resample i = resample_weights row i).
+    full-data optimum. Returns PARAMS name -> (n,) array of refitted values (resample i = resample_weights row
+    i).
     """
     logN, logD, logL = _check(N, D, L, delta)
     if n < 1:

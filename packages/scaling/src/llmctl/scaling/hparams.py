@@ -1,7 +1,7 @@
-"""Compute-optimal hyperparameters as power laws in compute (DeepSeek LLM 2024): eta_opt = c C^a, B_opt = c C^b.
+"""Compute-optimal hyperparameters as power laws in compute (DeepSeek LLM 2024): lr = c C^a, batch = c C^b.
 
-A sweep at each of a few small budgets gives the best learning rate (or batch size) per budget; a straight line in
-log-log through those extrapolates it to the big run's budget, which cannot afford its own sweep.
+A sweep at each of a few small budgets gives the best learning rate (or batch size) per budget; a straight
+line in log-log through those extrapolates it to the big run's budget, which cannot afford its own sweep.
 """
 
 from __future__ import annotations
@@ -48,12 +48,13 @@ def _positive(name: str, x) -> np.ndarray:
 def best_per_budget(flops, value, loss, rel_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(budgets, best value) per isoFLOP group: the vertex of a parabola of loss in log(value).
 
-    The vertex (rather than the best run) is used when >= 3 distinct values bracket the minimum, i.e. the best run
-    is not at either end of the sweep: a sweep is coarse (often factors of 2), and the vertex interpolates between
-    its steps. The parabola is fitted to the best value and up to two distinct values on each side, because it is
-    only a local model (far from the optimum loss vs log lr is lopsided: runs diverge on the high side). Otherwise
-    (too few values, the minimum at an edge, or a vertex beyond the best value's neighbours) the best run's value
-    is all the data supports. A group's budget is the geometric mean of its runs' FLOPs.
+    The vertex (rather than the best run) is used when >= 3 distinct values bracket the minimum, i.e. the best
+    run is not at either end of the sweep: a sweep is coarse (often factors of 2), and the vertex interpolates
+    between its steps. The parabola is fitted to the best value and up to two distinct values on each side,
+    because it is only a local model (far from the optimum loss vs log lr is lopsided: runs diverge on the
+    high side). Otherwise (too few values, the minimum at an edge, or a vertex beyond the best value's
+    neighbours) the best run's value is all the data supports. A group's budget is the geometric mean of its
+    runs' FLOPs.
     """
     flops, value = _positive("FLOPs", flops), _positive("the swept value (lr or batch)", value)
     loss = np.asarray(loss, dtype=float).ravel()

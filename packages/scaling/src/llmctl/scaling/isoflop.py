@@ -47,9 +47,9 @@ class IsoFlopFit:
 def group_by_budget(flops, rel_tol: float = 0.05) -> np.ndarray:
     """Integer group id per point (0 = smallest budget): FLOPs within rel_tol of a group's smallest share it.
 
-    Runs planned at one budget land a little apart (rounded widths, whole steps), so exact equality would split
-    one profile into many. Anchoring each group at its smallest member (not chaining neighbours) keeps a run of
-    budgets each 4% apart from collapsing into one.
+    Runs planned at one budget land a little apart (rounded widths, whole steps), so exact equality would
+    split one profile into many. Anchoring each group at its smallest member (not chaining neighbours) keeps a
+    run of budgets each 4% apart from collapsing into one.
     """
     f = np.asarray(flops, dtype=float).ravel()
     if f.size == 0:
@@ -75,10 +75,11 @@ def _power_law(C: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_approach2(N, D, L, flops=None) -> IsoFlopFit:
-    """Fit a parabola in log N to each isoFLOP profile, take its vertex, and fit power laws through the vertices.
+    """Fit a parabola in log N to each isoFLOP profile, take its vertex, and fit power laws through the
+    vertices.
 
-    D_opt comes from the profile's own (log N, log D) line at the vertex, so it stays right when `flops` is not
-    exactly 6 N D (e.g. FLOPs counted with attention).
+    D_opt comes from the profile's own (log N, log D) line at the vertex, so it stays right when `flops` is
+    not exactly 6 N D (e.g. FLOPs counted with attention).
     """
     N, D, L = (np.asarray(x, dtype=float).ravel() for x in (N, D, L))
     if not len(N) == len(D) == len(L):
@@ -103,8 +104,8 @@ def fit_approach2(N, D, L, flops=None) -> IsoFlopFit:
         coef = np.polyfit(x, L[m], 2)
         if not coef[0] > 0:
             raise UserError(
-                f"the isoFLOP profile at {budget:.3g} FLOPs has no minimum (its parabola in log N opens downward); "
-                "add model sizes on both sides of the best one"
+                f"the isoFLOP profile at {budget:.3g} FLOPs has no minimum (its parabola in log N opens "
+                "downward); add model sizes on both sides of the best one"
             )
         xv = -coef[1] / (2 * coef[0])
         line = np.polyfit(x, np.log(D[m]), 1)
