@@ -88,13 +88,48 @@ def test_indices_are_cached_next_to_the_data_and_reused(tmp_path):
     make_source(tmp_path / "c_train", 0)
     ds = build_gpt_dataset(str(tmp_path / "c"), seq_len=SEQ, num_samples=500, seed=1)
     cache = sorted((tmp_path / "llmctl_index_cache").glob("*.npy"))
-    assert len(cache) == 3 and all(p.name.startswith("c_train.") for p in cache)
+    assert len(cache) == 4 and all(p.name.startswith("c_train.") for p in cache)  # 3 indices + doc groups
     stamps = [p.stat().st_mtime_ns for p in cache]
     again = build_gpt_dataset(str(tmp_path / "c"), seq_len=SEQ, num_samples=500, seed=1)
     assert [p.stat().st_mtime_ns for p in cache] == stamps
     assert np.array_equal(again[7]["tokens"], ds[7]["tokens"])
     build_gpt_dataset(str(tmp_path / "c"), seq_len=SEQ, num_samples=500, seed=2)
-    assert len(list((tmp_path / "llmctl_index_cache").glob("*.npy"))) == 6
+    assert len(list((tmp_path / "llmctl_index_cache").glob("*.npy"))) == 7  # the doc groups are the data's
+
+
+def _copy_gaps(ds, seq=SEQ) -> tuple[int, float]:
+    """(smallest token distance between two copies of a document, the ideal) from `repeat_distances`."""
+    from llmctl.data.repeats import repeat_distances
+
+    src = repeat_distances(ds)["sources"][0]
+    return src["min_distance_tokens"], src["ideal_distance_tokens"]
+
+
+def test_epoch_repeats_are_spread_apart(tmp_path):
+    docs = make_source(tmp_path / "one", 1, docs=200)
+    tokens = sum(len(d) for d in docs)
+    ds = build_gpt_dataset(str(tmp_path / "one"), seq_len=SEQ, num_samples=int(2.5 * tokens) // SEQ, seed=4)
+    inner = ds.datasets[0]
+    assert inner.num_epochs == 3 and np.array_equal(np.bincount(inner.doc_idx, minlength=200), np.full(200, 3))
+    gap, ideal = _copy_gaps(ds)
+    assert ideal == tokens and gap >= 0.5 * ideal, (gap, ideal)
+    # the check can fail: Megatron's order (a permutation per epoch, all samples shuffled) puts copies close
+    rng = np.random.default_rng(0)
+    inner.doc_idx = np.concatenate([rng.permutation(200) for _ in range(3)])
+    inner.shuffle_idx = rng.permutation(inner.num_samples)
+    assert _copy_gaps(ds)[0] < 0.05 * ideal
+
+
+def test_identical_documents_inside_an_epoch_are_spread_apart(tmp_path):
+    rng = np.random.default_rng(1)
+    dup = rng.integers(0, 9_999, size=30)
+    with IndexedDatasetBuilder(tmp_path / "d", np.uint16) as b:
+        for i in range(200):  # four copies of one document, stored next to each other
+            b.add_document(dup if 100 <= i < 104 else rng.integers(0, 9_999, size=int(rng.integers(5, 60))))
+    ds = build_gpt_dataset(str(tmp_path / "d"), seq_len=SEQ, num_samples=None, seed=3)
+    assert ds.datasets[0].num_epochs == 1
+    gap, ideal = _copy_gaps(ds)
+    assert gap >= 0.5 * ideal, (gap, ideal)
 
 
 def test_train_and_val_prefix_resolution(sources, tmp_path):

@@ -5,7 +5,8 @@ Accepted blend specs (all give a list of (prefix, weight or None)):
   * a list: ["0.7", "data/zh", "0.3", "data/en"], ["data/zh", "data/en"], [("data/zh", 0.7), ...],
     [{"prefix": "data/zh", "weight": 0.7}, ...];
   * a mapping {"data/zh": 0.7, "data/en": 0.3};
-  * a path to a YAML file holding any of the above (optionally under a `blend:` key).
+  * a path to a YAML file holding any of the above (optionally under a `blend:` key); a relative prefix in it
+    is taken from the YAML file's folder when the data is there (`llmctl data mix` writes such a file).
 Weights are normalised; without weights, sources are mixed in proportion to their token counts.
 
 Prefix resolution (`resolve_prefix`), so one spec serves both splits of `llmctl data tokenize` output:
@@ -73,7 +74,7 @@ def parse_blend(spec: BlendSpec) -> list[tuple[str, float | None]]:
                 and next(iter(data)) in ("blend", "data_path", "sources")
             ):
                 data = next(iter(data.values()))
-            return parse_blend(data)
+            return [(_beside(p, Path(s).parent), w) for p, w in parse_blend(data)]
         return _from_tokens(s.replace(",", " ").split(), "data blend")
     if isinstance(spec, dict):
         return [(str(k), float(v)) for k, v in spec.items()]
@@ -90,6 +91,14 @@ def parse_blend(spec: BlendSpec) -> list[tuple[str, float | None]]:
             return out
         return _from_tokens(list(spec), "data blend")
     raise UserError(f"data blend must be a string, list, mapping or YAML path, got {type(spec).__name__}")
+
+
+def _beside(prefix: str, folder: Path) -> str:
+    """A relative prefix of a blend file, resolved from the file's folder when its data is there."""
+    here = folder / prefix
+    if Path(prefix).is_absolute() or not any(indexed.exists(f"{here}{s}") for s in ("", "_train", "_val")):
+        return prefix
+    return str(here)
 
 
 def resolve_prefix(prefix: str, split: str = "train") -> str:

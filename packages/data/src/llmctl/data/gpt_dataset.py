@@ -2,8 +2,10 @@
 
 Per source (like Megatron's GPTDataset): documents are shuffled per epoch into a document index, the token
 stream is cut into samples of `seq_len + 1` tokens (consecutive samples share one token, so inputs and targets
-are the same sample shifted by one), and the sample order is shuffled. These indices are cached as `.npy`
-next to the data (`<data dir>/llmctl_index_cache/`, keyed by a hash of the data and parameters, written
+are the same sample shifted by one), and the sample order is shuffled. When a source repeats (more than one
+epoch, or identical documents inside it) the copies of a document are instead spread evenly over the stream and
+samples shuffle only locally (`repeats.py`), so two copies never sit side by side. These indices are cached as
+`.npy` next to the data (`<data dir>/llmctl_index_cache/`, keyed by a hash of the data and parameters, written
 atomically so concurrent ranks can race safely). Sources are then interleaved by weight (`blend.blend_indices`).
 Everything is a pure function of (data, seq_len, num_samples, seed): sample i is the same on every run, so
 `iter_from(k)` resumes exactly where an uninterrupted run would be.
@@ -27,9 +29,10 @@ from llmctl.core.errors import UserError
 from llmctl.core.io import atomic_path
 
 from .blend import BlendSpec, blend_indices, normalise_weights, parse_blend, resolve_prefix
+from .repeats import doc_groups, local_shuffle, max_copies, spread_order
 from llmctl.core.mmidx import IndexedDataset, idx_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: repeats spread apart (repeats.py)
 
 
 def _cache_dir(prefix: str, cache_dir: str | os.PathLike | None) -> Path:
@@ -95,7 +98,7 @@ class GPTDataset:
                 return tuple(np.load(p, mmap_mode="r") for p in paths)  # type: ignore[return-value]
             except (OSError, ValueError):
                 pass  # a damaged cache file: rebuild it
-        arrays = self._build()
+        arrays = self._build(cache)
         try:
             cache.mkdir(parents=True, exist_ok=True)
             for p, a in zip(paths, arrays):
@@ -106,18 +109,46 @@ class GPTDataset:
             pass  # caching is an optimisation; an unwritable cache dir only costs a rebuild next time
         return arrays
 
-    def _build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _groups(self, cache: Path) -> np.ndarray:
+        """Which documents are identical (`repeats.doc_groups`), cached per data file: hashing reads every token."""
+        st = os.stat(idx_path(self.prefix))
+        key = hashlib.sha256(json.dumps([st.st_size, st.st_mtime_ns, len(self.data), self.tokens_per_epoch])
+                             .encode()).hexdigest()[:16]
+        path = cache / f"{os.path.basename(self.prefix)}.{key}.doc_groups.npy"
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            pass
+        groups = doc_groups(self.data)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, groups)
+        except OSError:
+            pass
+        return groups
+
+    def _build(self, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.Generator(np.random.PCG64(self.seed))
         n_docs = len(self.data)
         idx_dtype = np.int32 if n_docs < 2**31 else np.int64
-        doc_idx = np.concatenate([rng.permutation(n_docs).astype(idx_dtype) for _ in range(self.num_epochs)])
+        groups = self._groups(cache)
+        copies = max_copies(groups, self.num_epochs)
+        if copies <= 1:  # nothing repeats: Megatron's order (a permutation of documents, then of samples)
+            doc_idx = rng.permutation(n_docs).astype(idx_dtype)
+        else:
+            doc_idx = spread_order(groups, self.num_epochs, rng).astype(idx_dtype)
         lengths = np.asarray(self.data.sequence_lengths, dtype=np.int64)[doc_idx]
         ends = np.cumsum(lengths)
         positions = np.arange(self.num_samples + 1, dtype=np.int64) * self.seq_len
         where = np.searchsorted(ends, positions, side="right")
         offsets = positions - (ends[where] - lengths[where])
         sample_idx = np.stack([where, offsets], axis=1).astype(np.int64)
-        shuffle_idx = rng.permutation(self.num_samples).astype(np.int64)
+        if copies <= 1:
+            shuffle_idx = rng.permutation(self.num_samples).astype(np.int64)
+        else:  # copies are len(stream) / copies apart: shuffle within an eighth of that
+            spacing = self.num_epochs * self.tokens_per_epoch / self.seq_len / copies
+            shuffle_idx = local_shuffle(self.num_samples, int(spacing // 8), rng)
         return doc_idx, sample_idx, shuffle_idx
 
     # ---- access -----------------------------------------------------------------------------------------
@@ -158,6 +189,11 @@ class BlendedGPTDataset:
 
     def __len__(self) -> int:
         return len(self._source)
+
+    @property
+    def sample_sources(self) -> np.ndarray:
+        """Which source each sample comes from, in sample order (what a blend report counts)."""
+        return self._source
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i < 0:

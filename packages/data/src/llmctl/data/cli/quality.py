@@ -6,7 +6,8 @@ import click
 from llmctl.core.errors import UserError
 
 from . import data_group
-from .common import CONTEXT, _echo_resumed, _executor, _inputs_option, _shard_options, _single_shard, _text_key_option
+from .common import (CONTEXT, _echo_resumed, _executor, _executor_options, _inputs_option, _shard_options,
+                     _single_shard, _text_key_option)
 
 
 @data_group.command("train-classifier", context_settings=CONTEXT)
@@ -129,3 +130,43 @@ def classify_cmd(inputs, classifiers, output, score_key, label_key, text_key, la
     click.echo(f"wrote {rows:,} rows into {len(r['files'])} files under {output}")
     if sample_out and shard_index is None:
         click.echo(f"lowest/highest examples: {sample_out}")
+
+
+@data_group.command("mix", context_settings=CONTEXT)
+@_inputs_option
+@click.option("--tokenizer", "--tokenizer-name-or-path", "tokenizer", required=True, help="Tokenizer directory.")
+@click.option("--output-dir", required=True, help="Writes <group>_{train,val}.bin/.idx, blend.yaml, mix_report.json.")
+@click.option("--ratios", required=True, help="Token share per group, summing to 1: knowledge=0.6,code=0.25,logic=0.15.")
+@click.option("--groups", default=None,
+              help="Domain -> group: encyclopedia=knowledge,news=knowledge,math=logic (or a YAML file group: "
+                   "[domains]); a domain named like a group belongs to it.")
+@click.option("--domain-key", default="domain", show_default=True, help="Domain column (e.g. from classify).")
+@_text_key_option
+@click.option("--train-tokens", type=int, default=None,
+              help="Tokens the blend is realised over (default: all the groups' tokens).")
+@click.option("--seq-length", type=int, default=2048, show_default=True, help="Sample length, as in pretraining.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--val-ratio", type=float, default=0.01, show_default=True, help="Share of documents for <group>_val.")
+@click.option("--unmapped", type=click.Choice(["error", "drop"]), default="error", show_default=True,
+              help="A domain in no group: an error naming the row, or dropped and counted.")
+@_executor_options
+@click.option("--num-shards", type=int, default=None, help="Shards of the split and tokenize steps (default: --workers).")
+def mix_cmd(inputs, tokenizer, output_dir, ratios, groups, domain_key, text_key, train_tokens, seq_length, seed,
+            val_ratio, unmapped, workers, executor_name, ray_address, num_shards) -> None:
+    """Write the pretraining blend for target domain ratios; report realised token shares, epochs and repeats.
+
+    \b
+    Example (domains from a domain classifier, three groups):
+      llmctl data classify --input clean/ --classifier clf/domain --output scored/
+      llmctl data mix --input scored/ --tokenizer tok --output-dir data/mix \\
+        --ratios knowledge=0.6,code=0.25,logic=0.15 --groups prose=knowledge,news=knowledge,math=logic \\
+        --train-tokens 2000000000 --seq-length 4096
+      llmctl pretrain --config cfg.yaml data.path=data/mix/blend.yaml
+    """
+    from ..mix import format_report, run_mix
+
+    report = run_mix(inputs, output_dir, tokenizer, ratios, groups, domain_key, text_key, train_tokens, seq_length,
+                     seed, val_ratio, unmapped, workers, num_shards, executor=_executor(executor_name, workers,
+                                                                                       ray_address))
+    click.echo(format_report(report))
+    click.echo(f"blend: {output_dir}/blend.yaml ({report['megatron_blend']}) over {report['train_tokens']:,} tokens")
