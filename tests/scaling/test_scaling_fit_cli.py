@@ -22,7 +22,8 @@ def _published_csv(path, seed=0, noise=0.01, benchmark=False):
     rng = np.random.default_rng(seed)
     rows = []
     for c in np.geomspace(1e18, 1e21, 5):
-        n_opt = 0.6 * (c / 6) ** 0.45
+        al, be = TRUE["alpha"], TRUE["beta"]  # each profile centred on the law's own optimum
+        n_opt = (al * TRUE["A"] / (be * TRUE["B"])) ** (1 / (al + be)) * (c / 6) ** (be / (al + be))
         for n in n_opt * np.geomspace(1 / 4, 4, 5):
             d = c / (6 * n)
             loss = _law(n, d) * (1 + noise * rng.standard_normal())
@@ -110,7 +111,7 @@ def _bad_csv(tmp_path, rows, header=("params", "tokens", "loss")):
     return path
 
 
-GOOD = [[1e8 * (i + 1), 1e9 * (5 - i), 3.0 - 0.1 * i] for i in range(6)]
+GOOD = [[1e8 * (i + 1), 1e9 * (6 - i), 3.0 - 0.1 * i] for i in range(6)]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -172,8 +173,8 @@ def test_lr_and_batch_laws_from_a_table(cli, tmp_path):
     assert code == 0, stderr
     doc = json.loads((tmp_path / "fit.json").read_text())
     assert doc["n_law_points"] == 12  # the best run of each (N, D) feeds the law
-    assert doc["hparams"]["lr"]["exponent"] == pytest.approx(-0.125, abs=0.01)
-    assert doc["hparams"]["batch"]["exponent"] == pytest.approx(0.33, abs=0.02)
+    assert doc["hparams"]["lr"]["law"]["exponent"] == pytest.approx(-0.125, abs=0.01)
+    assert doc["hparams"]["batch"]["law"]["exponent"] == pytest.approx(0.33, abs=0.02)
     assert "optimal lr" in stdout and "optimal batch" in stdout
     code, stdout, _ = cli("scaling", "predict", tmp_path / "fit.json", "--budget", "1e21", "--json")
     assert json.loads(stdout)["hparams"]["lr"] == pytest.approx(0.3 * 1e21 ** -0.125, rel=0.1)

@@ -42,7 +42,9 @@ def fit_runs(runs: Runs, *, method: str = "approach3", law: str = "chinchilla", 
                            "n_runs": len(runs), "n_law_points": int(len(best)), "skipped_failed": runs.skipped}
     doc["approach3"] = _approach3(n, d, loss, n_bootstrap, seed, progress) if method == "approach3" else None
     try:
-        doc["approach2"] = fit_approach2(n, d, loss, flops=groups).to_dict()
+        iso = fit_approach2(n, d, loss, flops=groups)
+        doc["approach2"] = iso.to_dict()
+        doc["approach2_warnings"] = _extrapolated(iso, n, groups)
     except UserError as e:
         if method == "approach2":
             raise
@@ -73,6 +75,17 @@ def _approach3(n, d, loss, n_bootstrap: int, seed: int, progress) -> dict[str, A
     return out
 
 
+def _extrapolated(iso, n: np.ndarray, groups: np.ndarray) -> list[str]:
+    """Profiles whose parabola's minimum lies outside the sizes they sampled: an extrapolation to flag."""
+    out = []
+    for budget, n_opt in zip(iso.budgets, iso.n_opt):
+        sizes = n[np.abs(groups / budget - 1) <= 0.05]
+        if len(sizes) and not sizes.min() <= n_opt <= sizes.max():
+            out.append(f"the profile at C = {budget:.3g} has its minimum at N = {n_opt:.3g}, outside its sizes "
+                       f"[{sizes.min():.3g}, {sizes.max():.3g}]: extrapolated (add sizes towards it)")
+    return out
+
+
 def _hparams(runs: Runs) -> dict[str, Any]:
     """Optimal LR / batch per budget as power laws in C, when the runs vary them within a budget."""
     out = {}
@@ -86,8 +99,8 @@ def _hparams(runs: Runs) -> dict[str, Any]:
             continue
         sel = np.isin(groups, varied)
         budgets, best = best_per_budget(groups[sel], values[sel], runs.loss[sel])
-        out[key] = fit_power_law(budgets, best).to_dict()
-        out[key]["best_per_budget"] = {f"{c:g}": float(v) for c, v in zip(budgets, best)}
+        out[key] = {"law": fit_power_law(budgets, best).to_dict(),
+                    "best_per_budget": {f"{c:g}": float(v) for c, v in zip(budgets, best)}}
     return out
 
 
@@ -115,11 +128,13 @@ def summary(doc: dict[str, Any]) -> str:
                      f"D_opt ∝ C^{a2['b']:.4f}")
         for c, n, dd, lo in zip(a2["budgets"], a2["n_opt"], a2["d_opt"], a2["loss_opt"]):
             lines.append(f"  C {c:>10.4g}: N_opt {n:>10.4g}  D_opt {dd:>10.4g}  loss {lo:.4f}")
+        lines += [f"  warning: {w}" for w in doc.get("approach2_warnings") or []]
     elif doc.get("approach2_skipped"):
         lines.append(f"approach 2: not fitted ({doc['approach2_skipped']})")
     for name, b in (doc.get("benchmarks") or {}).items():
         lines.append(f"benchmark {name}: acc = {b['floor']:.3f} + ({b['ceiling']:.3f} - {b['floor']:.3f}) * "
                      f"sigmoid(-{b['k']:.3f} (L - {b['l0']:.3f})), {b['n_points']} runs, RMSE {b['rmse']:.4f}")
-    for key, law in (doc.get("hparams") or {}).items():
+    for key, h in (doc.get("hparams") or {}).items():
+        law = h["law"]
         lines.append(f"optimal {key}: {law['coef']:.4g} * C^{law['exponent']:.4f} ({law['n_points']} budgets)")
     return "\n".join(lines)

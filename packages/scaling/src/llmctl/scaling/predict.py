@@ -147,4 +147,4 @@ def benchmark_predictions(doc: dict[str, Any], loss_samples: np.ndarray | None, 
 def hparam_predictions(doc: dict[str, Any], c: float) -> dict[str, float]:
     from .hparams import PowerLaw
 
-    return {key: float(PowerLaw.from_dict(law)(c)) for key, law in (doc.get("hparams") or {}).items()}
+    return {key: float(PowerLaw.from_dict(h["law"])(c)) for key, h in (doc.get("hparams") or {}).items()}
