@@ -138,20 +138,26 @@ def test_num_layer_list_places_layers_and_native_round_trip(tmp_path, cli, tiny_
     assert code2 == 0 and out == out2
 
 
+@pytest.mark.parametrize("padding, rows, divisible_by", [
+    (("--padded-vocab-size", 336), 336, 1),  # MindSpeed's explicit size: 168 rows per TP rank
+    (("--make-vocab-size-divisible-by", 128), 512, 128),  # Megatron's rule: a multiple of 128 x TP 2
+    ((), 320, 1),  # MindSpeed's converter default: no padding
+])
 @pytest.mark.parametrize("kind", ["llama-gqa-untied-llama3rope", "qwen2-gqa-tied-bias"])
-def test_padded_vocab_size_pads_with_zeros_and_mcore2hf_drops_it(kind, tmp_path, cli):
+def test_padded_vocab_size_pads_with_zeros_and_mcore2hf_drops_it(kind, padding, rows, divisible_by, tmp_path, cli):
     hf, hf_dir = _save_hf(tmp_path, kind)  # vocab 320
     mc = tmp_path / "mc"
-    code, _, err = cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", mc, "--padded-vocab-size", 336,
+    code, _, err = cli("convert", "hf2mcore", "--hf-dir", hf_dir, "--out-dir", mc, *padding,
                        "--target-tensor-parallel-size", 2)
     assert code == 0, err
     shards = [_shard(mc / "iter_0000001" / f"mp_rank_{r:02d}" / "model_optim_rng.pt") for r in range(2)]
-    assert shards[0]["args"].padded_vocab_size == 336 and shards[0]["args"].vocab_size == 320
+    args = shards[0]["args"]
+    assert (args.padded_vocab_size, args.vocab_size, args.make_vocab_size_divisible_by) == (rows, 320, divisible_by)
     names = ["embedding.word_embeddings.weight"] + ([] if hf.config.tie_word_embeddings else ["output_layer.weight"])
     src = {"embedding.word_embeddings.weight": hf.model.embed_tokens.weight, "output_layer.weight": hf.lm_head.weight}
     for name in names:
-        full = torch.cat([s["model"][name] for s in shards])  # 168 rows per TP rank
-        assert full.shape[0] == 336 and torch.equal(full[:320], src[name].detach())
+        full = torch.cat([s["model"][name] for s in shards])
+        assert full.shape[0] == rows and torch.equal(full[:320], src[name].detach())
         assert not full[320:].any()
     code, out, err = cli("convert", "mcore2hf", "--ckpt-dir", mc, "--out-dir", tmp_path / "back")
     assert code == 0, err

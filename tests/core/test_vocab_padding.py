@@ -10,7 +10,6 @@ import dataclasses
 import pytest
 import torch
 import yaml
-
 from llmctl.core.model_config import ModelConfig
 from llmctl.core.nn.build import build_model
 from llmctl.core.nn.generate import generate
@@ -87,7 +86,6 @@ def test_generate_never_produces_a_padded_id(unpadded, sampling):
 
 def test_eval_log_likelihoods_never_see_the_padding(unpadded):
     import numpy as np
-
     from llmctl.eval.ppl import sliding_windows, window_nll
     from llmctl.eval.scoring import score_continuations
 
@@ -151,3 +149,26 @@ def test_a_checkpoint_too_small_for_its_tokenizer_is_one_line(cli, word_tokenize
     save_checkpoint(tmp_path / "ckpt", 1, {"model": state}, {"model": to_dict(cfg)}, tokenizer_dir=word_tokenizer)
     code, out, err = cli("generate", "--ckpt-dir", tmp_path / "ckpt", "--prompt", "w3 w4", "--max-new-tokens", "2")
     assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_rows_an_hf_checkpoint_brings_are_the_models_own(tmp_path, tiny_tokenizer_dir):
+    """As Qwen2.5's 151936 rows for 151665 ids: an HF model with more rows (320) than its tokenizer has ids
+    (259) keeps them all, in the softmax, so its logits are transformers' on every row; llmctl's own
+    padding (to 384 rows, for its matrix shapes) stays out; the export has the HF model's 320 again."""
+    from core_helpers import make_hf_model
+    from llmctl.core.nn.convert import hf_to_native, native_to_hf
+    from llmctl.core.nn.loading import load_model
+    from llmctl.core.tokenizer import load_tokenizer
+
+    hf = make_hf_model("qwen2-gqa-tied-bias")
+    hf.save_pretrained(tmp_path / "hf")
+    load_tokenizer(tiny_tokenizer_dir).hf.save_pretrained(tmp_path / "hf")
+    hf_to_native(tmp_path / "hf", tmp_path / "native")
+    loaded = load_model(tmp_path / "native", device="cpu")
+    assert (loaded.config.vocab_size, loaded.model.embed.weight.shape[0], loaded.tokenizer.vocab_size) == (320, 384, 259)
+    tokens = torch.randint(0, 259, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(tokens), hf(tokens).logits, rtol=1e-4, atol=1e-4)
+    native_to_hf(tmp_path / "native", tmp_path / "back")
+    back = yaml.safe_load((tmp_path / "back" / "config.json").read_text())
+    assert back["vocab_size"] == 320

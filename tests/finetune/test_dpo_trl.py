@@ -103,10 +103,13 @@ def test_losses_and_metrics_equal_trl(tmp_path, tok_dir, hf_base, loss_type, lay
     want_loss, want = trl_dpo(policy, ref, batch["labels"], beta=0.5, loss_type=loss_type)
     assert float(pairs) == 4
     assert float(loss_sum) / 4 == pytest.approx(want_loss, rel=1e-5, abs=1e-6)
+    # the layouts sum an answer's fp32 log-probs in other orders: they agree to a few ulps of those sums
+    # (~1e-5 for sums of ~70), and the rewards, beta x differences of them, to as many
+    ulps = 4 * torch.finfo(torch.float32).eps * max(abs(want["logps/chosen"]), abs(want["logps/rejected"]), 1.0)
     for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                  "logps/chosen", "logps/rejected"):
         s, c = metrics[name]
-        assert float(s) / float(c) == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
+        assert float(s) / float(c) == pytest.approx(want[name], rel=1e-5, abs=max(ulps, 1e-6)), name
     assert 0 < want["rewards/accuracies"] < 1 or want["rewards/margins"] != 0
 
 
@@ -128,8 +131,8 @@ def test_shared_prompt_gives_the_gradients_of_whole_answers(tmp_path, tok_dir, h
     (shared_len, shared_loss, shared_grads), (full_len, full_loss, full_grads) = results
     assert shared_len < full_len and shared_loss == pytest.approx(full_loss, rel=1e-5)
     assert shared_grads.keys() == full_grads.keys() and shared_grads
-    for name, g in full_grads.items():
-        torch.testing.assert_close(shared_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    for name, g in full_grads.items():  # sums over tokens in another order: close to fp32 noise of the largest
+        torch.testing.assert_close(shared_grads[name], g, rtol=1e-4, atol=1e-5 * float(g.abs().max()), msg=name)
 
 
 def test_cdpo_label_smoothing_is_the_paper_formula():

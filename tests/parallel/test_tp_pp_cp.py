@@ -19,10 +19,19 @@ import time
 
 import pytest
 from engine_helpers import child_env, torchrun
-from parallel_helpers import (ITERS, VOCAB, assert_losses_match, assert_same_state, cli_args, final_state,
-                              kill_tree, pretrain_in_process, rank_pid, sets)
-
 from llmctl.core.nn.checkpoint import latest_iteration
+from parallel_helpers import (
+    ITERS,
+    VOCAB,
+    assert_losses_match,
+    assert_same_state,
+    cli_args,
+    final_state,
+    kill_tree,
+    pretrain_in_process,
+    rank_pid,
+    sets,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -126,10 +135,9 @@ def test_tp2_checkpoint_exports_the_tokenizers_vocabulary_to_hf(layout_run, tmp_
     """native-to-hf of a TP2 checkpoint (256 rows): config.vocab_size is the tokenizer's 69, transformers'
     logits are llmctl's on those rows."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from llmctl.core.nn.convert import native_to_hf
     from llmctl.core.nn.loading import load_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run, _ = layout_run("tp2-sp")
     native_to_hf(run / "ckpt", tmp_path / "hf")

@@ -96,7 +96,7 @@ def quiet_other_ranks() -> None:
     rank = os.environ.get("RANK", "0")
     if rank == "0" or isinstance(sys.stderr, _RankPrefixed):
         return
-    sys.stdout = open(os.devnull, "w")
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (this process's stdout from here on)
     sys.stderr = _RankPrefixed(sys.stderr, rank)
 
 

@@ -15,7 +15,6 @@ import dataclasses
 
 from .errors import UserError
 
-
 #: ModelConfig fields that say how the vocabulary rows are laid out, not what the model computes: a
 #: checkpoint resumes, or starts another run, whatever they were when it was saved.
 VOCAB_LAYOUT_FIELDS = ("make_vocab_size_divisible_by", "padded_vocab_size")

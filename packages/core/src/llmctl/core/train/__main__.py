@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..errors import UserError
 from ..commands.pretrain import pretrain_command
+from ..errors import UserError
 
 
 def main() -> None:

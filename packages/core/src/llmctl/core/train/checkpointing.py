@@ -13,10 +13,9 @@ padded for the saving run's TP and are fitted to this run's padding on load, the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
-
-import dataclasses
 
 import torch
 
@@ -82,7 +81,6 @@ class Checkpointing:
         model, ck = state.pop("model"), self.cfg.checkpoint  # whole on the writer ({} or partial elsewhere)
         extra = {"consumed_train_samples": self.state.consumed_samples, "train_iters": self.total,
                  "global_batch_size": self.gbs, "micro_batch_size": self.mbs, "seq_length": self.seq}
-
         mcore_cfg = self._mcore_model()
 
         def write(tmp: Path) -> None:

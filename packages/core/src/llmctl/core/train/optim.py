@@ -8,7 +8,6 @@ import torch
 from .config import TrainConfig
 from .schedule import lr_lambda
 
-
 #: Optimizer-state key naming the parameters of each param group (a sharded save writes it; torch's own
 #: format numbers them instead, in `decay_groups` order).
 PARAM_NAMES_KEY = "llmctl_param_names"
