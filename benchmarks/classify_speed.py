@@ -3,14 +3,15 @@
     python benchmarks/classify_speed.py                      # fastText: llmctl classify vs datatrove's filter
     python benchmarks/classify_speed.py --bert --device cuda # also BERT: llmctl's scorer vs a pipeline() loop
 
-fastText: `llmctl data classify` (one process, one shard: read jsonl, score, write jsonl with the column added)
+fastText: `llmctl data classify` (one process, one shard: read jsonl, score, write jsonl with the column)
 against datatrove's `FastTextClassifierFilter` in a one-task `LocalPipelineExecutor` (JsonlReader -> filter,
 labels saved in the metadata -> JsonlWriter), both on the same `model.bin` and corpus; the scores of the two
 are compared document by document. BERT: a `BertForSequenceClassification` of the given size (random weights
 and a WordPiece tokenizer trained on the corpus: speed does not depend on what the weights learnt) scored by
 llmctl's classifier (length-sorted sub-batches, inference mode) and by a plain transformers
 `pipeline("text-classification")` called once per text, at equal outputs (max difference printed).
-Needs `pip install -r requirements-bench.txt` (datatrove, orjson, fasteners). A benchmark, not a test: nothing asserts speed.
+Needs `pip install -r requirements-bench.txt` (datatrove, orjson, fasteners).
+A benchmark, not a test: nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def bench_fasttext(tmp: Path, n: int) -> None:
     train_classifier([str(write_quality_set(tmp / "labelled.jsonl", 400))], clf, quiet=True)
     data = write_jsonl(tmp / "corpus" / "docs.jsonl", corpus(n))
     t0 = time.perf_counter()
-    run_classify([str(data)], tmp / "llmctl", [(str(clf), None)], rows_per_file=10**9, num_shards=1, workers=1)
+    run_classify(
+        [str(data)], tmp / "llmctl", [(str(clf), None)], rows_per_file=10**9, num_shards=1, workers=1
+    )
     ours = time.perf_counter() - t0
 
     from datatrove.executor import LocalPipelineExecutor
@@ -67,12 +70,14 @@ def bench_fasttext(tmp: Path, n: int) -> None:
     from datatrove.pipeline.writers import JsonlWriter
 
     # remove_labels with an unreachable score keeps every document (datatrove fails with neither list given);
-    # datatrove checks for the `fasttext-numpy2-wheel` distribution; both it and llmctl's `fasttext-numpy2` are
+    # datatrove checks for the `fasttext-numpy2-wheel` distribution; it and llmctl's `fasttext-numpy2` are
     # numpy-2 builds of the same `fasttext` module, so the filter is given the one installed here
     FastTextClassifierFilter._requires_dependencies = ["fasteners"]
-    pipeline = [JsonlReader(str(data.parent)), FastTextClassifierFilter(str(clf / "model.bin"), remove_labels=[("0", 2.0)],
-                                                            newline_replacement=" "),
-                JsonlWriter(str(tmp / "datatrove"), compression=None)]
+    pipeline = [
+        JsonlReader(str(data.parent)),
+        FastTextClassifierFilter(str(clf / "model.bin"), remove_labels=[("0", 2.0)], newline_replacement=" "),
+        JsonlWriter(str(tmp / "datatrove"), compression=None),
+    ]
     t0 = time.perf_counter()
     LocalPipelineExecutor(pipeline, tasks=1, workers=1, logging_dir=str(tmp / "dt_logs")).run()
     peer = time.perf_counter() - t0
@@ -87,8 +92,10 @@ def bench_fasttext(tmp: Path, n: int) -> None:
         for line in f.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
             diff = max(diff, abs(min(1.0, r["metadata"]["__label__1"]) - ours_scores[r["id"]]))
-    print(f"fastText classify, {n} docs: llmctl {n / ours:,.0f} docs/s, datatrove {n / peer:,.0f} docs/s, "
-          f"ratio {peer / ours:.2f}x (max score difference {diff:.1e})")
+    print(
+        f"fastText classify, {n} docs: llmctl {n / ours:,.0f} docs/s, datatrove {n / peer:,.0f} docs/s, "
+        f"ratio {peer / ours:.2f}x (max score difference {diff:.1e})"
+    )
 
 
 def bench_bert(tmp: Path, n: int, layers: int, hidden: int, max_length: int, device: str) -> None:
@@ -106,14 +113,28 @@ def bench_bert(tmp: Path, n: int, layers: int, hidden: int, max_length: int, dev
     d = tmp / "bert"
     tok = _wordpiece(texts, 8000, max_length)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden,
-                     max_position_embeddings=max_length, num_labels=2, id2label={0: "0", 1: "1"},
-                     label2id={"0": 0, "1": 1}, pad_token_id=tok.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=max_length,
+        num_labels=2,
+        id2label={0: "0", 1: "1"},
+        label2id={"0": 0, "1": 1},
+        pad_token_id=tok.pad_token_id,
+    )
     BertForSequenceClassification(cfg).save_pretrained(d)
     tok.save_pretrained(d)
-    meta = Meta(arch="bert", task="binary", labels=["0", "1"], column="quality_score", positive="1",
-                options={"max_length": max_length})
+    meta = Meta(
+        arch="bert",
+        task="binary",
+        labels=["0", "1"],
+        column="quality_score",
+        positive="1",
+        options={"max_length": max_length},
+    )
     meta.save(d)
 
     clf = load_classifier(d, device=device, threads=None)
@@ -133,9 +154,12 @@ def bench_bert(tmp: Path, n: int, layers: int, hidden: int, max_length: int, dev
         ref.append(next(s["score"] for s in scores if s["label"] == "1"))
     t_peer = time.perf_counter() - t0
     diff = float(np.abs(np.asarray(ref) - ours).max())
-    print(f"BERT scoring ({layers} layers, hidden {hidden}, max length {max_length}, {device}), {n} docs: "
-          f"llmctl {n / t_ours:,.0f} docs/s, pipeline loop {n / t_peer:,.0f} docs/s, ratio {t_peer / t_ours:.2f}x "
-          f"(max probability difference {diff:.1e})")
+    print(
+        f"BERT scoring ({layers} layers, hidden {hidden}, max length {max_length}, {device}), {n} docs: "
+        f"llmctl {n / t_ours:,.0f} docs/s, pipeline loop {n / t_peer:,.0f} docs/s, "
+        f"ratio {t_peer / t_ours:.2f}x "
+        f"(max probability difference {diff:.1e})"
+    )
 
 
 def main() -> None:
@@ -153,7 +177,9 @@ def main() -> None:
         if not args.no_fasttext:
             bench_fasttext(Path(tmp) / "ft", args.docs)
         if args.bert:
-            bench_bert(Path(tmp) / "bert", args.bert_docs, args.layers, args.hidden, args.max_length, args.device)
+            bench_bert(
+                Path(tmp) / "bert", args.bert_docs, args.layers, args.hidden, args.max_length, args.device
+            )
 
 
 if __name__ == "__main__":

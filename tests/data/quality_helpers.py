@@ -1,7 +1,7 @@
 """Texts for the classifier tests: real prose, code and math, and the low-quality side the tests build.
 
-Prose: Alpaca answers and Shakespeare paragraphs (../shared/fixtures). Code: this repository's own Python source
-cut into chunks, plus generated functions. Math: MMLU's mathematics questions with their choices, plus
+Prose: Alpaca answers and Shakespeare paragraphs (../shared/fixtures). Code: this repository's own Python
+source cut into chunks, plus generated functions. Math: MMLU's mathematics questions with their choices, plus
 generated equations. Spam/boilerplate is generated: navigation menus, calls to action, keyword stuffing, link
 lists and copyright footers around scraps of prose, which is what a quality scorer must learn to push down.
 A caller requests the `real_fixtures` fixture. A uniquely named module (`from conftest import` is ambiguous).
@@ -20,11 +20,17 @@ from real_data import FIXTURES
 
 def prose_texts(n: int | None = None) -> list[str]:
     alpaca = json.loads((FIXTURES / "alpaca" / "alpaca_data.json").read_text(encoding="utf-8"))
-    answers = [x["output"] for x in alpaca if len(x["output"]) > 150 and "def " not in x["output"]
-               and "{" not in x["output"]]
-    plays = [p for p in (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n")
-             if len(p) > 150]
-    out = [t for pair in zip(answers, plays) for t in pair] + answers[len(plays):]
+    answers = [
+        x["output"]
+        for x in alpaca
+        if len(x["output"]) > 150 and "def " not in x["output"] and "{" not in x["output"]
+    ]
+    plays = [
+        p
+        for p in (TEXT_CORPUS / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8").split("\n\n")
+        if len(p) > 150
+    ]
+    out = [t for pair in zip(answers, plays) for t in pair] + answers[len(plays) :]
     return out[:n] if n else out
 
 
@@ -33,10 +39,24 @@ def chinese_texts(n: int = 100) -> list[str]:
     return ["".join(lines[i : i + 4]) for i in range(0, 4 * n, 4) if lines[i : i + 4]]
 
 
-SPAM = ["Click here", "BUY NOW!!!", "best price guaranteed", "free shipping on all orders", "casino bonus",
-        "subscribe to our newsletter", "limited time offer", "Home | About | Contact | Login", "cheap pills",
-        "© 2024 All rights reserved.", "http://cheap-deals.example.com/offer?id=", "Share this on Facebook",
-        "Tags: deals, discount, sale", "Posted by admin", "Read more >>", "Sign up today and win"]
+SPAM = [
+    "Click here",
+    "BUY NOW!!!",
+    "best price guaranteed",
+    "free shipping on all orders",
+    "casino bonus",
+    "subscribe to our newsletter",
+    "limited time offer",
+    "Home | About | Contact | Login",
+    "cheap pills",
+    "© 2024 All rights reserved.",
+    "http://cheap-deals.example.com/offer?id=",
+    "Share this on Facebook",
+    "Tags: deals, discount, sale",
+    "Posted by admin",
+    "Read more >>",
+    "Sign up today and win",
+]
 
 
 def spam_texts(n: int, seed: int = 0) -> list[str]:
@@ -68,8 +88,10 @@ def code_texts(n: int, seed: int = 0) -> list[str]:
     for i in range(n):
         if i % 3 == 2:
             a, b = r.sample(names, 2)
-            out.append(f"def compute_{a}({a}, {b}=0):\n    for i in range(len({a})):\n        {b} += {a}[i] * {i}\n"
-                       f"    if {b} > {r.randint(1, 99)}:\n        return {b}\n    return None\n")
+            out.append(
+                f"def compute_{a}({a}, {b}=0):\n    for i in range(len({a})):\n        {b} += {a}[i] * {i}\n"
+                f"    if {b} > {r.randint(1, 99)}:\n        return {b}\n    return None\n"
+            )
         else:
             out.append(chunks[i % len(chunks)])
     return out
@@ -82,14 +104,18 @@ def math_texts(n: int, seed: int = 0) -> list[str]:
     for name in ("college_mathematics", "abstract_algebra", "high_school_physics"):
         for split in ("test", "val", "dev"):
             with open(FIXTURES / "mmlu" / "data" / split / f"{name}_{split}.csv", encoding="utf-8") as f:
-                qs += [f"{row[0]} (A) {row[1]} (B) {row[2]} (C) {row[3]} (D) {row[4]}" for row in csv.reader(f)]
+                qs += [
+                    f"{row[0]} (A) {row[1]} (B) {row[2]} (C) {row[3]} (D) {row[4]}" for row in csv.reader(f)
+                ]
     r.shuffle(qs)
     out = []
     for i in range(n):
         if i % 3 == 2:
             a, b, c = r.randint(2, 9), r.randint(1, 50), r.randint(51, 200)
-            out.append(f"Solve {a}x + {b} = {c}. Subtracting {b} gives {a}x = {c - b}, so x = {c - b}/{a}. "
-                       f"Then x^2 = ({c - b})^2/{a * a} and the integral of x^2 dx is x^3/3 + C.")
+            out.append(
+                f"Solve {a}x + {b} = {c}. Subtracting {b} gives {a}x = {c - b}, so x = {c - b}/{a}. "
+                f"Then x^2 = ({c - b})^2/{a * a} and the integral of x^2 dx is x^3/3 + C."
+            )
         else:
             out.append(qs[i % len(qs)])
     return out

@@ -1,5 +1,6 @@
-"""train-classifier: fastText and BERT scorers on real prose vs test-built spam, a 3-domain classifier, regression,
-labels from sources; metrics checked against scikit-learn, saved models against fastText and transformers."""
+"""train-classifier: fastText and BERT scorers on real prose vs test-built spam, a 3-domain classifier,
+regression, labels from sources; metrics checked against scikit-learn, saved models against fastText and
+transformers."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from llmctl.data.classifiers.train import train_classifier
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
-BERT_TINY = {"layers": 2, "hidden": 64, "heads": 2, "max_length": 64, "vocab_size": 2000, "epoch": 3, "threads": 1}
+BERT_TINY = {
+    "layers": 2,
+    "hidden": 64,
+    "heads": 2,
+    "max_length": 64,
+    "vocab_size": 2000,
+    "epoch": 3,
+    "threads": 1,
+}
 
 
 def held_out(labelled, label_key="label"):
@@ -59,7 +68,9 @@ def test_bert_scorer_separates_prose_from_spam_and_loads_in_transformers(tmp_pat
     assert meta.metrics["auc"] >= 0.9, meta.metrics
     val = held_out(quality_set)
     clf, probs = scores_of(out, val)
-    assert meta.metrics["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(val.y == 1, probs[:, 1]), abs=1e-12)
+    assert meta.metrics["auc"] == pytest.approx(
+        sklearn_metrics.roc_auc_score(val.y == 1, probs[:, 1]), abs=1e-12
+    )
     model = AutoModelForSequenceClassification.from_pretrained(out, local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
     assert model.config.id2label == {0: "0", 1: "1"} and model.config.num_hidden_layers == 2
@@ -88,8 +99,14 @@ def test_bert_regression_reports_mse(tmp_path, real_fixtures):
     rows = [{"text": t, "grade": 2.5 + 0.1 * (i % 5)} for i, t in enumerate(prose_texts(120))]
     rows += [{"text": t, "grade": 0.1 * (i % 5)} for i, t in enumerate(spam_texts(120))]
     data = write_jsonl(tmp_path / "graded.jsonl", rows)
-    meta = train_classifier([str(data)], tmp_path / "reg", arch="bert", label_key="grade",
-                            options={**BERT_TINY, "epoch": 2}, quiet=True)
+    meta = train_classifier(
+        [str(data)],
+        tmp_path / "reg",
+        arch="bert",
+        label_key="grade",
+        options={**BERT_TINY, "epoch": 2},
+        quiet=True,
+    )
     assert meta.task == "regression" and meta.column == "quality_score" and meta.label_range == [0.0, 2.9]
     val = read_labelled([str(data)], label_key="grade").split(0.1)[1]
     _clf, pred = scores_of(tmp_path / "reg", val)
@@ -101,8 +118,19 @@ def test_labels_from_source(cli, tmp_path, real_fixtures):
     pytest.importorskip("fasttext")
     good = write_jsonl(tmp_path / "good.jsonl", [{"content": t} for t in prose_texts(300)])
     spam = write_jsonl(tmp_path / "web.jsonl", [{"content": t} for t in spam_texts(300)])
-    code, out, err = cli("data", "train-classifier", "--labels-from-source", "--input", f"{good}=hq",
-                         "--input", f"{spam}=lq", "--positive", "hq", "--output-dir", tmp_path / "clf")
+    code, out, err = cli(
+        "data",
+        "train-classifier",
+        "--labels-from-source",
+        "--input",
+        f"{good}=hq",
+        "--input",
+        f"{spam}=lq",
+        "--positive",
+        "hq",
+        "--output-dir",
+        tmp_path / "clf",
+    )
     assert code == 0, err
     assert "binary classifier (hq, lq) trained on 540 rows" in out and "AUC" in out
     meta = read_meta(tmp_path / "clf")
@@ -128,20 +156,40 @@ def test_metrics_match_scikit_learn():
     assert m["per_label"]["b"]["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y == 1, probs[:, 1]))
 
 
-@pytest.mark.parametrize("case", ["one_class", "no_label_key", "unknown_arch", "string_labels", "ft_regression"])
+@pytest.mark.parametrize(
+    "case", ["one_class", "no_label_key", "unknown_arch", "string_labels", "ft_regression"]
+)
 def test_bad_labelled_input_is_one_line_and_writes_nothing(cli, tmp_path, case):
-    rows = [{"text": f"document number {i} about things", "label": 1 if case != "one_class" else 0,
-             "grade": i / 7, "kind": "good" if i % 2 else "bad"} for i in range(40)]
+    rows = [
+        {
+            "text": f"document number {i} about things",
+            "label": 1 if case != "one_class" else 0,
+            "grade": i / 7,
+            "kind": "good" if i % 2 else "bad",
+        }
+        for i in range(40)
+    ]
     if case == "no_label_key":
         del rows[7]["label"]
     data = write_jsonl(tmp_path / "l.jsonl", rows)
-    args = {"one_class": [], "no_label_key": [], "unknown_arch": ["--arch", "xgboost"],
-            "string_labels": ["--label-key", "kind"], "ft_regression": ["--label-key", "grade"]}[case]
-    code, _out, err = cli("data", "train-classifier", "--input", data, "--output-dir", tmp_path / "clf", *args)
+    args = {
+        "one_class": [],
+        "no_label_key": [],
+        "unknown_arch": ["--arch", "xgboost"],
+        "string_labels": ["--label-key", "kind"],
+        "ft_regression": ["--label-key", "grade"],
+    }[case]
+    code, _out, err = cli(
+        "data", "train-classifier", "--input", data, "--output-dir", tmp_path / "clf", *args
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
-    assert {"one_class": "only one class ('0')", "no_label_key": f"{data}:8: no label column 'label'",
-            "unknown_arch": "--arch xgboost: unknown classifier architecture; available: bert, fasttext",
-            "string_labels": "pass --positive", "ft_regression": "regression needs --arch bert"}[case] in err
+    assert {
+        "one_class": "only one class ('0')",
+        "no_label_key": f"{data}:8: no label column 'label'",
+        "unknown_arch": "--arch xgboost: unknown classifier architecture; available: bert, fasttext",
+        "string_labels": "pass --positive",
+        "ft_regression": "regression needs --arch bert",
+    }[case] in err
     assert not (tmp_path / "clf").exists() and [p.name for p in tmp_path.iterdir()] == ["l.jsonl"]
 
 
@@ -151,7 +199,9 @@ def test_classifier_dir_from_another_version_is_refused(cli, tmp_path, fasttext_
     meta = json.loads((old / "llmctl_classifier.json").read_text())
     (old / "llmctl_classifier.json").write_text(json.dumps({**meta, "llmctl_classifier": 0}))
     corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": "some text"}])
-    code, _out, err = cli("data", "classify", "--input", corpus, "--classifier", old, "--output", tmp_path / "out")
+    code, _out, err = cli(
+        "data", "classify", "--input", corpus, "--classifier", old, "--output", tmp_path / "out"
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "classifier format version 0, this llmctl reads version 1" in err
     assert not (tmp_path / "out").exists()

@@ -3,12 +3,12 @@
 Per source (like Megatron's GPTDataset): documents are shuffled per epoch into a document index, the token
 stream is cut into samples of `seq_len + 1` tokens (consecutive samples share one token, so inputs and targets
 are the same sample shifted by one), and the sample order is shuffled. When a source repeats (more than one
-epoch, or identical documents inside it) the copies of a document are instead spread evenly over the stream and
-samples shuffle only locally (`repeats.py`), so two copies never sit side by side. These indices are cached as
-`.npy` next to the data (`<data dir>/llmctl_index_cache/`, keyed by a hash of the data and parameters, written
-atomically so concurrent ranks can race safely). Sources are then interleaved by weight (`blend.blend_indices`).
-Everything is a pure function of (data, seq_len, num_samples, seed): sample i is the same on every run, so
-`iter_from(k)` resumes exactly where an uninterrupted run would be.
+epoch, or identical documents inside it) the copies of a document are instead spread evenly over the stream
+and samples shuffle only locally (`repeats.py`), so two copies never sit side by side. These indices are
+cached as `.npy` next to the data (`<data dir>/llmctl_index_cache/`, keyed by a hash of the data and
+parameters, written atomically so concurrent ranks can race safely). Sources are then interleaved by weight
+(`blend.blend_indices`). Everything is a pure function of (data, seq_len, num_samples, seed): sample i is the
+same on every run, so `iter_from(k)` resumes exactly where an uninterrupted run would be.
 
     from llmctl.data.gpt_dataset import build_gpt_dataset
     ds = build_gpt_dataset("0.7 data/zh 0.3 data/en", seq_len=2048, num_samples=10_000, seed=1234, split="train")
@@ -110,7 +110,7 @@ class GPTDataset:
         return arrays
 
     def _groups(self, cache: Path) -> np.ndarray:
-        """Which documents are identical (`repeats.doc_groups`), cached per data file: hashing reads every token."""
+        """Which documents are identical (`repeats.doc_groups`), cached per data file: hashing reads all."""
         st = os.stat(idx_path(self.prefix))
         key = hashlib.sha256(json.dumps([st.st_size, st.st_mtime_ns, len(self.data), self.tokens_per_epoch])
                              .encode()).hexdigest()[:16]

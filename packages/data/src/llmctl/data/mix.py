@@ -1,13 +1,13 @@
 """`llmctl data mix`: a domain-labelled corpus and target ratios -> the blend `llmctl pretrain` reads.
 
-Domains (a `classify` column, or labels the corpus came with) map to groups ("知识 + 代码 + 逻辑": knowledge, code,
-logic) through `--groups`; a domain named like a group belongs to it. Three steps, each resumable:
+Domains (a `classify` column, or labels the corpus came with) map to groups through `--groups` ("知识 + 代码
++ 逻辑": knowledge, code, logic); a domain named like a group belongs to it. Three steps, each resumable:
   1. split (a stage on the one executor): every document goes to its group's jsonl parts under `_mix_work/`;
   2. tokenize each group into `OUT/<group>_{train,val}` (`llmctl data tokenize`'s stage);
   3. build the blend with the target ratios as weights over `--train-tokens` (default: as many tokens as the
      groups hold) through the very GPT dataset pretraining builds, and measure what it realises: the token
      share and epochs of every group and the smallest distance between two copies of a document.
-It writes `OUT/blend.yaml` (give it to pretrain as `data.path`; prefixes relative to it) and `OUT/mix_report.json`.
+It writes `OUT/blend.yaml` (pretrain's `data.path`; prefixes relative to it) and `OUT/mix_report.json`.
 Ratios are checked before anything is written.
 """
 
@@ -82,15 +82,27 @@ class SplitStage(ShardStage):
 
     name = "mix-split"
 
-    def __init__(self, work: Path, groups: dict[str, str], ratios: dict[str, float], domain_key: str,
-                 text_key: str | None, unmapped: str):
+    def __init__(
+        self,
+        work: Path,
+        groups: dict[str, str],
+        ratios: dict[str, float],
+        domain_key: str,
+        text_key: str | None,
+        unmapped: str,
+    ):
         self.work, self.groups, self.ratios = Path(work), groups, ratios
         self.domain_key, self.text_key, self.unmapped = domain_key, text_key, unmapped
         self.marker_dir = self.work / "_done"
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"groups": self.groups, "ratios": sorted(self.ratios), "domain_key": self.domain_key,
-                "text_key": self.text_key, "unmapped": self.unmapped}
+        return {
+            "groups": self.groups,
+            "ratios": sorted(self.ratios),
+            "domain_key": self.domain_key,
+            "text_key": self.text_key,
+            "unmapped": self.unmapped,
+        }
 
     def reset(self, shards: list[int] | None) -> None:
         for g in self.ratios:
@@ -98,13 +110,17 @@ class SplitStage(ShardStage):
 
     def group_of(self, domain: Any, where: str) -> str | None:
         if domain is None:
-            raise UserError(f"{where}: no domain column '{self.domain_key}' (run `llmctl data classify` with a "
-                            "domain classifier, or pass --domain-key)")
+            raise UserError(
+                f"{where}: no domain column '{self.domain_key}' (run `llmctl data classify` with a "
+                "domain classifier, or pass --domain-key)"
+            )
         domain = str(domain)
         group = self.groups.get(domain, domain if domain in self.ratios else None)
         if group is None and self.unmapped == "error":
-            raise UserError(f"{where}: domain '{domain}' is in no group of --ratios; map it with --groups "
-                            f"{domain}=GROUP or pass --unmapped drop")
+            raise UserError(
+                f"{where}: domain '{domain}' is in no group of --ratios; map it with --groups "
+                f"{domain}=GROUP or pass --unmapped drop"
+            )
         return group
 
     def run(self, documents: ShardDocuments, shard: int, num_shards: int) -> dict[str, Any]:
@@ -147,8 +163,11 @@ class SplitStage(ShardStage):
                     groups[g]["domains"][d] = groups[g]["domains"].get(d, 0) + n
             for d, n in r["dropped"].items():
                 dropped[d] = dropped.get(d, 0) + n
-        return {"groups": groups, "unmapped_dropped": dict(sorted(dropped.items())),
-                "empty": sum(r["empty"] for r in reports)}
+        return {
+            "groups": groups,
+            "unmapped_dropped": dict(sorted(dropped.items())),
+            "empty": sum(r["empty"] for r in reports),
+        }
 
 
 def run_mix(
@@ -188,16 +207,31 @@ def run_mix(
     out = Path(output_dir)
     executor = executor or LocalExecutor(workers)
     n = num_shards or max(1, executor.workers)
-    split = run_stage(SplitStage(out / WORK, mapping, target, domain_key, text_key, unmapped), files, None,
-                      Shards(n), executor)
+    split = run_stage(
+        SplitStage(out / WORK, mapping, target, domain_key, text_key, unmapped),
+        files,
+        None,
+        Shards(n),
+        executor,
+    )
     empty = [g for g in target if not split["groups"][g]["docs"]]
     if empty:
-        raise UserError(f"--ratios: no documents fall in group(s) {', '.join(empty)} "
-                        f"(groups found: {', '.join(g for g in target if g not in empty) or 'none'})")
+        raise UserError(
+            f"--ratios: no documents fall in group(s) {', '.join(empty)} "
+            f"(groups found: {', '.join(g for g in target if g not in empty) or 'none'})"
+        )
     tokens: dict[str, dict[str, Any]] = {}
     for g in target:
-        res = tokenize_corpus([str(out / WORK / g)], tokenizer, str(out / g), text_key="text", val_ratio=val_ratio,
-                              seed=seed, num_shards=n, executor=executor)
+        res = tokenize_corpus(
+            [str(out / WORK / g)],
+            tokenizer,
+            str(out / g),
+            text_key="text",
+            val_ratio=val_ratio,
+            seed=seed,
+            num_shards=n,
+            executor=executor,
+        )
         tokens[g] = {s: o["tokens"] for s, o in res.report["outputs"].items()}
     total = train_tokens or sum(t["train"] for t in tokens.values())
     num_samples = max(1, total // seq_length)
@@ -214,40 +248,67 @@ def _report(target, split, tokens, samples, seq_length, num_samples, seed, repea
     groups = {}
     for s, (g, ratio) in enumerate(target.items()):
         drawn = int(samples[s]) * seq_length
-        groups[g] = {"ratio": ratio, "domains": split["groups"][g]["domains"], "documents": split["groups"][g]["docs"],
-                     "tokens": tokens[g]["train"], "val_tokens": tokens[g].get("val", 0),
-                     "train_tokens": drawn, "realised_share": drawn / (num_samples * seq_length),
-                     "epochs": round(drawn / tokens[g]["train"], 4)}
-    return {"groups": groups, "train_tokens": num_samples * seq_length, "seq_length": seq_length,
-            "num_samples": num_samples, "seed": seed, "unmapped_dropped": split["unmapped_dropped"],
-            "empty_documents": split["empty"], "repeats": repeats,
-            "megatron_blend": " ".join(f"{r:g} {g}" for g, r in target.items())}
+        groups[g] = {
+            "ratio": ratio,
+            "domains": split["groups"][g]["domains"],
+            "documents": split["groups"][g]["docs"],
+            "tokens": tokens[g]["train"],
+            "val_tokens": tokens[g].get("val", 0),
+            "train_tokens": drawn,
+            "realised_share": drawn / (num_samples * seq_length),
+            "epochs": round(drawn / tokens[g]["train"], 4),
+        }
+    return {
+        "groups": groups,
+        "train_tokens": num_samples * seq_length,
+        "seq_length": seq_length,
+        "num_samples": num_samples,
+        "seed": seed,
+        "unmapped_dropped": split["unmapped_dropped"],
+        "empty_documents": split["empty"],
+        "repeats": repeats,
+        "megatron_blend": " ".join(f"{r:g} {g}" for g, r in target.items()),
+    }
 
 
 def _blend_yaml(target: dict[str, float], report: dict[str, Any]) -> str:
-    lines = ["# written by `llmctl data mix`: give this file to `llmctl pretrain` as data.path",
-             f"# realised over {report['train_tokens']} tokens at seq_length {report['seq_length']}, seed "
-             f"{report['seed']} (see mix_report.json)", "blend:"]
+    lines = [
+        "# written by `llmctl data mix`: give this file to `llmctl pretrain` as data.path",
+        f"# realised over {report['train_tokens']} tokens at seq_length {report['seq_length']}, seed "
+        f"{report['seed']} (see mix_report.json)",
+        "blend:",
+    ]
     lines += [f"  - {{prefix: {g}, weight: {r}}}" for g, r in target.items()]
     return "\n".join(lines) + "\n"
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The table the CLI prints: per group its ratio, realised token share, epochs and size."""
-    lines = [f"{'group':<14}{'ratio':>8}{'realised':>10}{'epochs':>9}{'tokens':>14}{'documents':>11}  domains"]
+    lines = [
+        f"{'group':<14}{'ratio':>8}{'realised':>10}{'epochs':>9}{'tokens':>14}{'documents':>11}  domains"
+    ]
     for g, v in report["groups"].items():
         doms = ", ".join(f"{d} {n}" for d, n in sorted(v["domains"].items()))
-        lines.append(f"{g:<14}{v['ratio']:>8.3f}{v['realised_share']:>10.3f}{v['epochs']:>9.2f}"
-                     f"{v['tokens']:>14,}{v['documents']:>11,}  {doms}")
+        lines.append(
+            f"{g:<14}{v['ratio']:>8.3f}{v['realised_share']:>10.3f}{v['epochs']:>9.2f}"
+            f"{v['tokens']:>14,}{v['documents']:>11,}  {doms}"
+        )
     rep = report["repeats"]
     if rep["min_distance_tokens"] is None:
         lines.append("repeats: no document appears twice in the blend")
     else:
-        parts = [f"{Path(s['source']).name} {s['min_distance_tokens']:,} (ideal {s['ideal_distance_tokens']:,})"
-                 for s in rep["sources"] if s["min_distance_tokens"] is not None]
-        lines.append(f"repeats: min token distance between two copies of a document {rep['min_distance_tokens']:,}"
-                     f"; per group: {', '.join(parts)}")
+        parts = [
+            f"{Path(s['source']).name} {s['min_distance_tokens']:,} (ideal {s['ideal_distance_tokens']:,})"
+            for s in rep["sources"]
+            if s["min_distance_tokens"] is not None
+        ]
+        lines.append(
+            f"repeats: min token distance between two copies of a document {rep['min_distance_tokens']:,}"
+            f"; per group: {', '.join(parts)}"
+        )
     if report["unmapped_dropped"]:
-        lines.append("dropped (domain in no group): " + ", ".join(f"{d} {n}"
-                                                                  for d, n in report["unmapped_dropped"].items()))
+        lines.append(
+            "dropped (domain in no group): "
+            + ", ".join(f"{d} {n}" for d, n in report["unmapped_dropped"].items())
+        )
     return "\n".join(lines)

@@ -35,8 +35,9 @@ def doc_groups(data) -> np.ndarray:
         stop = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]), HASH_CHUNK_TOKENS, "right")))
         stop = min(stop, n)
         lens = lengths[start:stop]
-        flat = np.frombuffer(data._bin, dtype=data.dtype, count=int(lens.sum()),
-                             offset=int(data.sequence_pointers[start])).astype(np.uint64)
+        flat = np.frombuffer(
+            data._bin, dtype=data.dtype, count=int(lens.sum()), offset=int(data.sequence_pointers[start])
+        ).astype(np.uint64)
         offsets = np.cumsum(lens) - lens
         pos = np.arange(len(flat), dtype=np.int64) - np.repeat(offsets, lens)
         with np.errstate(over="ignore"):
@@ -83,7 +84,9 @@ def repeat_distances(blend) -> dict[str, Any]:
     seq, total = blend.seq_len, len(blend)
     sources, overall = [], None
     for s, ds in enumerate(blend.datasets):
-        positions = np.flatnonzero(np.asarray(blend.sample_sources) == s)  # blended position of the j-th sample of s
+        positions = np.flatnonzero(
+            np.asarray(blend.sample_sources) == s
+        )  # blended position of the j-th sample of s
         groups = doc_groups(ds.data)
         lengths = np.asarray(ds.data.sequence_lengths, dtype=np.int64)[ds.doc_idx]
         first = (np.cumsum(lengths) - lengths) // seq  # the stream sample holding each copy's first token
@@ -99,12 +102,19 @@ def repeat_distances(blend) -> dict[str, Any]:
         share = len(positions) / max(1, total)
         biggest = int(np.bincount(groups).max()) if len(groups) else 1
         ideal = ds.tokens_per_epoch / biggest / share if share else None
-        entry = {"source": blend.source_names[s], "epochs": round(float(len(positions) * seq / ds.tokens_per_epoch), 4),
-                 "repeated_documents": int(len(np.unique(g[order][1:][same]))),
-                 "min_distance_tokens": int(gaps.min()) * seq if len(gaps) else None,
-                 "ideal_distance_tokens": int(ideal) if ideal and len(gaps) else None}
+        entry = {
+            "source": blend.source_names[s],
+            "epochs": round(float(len(positions) * seq / ds.tokens_per_epoch), 4),
+            "repeated_documents": int(len(np.unique(g[order][1:][same]))),
+            "min_distance_tokens": int(gaps.min()) * seq if len(gaps) else None,
+            "ideal_distance_tokens": int(ideal) if ideal and len(gaps) else None,
+        }
         if entry["min_distance_tokens"] is not None:
             entry["ratio_to_ideal"] = round(entry["min_distance_tokens"] / ideal, 4)
-            overall = entry["min_distance_tokens"] if overall is None else min(overall, entry["min_distance_tokens"])
+            overall = (
+                entry["min_distance_tokens"]
+                if overall is None
+                else min(overall, entry["min_distance_tokens"])
+            )
         sources.append(entry)
     return {"min_distance_tokens": overall, "sources": sources}

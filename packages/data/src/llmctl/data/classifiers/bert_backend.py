@@ -1,10 +1,10 @@
 """BERT backend: an encoder with a classification or regression head, through transformers.
 
-The encoder comes from a local HF dir (`--init DIR`: any `AutoModelForSequenceClassification` encoder, its head
-new) or is a small `BertForSequenceClassification` initialised here, with a WordPiece tokenizer trained on the
-labelled texts: a few layers of width 64 train on CPU in minutes at toy size; the same code trains a real one
-on a GPU. The result is saved as an HF dir (`config.json` with id2label, `model.safetensors`, the tokenizer),
-so `AutoModelForSequenceClassification.from_pretrained(D)` loads it without llmctl.
+The encoder comes from a local HF dir (`--init DIR`: any `AutoModelForSequenceClassification` encoder, its
+head new) or is a small `BertForSequenceClassification` initialised here, with a WordPiece tokenizer trained
+on the labelled texts: a few layers of width 64 train on CPU in minutes at toy size; the same code trains a
+real one on a GPU. The result is saved as an HF dir (`config.json` with id2label, `model.safetensors`, the
+tokenizer), so `AutoModelForSequenceClassification.from_pretrained(D)` loads it without llmctl.
 
 Scoring sorts a batch by token length and cuts it into sub-batches under a token budget, so padding is at most
 the length difference of neighbours, and runs under `torch.inference_mode`. Torch is imported only here (the
@@ -23,9 +23,22 @@ from llmctl.core.errors import UserError, require_torch
 
 from .meta import Classifier, Meta
 
-DEFAULTS = {"init": None, "layers": 2, "hidden": 64, "heads": 2, "max_length": 128, "vocab_size": 4000,
-            "epoch": 3, "lr": 5e-4, "batch_size": 32, "weight_decay": 0.01, "warmup": 0.06, "seed": 0,
-            "device": "auto", "threads": None}
+DEFAULTS = {
+    "init": None,
+    "layers": 2,
+    "hidden": 64,
+    "heads": 2,
+    "max_length": 128,
+    "vocab_size": 4000,
+    "epoch": 3,
+    "lr": 5e-4,
+    "batch_size": 32,
+    "weight_decay": 0.01,
+    "warmup": 0.06,
+    "seed": 0,
+    "device": "auto",
+    "threads": None,
+}
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MAX_TOKENS = 16_384  # tokens per scoring sub-batch (rows x padded length)
 
@@ -33,10 +46,14 @@ MAX_TOKENS = 16_384  # tokens per scoring sub-batch (rows x padded length)
 def options(given: dict[str, Any]) -> dict[str, Any]:
     unknown = set(given) - set(DEFAULTS)
     if unknown:
-        raise UserError(f"--arch bert: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+        raise UserError(
+            f"--arch bert: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}"
+        )
     opts = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
     if opts["init"] is not None and not Path(opts["init"]).is_dir():
-        raise UserError(f"--init {opts['init']}: not a directory (a local HF encoder dir; nothing is downloaded)")
+        raise UserError(
+            f"--init {opts['init']}: not a directory (a local HF encoder dir; nothing is downloaded)"
+        )
     if opts["init"] is None and opts["hidden"] % opts["heads"]:
         raise UserError(f"--hidden {opts['hidden']} is not a multiple of --heads {opts['heads']}")
     return opts
@@ -57,40 +74,66 @@ def _wordpiece(texts: list[str], vocab_size: int, max_length: int):
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                                             show_progress=False))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
     tok.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
 
 
 def _build(meta: Meta, texts: list[str], opts: dict[str, Any]):
     """(tokenizer, model): from `--init` (new head) or a small BERT from scratch."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
 
     regression = meta.task == "regression"
-    head = {"num_labels": 1 if regression else len(meta.labels),
-            "problem_type": "regression" if regression else "single_label_classification"}
+    head = {
+        "num_labels": 1 if regression else len(meta.labels),
+        "problem_type": "regression" if regression else "single_label_classification",
+    }
     if not regression:
         head["id2label"] = dict(enumerate(meta.labels))
         head["label2id"] = {name: i for i, name in enumerate(meta.labels)}
     if opts["init"]:
         try:
             tokenizer = AutoTokenizer.from_pretrained(opts["init"], local_files_only=True)
-            model = AutoModelForSequenceClassification.from_pretrained(opts["init"], local_files_only=True, **head)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                opts["init"], local_files_only=True, **head
+            )
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"--init {opts['init']}: cannot load an HF encoder there ({first})") from None
         return tokenizer, model
     tokenizer = _wordpiece(texts, int(opts["vocab_size"]), int(opts["max_length"]))
     hidden = int(opts["hidden"])
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=int(opts["layers"]),
-                        num_attention_heads=int(opts["heads"]), intermediate_size=4 * hidden,
-                        max_position_embeddings=int(opts["max_length"]), pad_token_id=tokenizer.pad_token_id,
-                        **head)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=int(opts["layers"]),
+        num_attention_heads=int(opts["heads"]),
+        intermediate_size=4 * hidden,
+        max_position_embeddings=int(opts["max_length"]),
+        pad_token_id=tokenizer.pad_token_id,
+        **head,
+    )
     return tokenizer, BertForSequenceClassification(config)
 
 
@@ -112,7 +155,7 @@ def _padded(torch, ids: list[list[int]], pad_id: int, device):
 
 
 def train(train_set, meta: Meta, out_dir: Path, quiet: bool = False) -> None:
-    """Fine-tune (or train from scratch) with AdamW, linear warmup and decay; save the HF dir into `out_dir`."""
+    """Fine-tune (or train from scratch): AdamW, linear warmup and decay; save the HF dir into `out_dir`."""
     torch = require_torch("--arch bert")
     from ..pipeline import make_bar
 
@@ -132,9 +175,12 @@ def train(train_set, meta: Meta, out_dir: Path, quiet: bool = False) -> None:
     per_epoch = math.ceil(len(ids) / bs)
     total = max(1, per_epoch * int(opts["epoch"]))
     warm = max(1, int(total * float(opts["warmup"])))
-    optim = torch.optim.AdamW(model.parameters(), lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"]))
+    optim = torch.optim.AdamW(
+        model.parameters(), lr=float(opts["lr"]), weight_decay=float(opts["weight_decay"])
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+        optim, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    )
     rng = np.random.default_rng(int(opts["seed"]))
     bar = make_bar(quiet, total=total, desc="train-classifier (bert)", unit="steps")
     try:
@@ -189,7 +235,9 @@ class BertClassifier(Classifier):
         return out
 
 
-def load(directory: Path, meta: Meta, device: str = "auto", threads: int | None = None, **_: Any) -> BertClassifier:
+def load(
+    directory: Path, meta: Meta, device: str = "auto", threads: int | None = None, **_: Any
+) -> BertClassifier:
     torch = require_torch("--arch bert")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -25,8 +25,17 @@ from .meta import Classifier, Meta
 
 MODEL_FILE = "model.bin"
 INSTALL = "--arch fasttext needs fastText's bindings: pip install 'llmctl-data[fasttext]' (fasttext-numpy2)"
-DEFAULTS = {"epoch": 10, "lr": 0.5, "dim": 64, "word_ngrams": 2, "min_count": 1, "minn": 0, "maxn": 0,
-            "threads": 1, "seed": 0}
+DEFAULTS = {
+    "epoch": 10,
+    "lr": 0.5,
+    "dim": 64,
+    "word_ngrams": 2,
+    "min_count": 1,
+    "minn": 0,
+    "maxn": 0,
+    "threads": 1,
+    "seed": 0,
+}
 
 
 def _fasttext():
@@ -41,15 +50,18 @@ def options(given: dict[str, Any]) -> dict[str, Any]:
     """The training options: fastText's defaults for text classification, overridden by what was given."""
     unknown = set(given) - set(DEFAULTS)
     if unknown:
-        raise UserError(f"--arch fasttext: unknown option(s) {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(DEFAULTS)}")
+        raise UserError(
+            f"--arch fasttext: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}"
+        )
     return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
 
 
 def train(train_set, meta: Meta, out_dir: Path, quiet: bool = False) -> None:
     """Train on `train_set` (prepared texts, class indices) and save `model.bin` into `out_dir`."""
     if meta.task == "regression":
-        raise UserError("--arch fasttext does binary and multiclass classification; regression needs --arch bert")
+        raise UserError(
+            "--arch fasttext does binary and multiclass classification; regression needs --arch bert"
+        )
     fasttext = _fasttext()
     opts = meta.options
     fd, path = tempfile.mkstemp(prefix=".fasttext-train.", suffix=".txt", dir=out_dir)
@@ -58,9 +70,17 @@ def train(train_set, meta: Meta, out_dir: Path, quiet: bool = False) -> None:
             for text, y in zip(train_set.texts, train_set.y):
                 f.write(f"__label__{int(y)} {meta.prepare(text)}\n")
         model = fasttext.train_supervised(
-            input=path, epoch=int(opts["epoch"]), lr=float(opts["lr"]), dim=int(opts["dim"]),
-            wordNgrams=int(opts["word_ngrams"]), minCount=int(opts["min_count"]), minn=int(opts["minn"]),
-            maxn=int(opts["maxn"]), thread=int(opts["threads"]), seed=int(opts["seed"]), loss="softmax",
+            input=path,
+            epoch=int(opts["epoch"]),
+            lr=float(opts["lr"]),
+            dim=int(opts["dim"]),
+            wordNgrams=int(opts["word_ngrams"]),
+            minCount=int(opts["min_count"]),
+            minn=int(opts["minn"]),
+            maxn=int(opts["maxn"]),
+            thread=int(opts["threads"]),
+            seed=int(opts["seed"]),
+            loss="softmax",
             verbose=0 if quiet else 1,
         )
     except RuntimeError as e:  # fastText's own errors (NaN, empty vocabulary) are about the data or options

@@ -1,9 +1,9 @@
-"""The labelled set `train-classifier` learns from: rows with a text and a label, or whole sources with a label.
+"""The labelled set `train-classifier` learns from: rows with a text and a label, or labelled sources.
 
-Two ways in, as the practice goes: a labelled file (`--text-key`, `--label-key`: a few thousand rows an LLM or a
-person annotated), or `--labels-from-source` (`--input good.jsonl=1 --input spam.jsonl=0`: "this source is high
-quality, that one is not", the cheap route). Either way every row is read through the one reader path, so a
-missing label or text is named by file and row as every other stage names it. The task (binary, multiclass,
+Two ways in, as the practice goes: a labelled file (`--text-key`, `--label-key`: a few thousand rows an LLM or
+a person annotated), or `--labels-from-source` (`--input good.jsonl=1 --input spam.jsonl=0`: "this source is
+high quality, that one is not", the cheap route). Either way every row is read through the one reader path, so
+a missing label or text is named by file and row as every other stage names it. The task (binary, multiclass,
 regression) follows from the labels unless given, and the held-out split is stratified per class by a hash of
 (file, row, seed), so it is the same on every run and machine.
 """
@@ -35,8 +35,16 @@ class Labelled:
     skipped_empty: int = 0
 
     def subset(self, idx: np.ndarray) -> "Labelled":
-        return Labelled([self.texts[i] for i in idx], self.y[idx], self.task, self.labels, self.positive,
-                        self.u[idx], self.sources, 0)
+        return Labelled(
+            [self.texts[i] for i in idx],
+            self.y[idx],
+            self.task,
+            self.labels,
+            self.positive,
+            self.u[idx],
+            self.sources,
+            0,
+        )
 
     def split(self, val_fraction: float) -> tuple["Labelled", "Labelled"]:
         """(train, val): per class, the rows with the smallest draws go to val (at least one of each class
@@ -44,8 +52,11 @@ class Labelled:
         n = len(self.texts)
         val = np.zeros(n, dtype=bool)
         if val_fraction > 0:
-            groups = [np.arange(n)] if self.task == "regression" else [np.flatnonzero(self.y == c)
-                                                                      for c in range(len(self.labels))]
+            groups = (
+                [np.arange(n)]
+                if self.task == "regression"
+                else [np.flatnonzero(self.y == c) for c in range(len(self.labels))]
+            )
             for g in groups:
                 if len(g) < 2:
                     continue
@@ -72,7 +83,9 @@ def _class_name(label: str | float) -> str:
 def _parse_source(spec: str) -> tuple[str, str]:
     path, sep, label = str(spec).rpartition("=")
     if not sep or not path or not label:
-        raise UserError(f"--labels-from-source: --input {spec} needs a label, as PATH=LABEL (e.g. good.jsonl=1)")
+        raise UserError(
+            f"--labels-from-source: --input {spec} needs a label, as PATH=LABEL (e.g. good.jsonl=1)"
+        )
     return path, label
 
 
@@ -85,7 +98,7 @@ def read_labelled(
     positive: str | None = None,
     seed: int = 0,
 ) -> Labelled:
-    """Every row of `inputs` as (text, label), the task decided and the labels encoded; bad input is one line."""
+    """Every row of `inputs` as (text, label), the task decided, the labels encoded; bad input is one line."""
     from ..readers import expand_inputs
     from ..readers.rows import file_text_key, iter_file_records, text_of
 
@@ -115,8 +128,10 @@ def read_labelled(
                 if label is None or (isinstance(label, str) and not label.strip()):
                     raise UserError(f"{where}: empty label in column '{label_key}'")
                 if not isinstance(label, (str, int, float, bool)):
-                    raise UserError(f"{where}: label '{label_key}' is {type(label).__name__}, expected a "
-                                    "class name or a number")
+                    raise UserError(
+                        f"{where}: label '{label_key}' is {type(label).__name__}, expected a "
+                        "class name or a number"
+                    )
             if not text.strip():
                 empty += 1
                 continue
@@ -156,8 +171,9 @@ def encode(raw: list[str | float], task: str, positive: str | None, what: str):
         task = "binary" if len(classes) == 2 else "multiclass"
     if task == "binary":
         if len(classes) != 2:
-            raise UserError(f"{what}: --task binary needs two classes, found {len(classes)}: "
-                            f"{', '.join(classes[:10])}")
+            raise UserError(
+                f"{what}: --task binary needs two classes, found {len(classes)}: {', '.join(classes[:10])}"
+            )
         positive = _positive(classes, positive, what)
     elif task == "multiclass":
         positive = None
@@ -184,15 +200,20 @@ def _positive(classes: list[str], positive: str | None, what: str) -> str:
     for neg, pos in (("0", "1"), ("false", "true"), ("-1", "1")):
         if set(classes) == {neg, pos}:
             return pos
-    raise UserError(f"{what}: binary labels '{classes[0]}' and '{classes[1]}': pass --positive LABEL "
-                    "(the one whose probability is the score)")
+    raise UserError(
+        f"{what}: binary labels '{classes[0]}' and '{classes[1]}': pass --positive LABEL "
+        "(the one whose probability is the score)"
+    )
 
 
 def describe(ds: Labelled) -> dict[str, Any]:
     """Rows per label (or the value range), for the training report."""
     if ds.task == "regression":
-        return {"rows": len(ds.texts), "min": float(ds.y.min()), "max": float(ds.y.max()),
-                "mean": float(ds.y.mean())}
+        return {
+            "rows": len(ds.texts),
+            "min": float(ds.y.min()),
+            "max": float(ds.y.max()),
+            "mean": float(ds.y.mean()),
+        }
     counts = np.bincount(ds.y, minlength=len(ds.labels))
     return {"rows": len(ds.texts), "per_label": {c: int(n) for c, n in zip(ds.labels, counts)}}
-

@@ -35,7 +35,9 @@ def backend(arch: str):
     import importlib
 
     if arch not in ARCHS:
-        raise UserError(f"--arch {arch}: unknown classifier architecture; available: {', '.join(sorted(ARCHS))}")
+        raise UserError(
+            f"--arch {arch}: unknown classifier architecture; available: {', '.join(sorted(ARCHS))}"
+        )
     return importlib.import_module(ARCHS[arch])
 
 

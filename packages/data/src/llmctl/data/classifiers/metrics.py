@@ -2,7 +2,7 @@
 these against scikit-learn's).
 
 Binary: accuracy at the threshold, ROC AUC of the positive score, precision/recall/F1 per label, and the
-threshold that maximises F1. Multiclass: accuracy, macro F1, per label precision/recall/F1 and one-vs-rest AUC.
+threshold that maximises F1. Multiclass: accuracy, macro F1, per label precision/recall/F1, one-vs-rest AUC.
 Regression: MSE, MAE and Pearson correlation.
 """
 
@@ -30,7 +30,7 @@ def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def per_label(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
-    """precision, recall, F1 and support of every label (0 where undefined, as scikit-learn's zero_division=0)."""
+    """precision, recall, F1 and support per label (0 where undefined, as scikit-learn's zero_division=0)."""
     out = {}
     for i, name in enumerate(labels):
         tp = int(((y_pred == i) & (y_true == i)).sum())
@@ -55,8 +55,14 @@ def best_f1_threshold(positive: np.ndarray, scores: np.ndarray) -> float:
     return float(s[int(np.argmax(f1))])
 
 
-def classification_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], task: str,
-                           positive: str | None = None, threshold: float = 0.5) -> dict[str, Any]:
+def classification_metrics(
+    y: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    task: str,
+    positive: str | None = None,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
     """Metrics of [N, labels] probabilities against class indices `y`."""
     if task == "binary":
         pos = labels.index(positive)
@@ -85,8 +91,12 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, labels: list[str], 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     err = pred - y
     corr = float(np.corrcoef(y, pred)[0, 1]) if len(y) > 1 and np.std(pred) > 0 and np.std(y) > 0 else None
-    return {"rows": int(len(y)), "mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))),
-            "pearson": corr}
+    return {
+        "rows": int(len(y)),
+        "mse": float(np.mean(err**2)),
+        "mae": float(np.mean(np.abs(err))),
+        "pearson": corr,
+    }
 
 
 def summary_line(m: dict[str, Any], task: str) -> str:
@@ -102,6 +112,8 @@ def summary_line(m: dict[str, Any], task: str) -> str:
         head += f", AUC {auc}"
     else:
         head += f", macro F1 {m['macro_f1']:.3f}"
-    labels = "; ".join(f"{k}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f} (n={v['support']})"
-                       for k, v in m["per_label"].items())
+    labels = "; ".join(
+        f"{k}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f} (n={v['support']})"
+        for k, v in m["per_label"].items()
+    )
     return f"{head}\n  per label: {labels}"

@@ -1,8 +1,8 @@
 """Where `classify` writes: one file per slab (`readers.slabs`), with the input's columns and the new ones.
 
-A slab's file is written under a temp name and renamed when complete, so a crash never leaves a file that looks
-finished. Parquet output keeps the input file's column types and appends the classifiers' columns; jsonl output
-is each input record with the columns added.
+A slab's file is written under a temp name and renamed when complete, so a crash never leaves a file that
+looks finished. Parquet output keeps the input file's column types and appends the classifiers' columns; jsonl
+output is each input record with the columns added.
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ class SlabWriter:
         if self.fmt == "jsonl":
             if self._f is None:
                 self._f = open(self.tmp, "wb")
-            self._f.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-                          .encode("utf-8", "surrogatepass"))
+            self._f.write(
+                "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode(
+                    "utf-8", "surrogatepass"
+                )
+            )
         else:
             self._write_parquet(records)
         self.rows += len(records)
@@ -62,8 +65,10 @@ class SlabWriter:
         try:
             table = pa.Table.from_pylist(records, schema=self.schema)
         except (pa.ArrowException, TypeError, ValueError) as e:
-            raise UserError(f"{self.path}: cannot write these rows to parquet ({e}); are the input files' "
-                            "columns consistent?") from None
+            raise UserError(
+                f"{self.path}: cannot write these rows to parquet ({e}); are the input files' "
+                "columns consistent?"
+            ) from None
         if self._pq is None:
             self.schema = table.schema
             self._pq = pq.ParquetWriter(str(self.tmp), self.schema, compression="zstd")

@@ -49,8 +49,15 @@ class Distribution:
 
     def to_dict(self) -> dict[str, Any]:
         nz = np.flatnonzero(self.hist)
-        return {"lo": self.lo, "hi": self.hi, "n": self.n, "sum": self.sum, "min": self.min, "max": self.max,
-                "hist": [[int(i), int(self.hist[i])] for i in nz]}
+        return {
+            "lo": self.lo,
+            "hi": self.hi,
+            "n": self.n,
+            "sum": self.sum,
+            "min": self.min,
+            "max": self.max,
+            "hist": [[int(i), int(self.hist[i])] for i in nz],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Distribution":
@@ -73,8 +80,9 @@ class ScoreReport:
 
     def __init__(self, ranges: dict[str, tuple[float, float]], k: int = 0):
         self.ranges, self.k = ranges, k
-        self.dists: dict[str, dict[str, dict[str, Distribution]]] = {c: {"all": {}, "lang": {}, "domain": {}}
-                                                                     for c in ranges}
+        self.dists: dict[str, dict[str, dict[str, Distribution]]] = {
+            c: {"all": {}, "lang": {}, "domain": {}} for c in ranges
+        }
         self.low: dict[str, list] = {c: [] for c in ranges}
         self.high: dict[str, list] = {c: [] for c in ranges}
 
@@ -84,8 +92,15 @@ class ScoreReport:
             table[key] = Distribution(*self.ranges[column])
         return table[key]
 
-    def add(self, columns: dict[str, list], langs: list[str], domains: list[str] | None, file_index: int,
-            rows: list[int], texts: list[str]) -> None:
+    def add(
+        self,
+        columns: dict[str, list],
+        langs: list[str],
+        domains: list[str] | None,
+        file_index: int,
+        rows: list[int],
+        texts: list[str],
+    ) -> None:
         lang_arr = np.asarray(langs, dtype=object)
         dom_arr = np.asarray([str(d) for d in domains], dtype=object) if domains is not None else None
         for column in self.ranges:
@@ -102,16 +117,29 @@ class ScoreReport:
     def _examples(self, column, values, langs, domains, file_index, rows, texts) -> None:
         order = np.argsort(values, kind="stable")
         picks = set(order[: self.k].tolist()) | set(order[-self.k :].tolist())
-        items = [{"score": float(values[i]), "file": file_index, "row": int(rows[i]), "lang": langs[i],
-                  "domain": None if domains is None else domains[i], "text": texts[i][:EXAMPLE_CHARS]}
-                 for i in sorted(picks)]
+        items = [
+            {
+                "score": float(values[i]),
+                "file": file_index,
+                "row": int(rows[i]),
+                "lang": langs[i],
+                "domain": None if domains is None else domains[i],
+                "text": texts[i][:EXAMPLE_CHARS],
+            }
+            for i in sorted(picks)
+        ]
         self.low[column] = _lowest(self.low[column] + items, self.k)
         self.high[column] = _highest(self.high[column] + items, self.k)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dists": {c: {kind: {k: d.to_dict() for k, d in table.items()} for kind, table in kinds.items()}
-                          for c, kinds in self.dists.items()},
-                "low": self.low, "high": self.high}
+        return {
+            "dists": {
+                c: {kind: {k: d.to_dict() for k, d in table.items()} for kind, table in kinds.items()}
+                for c, kinds in self.dists.items()
+            },
+            "low": self.low,
+            "high": self.high,
+        }
 
     def merge_dict(self, d: dict[str, Any]) -> None:
         for c, kinds in d["dists"].items():
@@ -123,10 +151,14 @@ class ScoreReport:
             self.high[c] = _highest(self.high[c] + d["high"][c], self.k)
 
     def summary(self) -> dict[str, Any]:
-        return {c: {"all": kinds["all"]["all"].summary() if "all" in kinds["all"] else {"docs": 0},
-                    "by_lang": {k: d.summary() for k, d in sorted(kinds["lang"].items())},
-                    "by_domain": {k: d.summary() for k, d in sorted(kinds["domain"].items())}}
-                for c, kinds in self.dists.items()}
+        return {
+            c: {
+                "all": kinds["all"]["all"].summary() if "all" in kinds["all"] else {"docs": 0},
+                "by_lang": {k: d.summary() for k, d in sorted(kinds["lang"].items())},
+                "by_domain": {k: d.summary() for k, d in sorted(kinds["domain"].items())},
+            }
+            for c, kinds in self.dists.items()
+        }
 
 
 def _lowest(items: list, k: int) -> list:
@@ -146,7 +178,9 @@ def format_table(scores: dict[str, Any]) -> str:
         rows = [("all", s["all"])] + [(f"lang={k}", v) for k, v in s["by_lang"].items()]
         rows += [(f"domain={k}", v) for k, v in s["by_domain"].items()]
         for name, v in rows:
-            cells = [f"{v.get(c, 0):>7}" if c == "docs" else f"{v[c]:>7.3f}" if c in v else f"{'-':>7}"
-                     for c in cols]
+            cells = [
+                f"{v.get(c, 0):>7}" if c == "docs" else f"{v[c]:>7.3f}" if c in v else f"{'-':>7}"
+                for c in cols
+            ]
             lines.append(f"  {name:<24}" + "  ".join(cells))
     return "\n".join(lines)

@@ -5,12 +5,12 @@ probability, ...), nothing dropped: filtering, sampling and mixing read the colu
 the input's folders (so `en/`, `zh/` sub-folders still tell `sample` the language), one file per *slab* of
 `--rows-per-file` rows of an input file: `OUT/<dir>/<stem>-<slab>.<jsonl|parquet>`.
 
-Why slabs: a slab is the unit a shard owns. With at least as many files as shards a shard owns whole files (as in
-every stage); with fewer, shards take slabs round-robin, instead of documents, so a shard still writes whole
-files. A slab is cut into batches of `--batch-size` rows from its start, so every document is scored in the same
-batch whatever the shard count, worker count or executor: the output bytes are the same (a BERT's float
-rounding depends on what it is batched with). Each slab file is written under a temp name and renamed when
-complete; each shard leaves a completion marker, so a rerun after a crash redoes only unfinished shards.
+Why slabs: a slab is the unit a shard owns. With at least as many files as shards a shard owns whole files (as
+in every stage); with fewer, shards take slabs round-robin, instead of documents, so a shard still writes
+whole files. A slab is cut into batches of `--batch-size` rows from its start, so every document is scored in
+the same batch whatever the shard count, worker count or executor: the output bytes are the same (a BERT's
+float rounding depends on what it is batched with). Each slab file is written under a temp name and renamed
+when complete; each shard leaves a completion marker, so a rerun after a crash redoes only unfinished shards.
 """
 
 from __future__ import annotations
@@ -51,11 +51,25 @@ class ClassifyStage(ShardStage):
 
     name = "classify"
 
-    def __init__(self, files: Sequence[str], output, classifiers: Sequence[tuple[str, str | None]],
-                 text_key=None, lang_key=None, domain_key="domain", batch_size=500, rows_per_file=100_000,
-                 out_format=None, sample_k=0, device="auto", threads=1):
+    def __init__(
+        self,
+        files: Sequence[str],
+        output,
+        classifiers: Sequence[tuple[str, str | None]],
+        text_key=None,
+        lang_key=None,
+        domain_key="domain",
+        batch_size=500,
+        rows_per_file=100_000,
+        out_format=None,
+        sample_k=0,
+        device="auto",
+        threads=1,
+    ):
         if batch_size < 1 or rows_per_file < 1:
-            raise UserError(f"--batch-size and --rows-per-file must be >= 1, got {batch_size} and {rows_per_file}")
+            raise UserError(
+                f"--batch-size and --rows-per-file must be >= 1, got {batch_size} and {rows_per_file}"
+            )
         if not classifiers:
             raise UserError("--classifier: give at least one classifier directory")
         self.files, self.output = list(files), Path(output)
@@ -65,8 +79,10 @@ class ClassifyStage(ShardStage):
         for d, m in zip(self.dirs, self.metas):
             for col in {m.column, *m.score_columns()}:
                 if col in seen:
-                    raise UserError(f"--classifier {d}: column '{col}' is also written by {seen[col]}; "
-                                    "rename one with DIR=COLUMN")
+                    raise UserError(
+                        f"--classifier {d}: column '{col}' is also written by {seen[col]}; "
+                        "rename one with DIR=COLUMN"
+                    )
                 seen[col] = d
         self.text_key, self.lang_key, self.domain_key = text_key, lang_key, domain_key
         self.batch_size, self.rows_per_file, self.out_format = int(batch_size), int(rows_per_file), out_format
@@ -76,11 +92,24 @@ class ClassifyStage(ShardStage):
             raise UserError(f"--output {output}: is the input directory; write the scored copy elsewhere")
 
     def fingerprint(self) -> dict[str, Any]:
-        models = [[Path(d, META_FILE).read_text(encoding="utf-8"),
-                   inputs_signature(sorted(str(p) for p in Path(d).iterdir() if p.is_file()))] for d in self.dirs]
-        return {"classifiers": models, "columns": [m.column for m in self.metas], "text_key": self.text_key,
-                "lang_key": self.lang_key, "domain_key": self.domain_key, "batch_size": self.batch_size,
-                "rows_per_file": self.rows_per_file, "format": self.out_format, "sample_k": self.sample_k}
+        models = [
+            [
+                Path(d, META_FILE).read_text(encoding="utf-8"),
+                inputs_signature(sorted(str(p) for p in Path(d).iterdir() if p.is_file())),
+            ]
+            for d in self.dirs
+        ]
+        return {
+            "classifiers": models,
+            "columns": [m.column for m in self.metas],
+            "text_key": self.text_key,
+            "lang_key": self.lang_key,
+            "domain_key": self.domain_key,
+            "batch_size": self.batch_size,
+            "rows_per_file": self.rows_per_file,
+            "format": self.out_format,
+            "sample_k": self.sample_k,
+        }
 
     def reset(self, shards: list[int] | None) -> None:
         """Temp files a killed shard left; before a fresh full run, also the previous run's report."""
@@ -122,8 +151,9 @@ class ClassifyStage(ShardStage):
                     if writer is not None:
                         files.append(writer.close())
                     target, fmt = self.out_path(batch.path, batch.slab)
-                    writer = SlabWriter(target, fmt, output_schema(batch.path, fmt, self.metas),
-                                        key=(batch.path, batch.slab))
+                    writer = SlabWriter(
+                        target, fmt, output_schema(batch.path, fmt, self.metas), key=(batch.path, batch.slab)
+                    )
                 columns: dict[str, list] = {}
                 for model in models:
                     columns.update(model.columns(batch.texts))
@@ -144,14 +174,21 @@ class ClassifyStage(ShardStage):
             raise
         finally:
             bar.close()
-        return {"shard": [shard, num_shards], "stats": stats.to_dict(), "scores": scores.to_dict(), "files": files}
+        return {
+            "shard": [shard, num_shards],
+            "stats": stats.to_dict(),
+            "scores": scores.to_dict(),
+            "files": files,
+        }
 
     def _langs(self, batch, detect_langs) -> list[str]:
         guessed = detect_langs(batch.texts)
         if not self.lang_key:
             return guessed
-        return [str(r[self.lang_key]) if isinstance(r.get(self.lang_key), str) and r[self.lang_key] else g
-                for r, g in zip(batch.records, guessed)]
+        return [
+            str(r[self.lang_key]) if isinstance(r.get(self.lang_key), str) and r[self.lang_key] else g
+            for r, g in zip(batch.records, guessed)
+        ]
 
     def _domains(self, batch, columns: dict[str, list]) -> list[str] | None:
         key = self.domain_key
@@ -173,16 +210,28 @@ class ClassifyStage(ShardStage):
         if complete:
             _remove_stale(self.output, {f["path"] for f in files})
         out = {
-            "classifiers": [{"dir": d, "arch": m.arch, "task": m.task, "columns": [m.column, *m.score_columns()]
-                             if m.task == "multiclass" else [m.column]} for d, m in zip(self.dirs, self.metas)],
+            "classifiers": [
+                {
+                    "dir": d,
+                    "arch": m.arch,
+                    "task": m.task,
+                    "columns": [m.column, *m.score_columns()] if m.task == "multiclass" else [m.column],
+                }
+                for d, m in zip(self.dirs, self.metas)
+            ],
             "stats": stats.to_dict(),
             "scores": scores.summary(),
             "files": files,
             "summary": stats.summary() + "\n" + format_table(scores.summary()),
         }
         if self.sample_k:
-            out["examples"] = {c: {"lowest": _named(scores.low[c], self.files),
-                                   "highest": _named(scores.high[c], self.files)} for c in scores.ranges}
+            out["examples"] = {
+                c: {
+                    "lowest": _named(scores.low[c], self.files),
+                    "highest": _named(scores.high[c], self.files),
+                }
+                for c in scores.ranges
+            }
         return out
 
 
@@ -194,7 +243,9 @@ def _stem(name: str) -> str:
     """A file name without its reader extension (`a.jsonl.gz` -> `a`)."""
     from ..readers import readers
 
-    exts = sorted({e for r in readers().values() for e in getattr(r, "extensions", ())}, key=len, reverse=True)
+    exts = sorted(
+        {e for r in readers().values() for e in getattr(r, "extensions", ())}, key=len, reverse=True
+    )
     low = name.lower()
     return next((name[: -len(e)] for e in exts if low.endswith(e)), name)
 
@@ -202,8 +253,12 @@ def _stem(name: str) -> str:
 def _remove_stale(output: Path, keep: set[str]) -> None:
     """Slab files an earlier run with other settings left behind (not `_`-prefixed work, not other files)."""
     for p in output.rglob("*"):
-        if p.is_file() and SLAB_FILE.search(p.name) and str(p) not in keep \
-                and not any(part.startswith("_") for part in p.relative_to(output).parts):
+        if (
+            p.is_file()
+            and SLAB_FILE.search(p.name)
+            and str(p) not in keep
+            and not any(part.startswith("_") for part in p.relative_to(output).parts)
+        ):
             p.unlink()
 
 
@@ -229,9 +284,24 @@ def run_classify(
     """Every shard (or only `shard_index`) on `executor`; writes `OUT/_report.json` (and `sample_out`)."""
     executor = executor or LocalExecutor(workers)
     n = num_shards or max(1, executor.workers)
-    files = expand_inputs(inputs)
-    stage = ClassifyStage(files, output, classifiers, text_key, lang_key, domain_key, batch_size, rows_per_file,
-                          out_format, sample_k if sample_out else 0, device, threads)
+    out = Path(output).resolve()
+    files = [f for f in expand_inputs(inputs) if out not in Path(f).resolve().parents]  # not our own output
+    if not files:
+        raise UserError(f"--input: every input file is under --output {output}")
+    stage = ClassifyStage(
+        files,
+        output,
+        classifiers,
+        text_key,
+        lang_key,
+        domain_key,
+        batch_size,
+        rows_per_file,
+        out_format,
+        sample_k if sample_out else 0,
+        device,
+        threads,
+    )
     shards = Shards(n, None if shard_index is None else (shard_index,))
     report = run_stage(stage, files, output, shards, executor)
     if shard_index is not None:

@@ -48,7 +48,9 @@ def train_classifier(
         raise UserError(f"--task {task}: expected auto, binary, multiclass or regression")
     ds = read_labelled(inputs, text_key, label_key, labels_from_source, task, positive, seed)
     if arch == "fasttext" and ds.task == "regression":
-        raise UserError("--arch fasttext does binary and multiclass classification; regression needs --arch bert")
+        raise UserError(
+            "--arch fasttext does binary and multiclass classification; regression needs --arch bert"
+        )
     train, val = ds.split(val_fraction)
     col = column or DEFAULT_COLUMN[ds.task]
     meta = Meta(
@@ -59,14 +61,24 @@ def train_classifier(
         positive=ds.positive,
         label_range=[float(ds.y.min()), float(ds.y.max())] if ds.task == "regression" else None,
         options=opts,
-        trained_on={"inputs": [str(i) for i in inputs], "labels_from_source": labels_from_source,
-                    "text_key": text_key, "label_key": None if labels_from_source else label_key,
-                    "rows_per_file": ds.sources, "skipped_empty": ds.skipped_empty, "seed": seed,
-                    "val_fraction": val_fraction, "train": describe(train), "val": describe(val)},
+        trained_on={
+            "inputs": [str(i) for i in inputs],
+            "labels_from_source": labels_from_source,
+            "text_key": text_key,
+            "label_key": None if labels_from_source else label_key,
+            "rows_per_file": ds.sources,
+            "skipped_empty": ds.skipped_empty,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "train": describe(train),
+            "val": describe(val),
+        },
     )
     with atomic_dir(output_dir) as tmp:
         mod.train(train, meta, Path(tmp), quiet=quiet)
-        meta.metrics = evaluate(mod.load(Path(tmp), meta, device=opts.get("device", "auto")), val) if val.texts else {}
+        meta.metrics = (
+            evaluate(mod.load(Path(tmp), meta, device=opts.get("device", "auto")), val) if val.texts else {}
+        )
         meta.save(Path(tmp))
     return meta
 

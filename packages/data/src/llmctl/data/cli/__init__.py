@@ -1,6 +1,7 @@
 """`llmctl data …` commands: thin click wrappers over the stage modules (no logic lives here), split by job:
 `corpus.py` (synth, sample, clean, dedup), `quality.py` (train-classifier, classify, mix), `tokens.py`
-(train-tokenizer, tokenize, merge, inspect), `common.py` (the shared options); `sft/cli.py` adds sft/preprocess.
+(train-tokenizer, tokenize, merge, inspect), `common.py` (the shared options); `sft/cli.py` adds sft and
+preprocess.
 
 Sharding convention for every stage: without --shard-index the command runs all shards (as many as --workers
 unless --num-shards says otherwise) on --executor (local processes or Ray tasks) through `run_stage`, resuming

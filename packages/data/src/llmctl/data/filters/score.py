@@ -25,8 +25,14 @@ class ScoreRule(Rule):
     name = "score"
     uses_document = True
 
-    def __init__(self, key: str = "quality_score", min: float | None = None, max: float | None = None,
-                 domain_key: str = "domain", min_by_domain: dict[str, float] | None = None):
+    def __init__(
+        self,
+        key: str = "quality_score",
+        min: float | None = None,
+        max: float | None = None,
+        domain_key: str = "domain",
+        min_by_domain: dict[str, float] | None = None,
+    ):
         if min is None and max is None and not min_by_domain:
             raise TypeError("give min, max or min_by_domain")
         self.key, self.min, self.max = key, min, max
@@ -37,8 +43,10 @@ class ScoreRule(Rule):
         where = f"{doc.source}: row {doc.index}" if doc is not None else "document"
         value = row.get(self.key)
         if value is None:
-            raise UserError(f"{where}: no score column '{self.key}' for the score rule "
-                            "(add it with `llmctl data classify`)")
+            raise UserError(
+                f"{where}: no score column '{self.key}' for the score rule "
+                "(add it with `llmctl data classify`)"
+            )
         try:
             value = float(value)
         except (TypeError, ValueError):

@@ -25,7 +25,9 @@ class Batch:
     texts: list[str] = field(default_factory=list)
 
 
-def slab_batches(plan: ShardPlan, text_key: str | None, batch_size: int, rows_per_file: int) -> Iterator[Batch]:
+def slab_batches(
+    plan: ShardPlan, text_key: str | None, batch_size: int, rows_per_file: int
+) -> Iterator[Batch]:
     """The batches of the slabs `plan`'s shard owns, in (file, row) order."""
     from .rows import file_rows, file_text_key, record_of, text_of, where
 
