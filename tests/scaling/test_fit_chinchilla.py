@@ -117,6 +117,35 @@ def test_low_noise_grid_recovers_exponents_within_002_and_E_within_2pct(seed):
     assert a == pytest.approx(0.28 / 0.62, abs=0.01) and b == pytest.approx(0.34 / 0.62, abs=0.01)
 
 
+def wide_isoflop_grid(noise: float, seed: int):
+    """The issue's 5x5 isoFLOP grid laid out as a sweep should be: budgets over 7 decades (1e17..1e24) and
+    sizes from 1/30x to 30x each budget's optimum, which pins E against A/N^alpha."""
+    C = np.geomspace(1e17, 1e24, 5)
+    n_opt, _ = true_law().optimal(C)
+    N = (n_opt[:, None] * np.geomspace(1 / 30, 30, 5)[None]).ravel()
+    D = np.repeat(C, 5) / (6 * N)
+    L = true_law().loss(N, D) * (1 + noise * np.random.default_rng(seed).standard_normal(N.size))
+    return N, D, L, np.repeat(C, 5)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_one_percent_noise_wide_grid_meets_the_issue_tolerances(seed):
+    """The must-show: 1% noise on a 5x5 isoFLOP grid -> approach 3 recovers alpha, beta within 0.02 and E within
+    2%, approach 2's exponents match beta/(alpha+beta), alpha/(alpha+beta) within 0.05 (40 seeds checked while
+    writing this: worst 0.016 / 0.014 / 2.0% / 0.021). On a 2-decade grid the spread of E is ~5% (the test
+    above), so a sweep that is to pin E needs the wide one."""
+    from llmctl.scaling.isoflop import fit_approach2
+
+    N, D, L, C = wide_isoflop_grid(0.01, seed)
+    fit = fit_approach3(N, D, L)
+    assert fit.converged
+    assert abs(fit.alpha - TRUE["alpha"]) < 0.02 and abs(fit.beta - TRUE["beta"]) < 0.02
+    assert abs(fit.E / TRUE["E"] - 1) < 0.02
+    iso = fit_approach2(N, D, L, flops=C)
+    a, b = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"]), TRUE["alpha"] / (TRUE["alpha"] + TRUE["beta"])
+    assert abs(iso.a - a) < 0.05 and abs(iso.b - b) < 0.05
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
 def test_one_percent_noise_grid_fit_is_converged_and_beats_the_truth(seed):
     # At 1% noise the estimator's own spread on 25 points (seeds 0-15: sd ~0.012 in alpha, ~0.015 in beta, ~5%

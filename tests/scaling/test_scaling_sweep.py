@@ -145,7 +145,10 @@ def test_fit_the_toy_sweep(local_sweep, cli):
     doc = json.loads((out / "fit.json").read_text())
     assert doc["n_law_points"] == 9 and doc["params_kind"] == "non-embedding" and doc["flops_model"] == "6nd"
     law = doc["approach3"]["fit"]
-    assert law["converged"] and all(law[k] > 0 for k in ("E", "A", "B", "alpha", "beta"))
+    assert law["converged"] and all(law[k] > 0 for k in ("E", "A", "B", "beta")) and law["alpha"] >= 0
+    # toy runs are far from compute-optimal (D/N < 3): the smallest model wins every profile, so alpha may sit on
+    # its bound 0 -- and fit says so instead of reporting a negative exponent
+    assert (law["alpha"] > 0) == ("alpha sits on its bound" not in stdout)
     assert len(doc["approach3"]["bootstrap"]["samples"]["alpha"]) == 50
     assert len(doc["data"]) == 9 and "approach 3" in stdout
     from PIL import Image
@@ -153,7 +156,7 @@ def test_fit_the_toy_sweep(local_sweep, cli):
     for name in ("isoflop.png", "contours.png", "residuals.png"):
         with Image.open(out / name) as im:
             assert im.size[0] > 500 and len(set(im.convert("L").getdata())) > 20  # drawn, not blank
-    code, stdout, _ = cli("scaling", "predict", out / "fit.json", "--budget", "1e11")
+    code, stdout, _ = cli("scaling", "predict", out / "fit.json", "--params", "1e5", "--tokens", "1e6")
     assert code == 0 and "params N" in stdout and "loss" in stdout
 
 

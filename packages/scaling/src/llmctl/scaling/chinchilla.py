@@ -42,6 +42,10 @@ _LBFGS = {"maxiter": 20_000, "maxfun": 40_000, "ftol": 1e-17, "gtol": 1e-11, "ma
 # A fit counts as converged when its gradient norm (in e, a, b, alpha, beta) is below this share of the
 # largest gradient the data could produce (see grad_tolerance).
 _CONVERGED_RTOL = 1e-7
+# The exponents are kept >= 0: a negative alpha or beta (loss rising with N or D at fixed other) is not a
+# scaling law, and grids far from compute-optimal (toy CPU sweeps) pull an unbounded fit there. An exponent on
+# its bound is reported (`at_bound`), so the reader knows the runs do not pin it.
+_BOUNDS = [(None, None)] * 3 + [(0.0, None)] * 2
 _N_STARTS = 5  # best grid starts refined by L-BFGS-B in a full fit
 _BOOT_POOL = 32  # full-data grid starts re-scored on each resample
 _BOOT_RESTARTS = 3  # further starts for a resample whose first two runs did not converge
@@ -190,10 +194,10 @@ class _Problem:
         """
         x = self.to_centred(theta0)
         for _ in range(2):
-            x = minimize(self._fun, x, jac=True, method="L-BFGS-B", options=_LBFGS).x
+            x = minimize(self._fun, x, jac=True, method="L-BFGS-B", bounds=_BOUNDS, options=_LBFGS).x
             theta = self.from_centred(x)
             f, g = objective(theta, self.logN, self.logD, self.logL, self.delta, self.weights)
-            gn = float(np.linalg.norm(g))
+            gn = float(np.linalg.norm(projected(theta, g)))
             if gn <= self.tolerance():
                 break
         return theta, f, gn
@@ -209,6 +213,20 @@ class _Problem:
             if f < best[1] or best[0] is None:
                 best = (t, f, g)
         return best
+
+
+def projected(theta: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The gradient less the parts an exponent on its bound (0) cannot follow: what must vanish at a bounded
+    optimum."""
+    g = np.array(g, dtype=float)
+    blocked = (np.asarray(theta)[3:] <= 0.0) & (g[3:] > 0)
+    g[3:][blocked] = 0.0
+    return g
+
+
+def at_bound(fit: "LawFit") -> list[str]:
+    """The exponents a fit left on their bound of 0."""
+    return [name for name in ("alpha", "beta") if getattr(fit, name) <= 0.0]
 
 
 def grad_tolerance(logN, logD, weights=None, delta: float = HUBER_DELTA) -> float:

@@ -39,7 +39,7 @@ def scaling_group() -> None:
 @click.option("--points", type=int, default=5, show_default=True, help="Model sizes per budget (>= 3).")
 @click.option("--tokens-per-param", type=float, default=20.0, show_default=True,
               help="Centre of each profile: N* = sqrt(C / (6 x this)); toy CPU budgets want ~1.")
-@click.option("--span", type=float, default=8.0, show_default=True, help="Largest / smallest N in a profile.")
+@click.option("--span", type=float, default=16.0, show_default=True, help="Largest / smallest N in a profile.")
 @click.option("--params", "params_kind", type=click.Choice(["non-embedding", "total"]), default="non-embedding",
               show_default=True, help="Which N the law uses (both are recorded).")
 @click.option("--flops", "flop_model", type=click.Choice(["6nd", "full"]), default="6nd", show_default=True,

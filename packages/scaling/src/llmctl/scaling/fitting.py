@@ -15,7 +15,7 @@ import numpy as np
 from llmctl.core.errors import UserError
 
 from .benchmark_fit import fit_benchmark
-from .chinchilla import PARAMS, bootstrap as bootstrap_law, fit_approach3, intervals, residuals
+from .chinchilla import PARAMS, at_bound, bootstrap as bootstrap_law, fit_approach3, intervals, residuals
 from .hparams import best_per_budget, fit_power_law
 from .isoflop import fit_approach2
 from .predict import FIT_VERSION, LEVEL
@@ -63,7 +63,7 @@ def fit_runs(runs: Runs, *, method: str = "approach3", law: str = "chinchilla", 
 
 def _approach3(n, d, loss, n_bootstrap: int, seed: int, progress) -> dict[str, Any]:
     fit = fit_approach3(n, d, loss)
-    out: dict[str, Any] = {"fit": fit.to_dict(), "exponents": dict(zip(("a", "b"), fit.exponents())),
+    out: dict[str, Any] = {"fit": fit.to_dict(), "at_bound": at_bound(fit), "exponents": dict(zip(("a", "b"), fit.exponents())),
                            "residuals": residuals(fit, n, d, loss).tolist()}
     if n_bootstrap:
         samples = bootstrap_law(n, d, loss, n=n_bootstrap, seed=seed, full_fit=fit, progress=progress)
@@ -122,6 +122,9 @@ def summary(doc: dict[str, Any]) -> str:
             lines.append(f"  {k:<6} {a3['exponents'][k]:>12.4f}{lo_hi}   {what}")
         res = np.array(a3["residuals"])
         lines.append(f"  residual RMS (log L) {np.sqrt(np.mean(res ** 2)):.4g}, converged {a3['fit']['converged']}")
+        for name in a3.get("at_bound") or []:
+            lines.append(f"  warning: {name} sits on its bound 0: these runs do not show the loss falling with "
+                         f"{'N' if name == 'alpha' else 'D'} (a grid far from compute-optimal?)")
     a2 = doc.get("approach2")
     if a2:
         lines.append(f"approach 2: {len(a2['budgets'])} isoFLOP profiles, N_opt ∝ C^{a2['a']:.4f}, "

@@ -24,7 +24,7 @@ class PlanOptions:
     budgets: Sequence[float]
     points: int = 5
     tokens_per_param: float = 20.0
-    span: float = 8.0  # largest / smallest N in one isoFLOP profile
+    span: float = 16.0  # largest / smallest N in one isoFLOP profile (wider profiles pin the law better)
     params: str = "non-embedding"
     flops: str = "6nd"
     tp: int = 1

@@ -48,7 +48,7 @@ def plot_isoflop(runs: Runs, law: LawFit | None, iso: IsoFlopFit | None, output:
     left.legend(fontsize=8)
     right.scatter(runs.flops, runs.loss, c=[colors[b] for b in groups], zorder=3)
     cs = np.geomspace(runs.flops.min() / 3, runs.flops.max() * 30, 100)
-    if law is not None:
+    if law is not None and law.alpha > 0 and law.beta > 0:
         n_opt, d_opt = law.optimal(cs)
         right.plot(cs, law.loss(n_opt, d_opt), color="black", label="compute-optimal frontier (approach 3)")
         right.axhline(law.E, color="gray", ls="--", lw=1, label=f"E = {law.E:.3f}")
@@ -68,11 +68,12 @@ def plot_contours(runs: Runs, law: LawFit, output: Path) -> Path:
     contour = ax.contour(grid_n, grid_d, surface, levels=np.unique(levels), cmap="magma")
     ax.clabel(contour, fontsize=7, fmt="%.2f")
     ax.scatter(runs.params, runs.tokens, c="tab:blue", s=18, label="runs", zorder=3)
-    cs = np.geomspace((6 * ns[0] * ds[0]), (6 * ns[-1] * ds[-1]), 100)
-    n_opt, d_opt = law.optimal(cs)
-    keep = (n_opt >= ns[0]) & (n_opt <= ns[-1]) & (d_opt >= ds[0]) & (d_opt <= ds[-1])
-    a, b = law.exponents()
-    ax.plot(n_opt[keep], d_opt[keep], color="black", label=f"frontier: N ∝ C^{a:.2f}, D ∝ C^{b:.2f}")
+    if law.alpha > 0 and law.beta > 0:  # an exponent on its bound has no compute-optimal frontier
+        cs = np.geomspace((6 * ns[0] * ds[0]), (6 * ns[-1] * ds[-1]), 100)
+        n_opt, d_opt = law.optimal(cs)
+        keep = (n_opt >= ns[0]) & (n_opt <= ns[-1]) & (d_opt >= ds[0]) & (d_opt <= ds[-1])
+        a, b = law.exponents()
+        ax.plot(n_opt[keep], d_opt[keep], color="black", label=f"frontier: N ∝ C^{a:.2f}, D ∝ C^{b:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="tokens D", title="fitted L(N, D) contours")
     ax.legend(fontsize=8)
     return save_figure(fig, output)

@@ -86,10 +86,13 @@ def optimal(doc: dict[str, Any], c: float) -> dict[str, Any]:
         out = {"budget": c, "params": float(n), "tokens": float(d), "method": "approach2"}
         return out
     law = _law(doc)
+    if not (law.alpha > 0 and law.beta > 0):
+        raise UserError(f"this fit's exponents (alpha {law.alpha:.3g}, beta {law.beta:.3g}) leave no compute-optimal "
+                        "split: an exponent on its bound 0 means the runs do not pin it (extend the grid)")
     n, d = law.optimal(c)
     out = {"budget": c, "params": float(n), "tokens": float(d), "loss": float(law.loss(n, d)),
            "method": "approach3"}
-    boots = _samples(doc)
+    boots = [b for b in _samples(doc) if b.alpha > 0 and b.beta > 0]  # a resample on a bound has no optimum
     if boots:
         opts = [b.optimal(c) for b in boots]
         out["params_interval"] = _interval(np.array([float(o[0]) for o in opts]))
