@@ -305,3 +305,13 @@ def test_score_rule_in_clean_with_a_threshold_per_domain(cli, tmp_path, fasttext
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{tmp_path / 'raw' / 'a.jsonl'}: row 0: no score column 'quality_score'" in err
+
+
+def test_a_file_without_the_text_column_fails_before_anything_is_written(cli, tmp_path, fasttext_quality):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "fine"}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"body": "no text column"}])
+    code, _out, err = cli("data", "classify", "--input", tmp_path / "in", "--classifier", fasttext_quality,
+                          "--output", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'in' / 'b.jsonl'}: no 'text' or 'content' column (columns: body)" in err
+    assert not (tmp_path / "out").exists()

@@ -87,6 +87,10 @@ class ClassifyStage(ShardStage):
         self.text_key, self.lang_key, self.domain_key = text_key, lang_key, domain_key
         self.batch_size, self.rows_per_file, self.out_format = int(batch_size), int(rows_per_file), out_format
         self.sample_k, self.device, self.threads = int(sample_k), device, threads
+        from ..readers.rows import file_text_key
+
+        for f in self.files:  # a file without the text column fails here, before any shard writes
+            file_text_key(f, text_key)
         self.root = os.path.commonpath([os.path.abspath(os.path.dirname(f)) for f in self.files])
         if self.output.resolve() == Path(self.root).resolve():
             raise UserError(f"--output {output}: is the input directory; write the scored copy elsewhere")
