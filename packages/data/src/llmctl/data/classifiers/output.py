@@ -37,10 +37,10 @@ def output_schema(path: str, fmt: str, metas) -> Any:
 class SlabWriter:
     """One slab's output file, written under a temp name and renamed when `close` is called."""
 
-    def __init__(self, path: Path, fmt: str, schema=None, key: Any = None):
+    def __init__(self, path: Path, fmt: str, schema=None, key: Any = None, tag: str = "tmp"):
         self.path, self.fmt, self.schema, self.key = Path(path), fmt, schema, key
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = self.path.with_name(f".{self.path.name}.{tag}.tmp")  # `tag`: which shard's (for resets)
         self.rows = 0
         self._f = None
         self._pq = None

@@ -116,12 +116,16 @@ class ClassifyStage(ShardStage):
         }
 
     def reset(self, shards: list[int] | None) -> None:
-        """Temp files a killed shard left; before a fresh full run, also the previous run's report."""
-        if self.output.is_dir():
-            for tmp in self.output.rglob(".*.tmp"):
+        """Temp files killed runs of `shards` left (named per shard, so array tasks running at the same time
+        keep theirs); before a fresh full run, every temp file and the previous run's report."""
+        if not self.output.is_dir():
+            return
+        patterns = [".*.tmp"] if shards is None else [f".*.{_tmp_tag(i)}.tmp" for i in shards]
+        for pattern in patterns:
+            for tmp in self.output.rglob(pattern):
                 tmp.unlink(missing_ok=True)
-            if shards is None:
-                (self.output / "_report.json").unlink(missing_ok=True)
+        if shards is None:
+            (self.output / "_report.json").unlink(missing_ok=True)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         out = {}
@@ -156,7 +160,11 @@ class ClassifyStage(ShardStage):
                         files.append(writer.close())
                     target, fmt = self.out_path(batch.path, batch.slab)
                     writer = SlabWriter(
-                        target, fmt, output_schema(batch.path, fmt, self.metas), key=(batch.path, batch.slab)
+                        target,
+                        fmt,
+                        output_schema(batch.path, fmt, self.metas),
+                        key=(batch.path, batch.slab),
+                        tag=_tmp_tag(shard),
                     )
                 columns: dict[str, list] = {}
                 for model in models:
@@ -237,6 +245,10 @@ class ClassifyStage(ShardStage):
                 for c in scores.ranges
             }
         return out
+
+
+def _tmp_tag(shard: int) -> str:
+    return f"shard{shard:05d}"
 
 
 def _named(items: list[dict[str, Any]], files: list[str]) -> list[dict[str, Any]]:
