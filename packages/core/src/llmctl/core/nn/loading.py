@@ -1,10 +1,12 @@
 """Load a ready-to-run model from a llmctl (Megatron-layout) checkpoint or a Hugging Face directory.
 
 Both paths end in the same native state dict checked strictly against the model, so a missing or stray
-weight is a one-line UserError instead of a silently random layer. The vocabulary rows a checkpoint brings are
-the model's own (an HF model's, a Megatron-core checkpoint's padded rows, which Megatron trains); only the
-rows past a llmctl save's `model.vocab_size` are padding, re-made for the model built and masked out. HF weights are read with safetensors or
+weight is a one-line UserError instead of a silently random layer. HF weights are read with safetensors or
 `torch.load(weights_only=True)`: nothing in a downloaded model directory can run code.
+
+The vocabulary rows a checkpoint brings are the model's own (an HF model's, a Megatron-core checkpoint's
+padded rows, which Megatron trains); only the rows past a llmctl save's `model.vocab_size` are padding,
+re-made for the model built and masked out.
 """
 
 from __future__ import annotations
