@@ -168,14 +168,46 @@ GENERATORS = [
 ]
 
 
+def _write_ultrafineweb(out: Path, records: list[dict[str, str]], r: random.Random) -> Path:
+    """The shape of Ultra-FineWeb as lab 1 meets it: `ultrafineweb/{zh,en}/part-0000N.parquet`, columns
+    `content` and `score` (a quality score in [0, 1]). Regular documents score 0.3-1.0 and the planted dirty
+    ones below 0.2, so `llmctl data sample --min-score-zh/--min-score-en 0.5` visibly drops rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmctl.core.io import atomic_path
+
+    root = out / "ultrafineweb"
+    for lang in ("zh", "en"):
+        rows = [rec for rec in records if rec["lang"] == lang]
+        scores = [round(r.uniform(0.0, 0.2) if rec["id"].startswith("dirty-") else r.uniform(0.3, 1.0), 4)
+                  for rec in rows]
+        for k in range(UFW_FILES_PER_LANG):
+            part = slice(k * len(rows) // UFW_FILES_PER_LANG, (k + 1) * len(rows) // UFW_FILES_PER_LANG)
+            table = pa.table({"content": [rec["text"] for rec in rows[part]], "score": scores[part]})
+            path = root / lang / f"part-{k:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp)
+    return root
+
+
 def _csv_text(rows: list[list[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
 
 
-def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: int = 60) -> dict[str, Any]:
-    """Write `corpus.jsonl` (id, text, lang), the MC set and `_synth.json`; returns the summary."""
+LAYOUTS = ("jsonl", "ultrafineweb")
+#: Parquet files per language folder in the ultrafineweb layout (so sampling and tokenizing see several).
+UFW_FILES_PER_LANG = 2
+
+
+def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: int = 60,
+                 layout: str = "jsonl") -> dict[str, Any]:
+    """Write the corpus, the MC set and `_synth.json`; returns the summary. `layout` "jsonl" writes
+    `corpus.jsonl` (id, text, lang); "ultrafineweb" writes the tree the course lab samples from (see
+    `_write_ultrafineweb`)."""
     r = random.Random(seed)
     out = Path(out_dir)
     records: list[dict[str, str]] = []
@@ -232,9 +264,13 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
         planted["dirty"][id_] = "short" if "short" in id_ else id_.split("-", 1)[1]
     records = [rec for _key, rec in sorted(keyed, key=lambda kv: kv[0])]
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "corpus.jsonl") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    if layout == "ultrafineweb":
+        corpus = _write_ultrafineweb(out, records, r)
+    else:
+        corpus = out / "corpus.jsonl"
+        with atomic_file(corpus) as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     mc = {"dev": _mc_rows(r, 5), "test": _mc_rows(r, mc_test)}
     for split, rows in mc.items():
         with atomic_file(out / "mc" / split / f"toyfacts_{split}.csv") as f:
@@ -242,7 +278,8 @@ def synth_corpus(out_dir: str | Path, docs: int = 2000, seed: int = 0, mc_test: 
     summary = {
         "docs": len(records),
         "seed": seed,
-        "corpus": str(out / "corpus.jsonl"),
+        "corpus": str(corpus),
+        "layout": layout,
         "mc": {s: str(out / "mc" / s / f"toyfacts_{s}.csv") for s in mc},
         "planted": planted,
         "bytes": sum(len(x["text"].encode()) for x in records),

@@ -12,7 +12,7 @@ from ..errors import UserError, require_torch
 
 @click.command("pretrain")
 @click.option("-c", "--config", "config", required=True, metavar="FILE|PRESET",
-              help="YAML config, or a preset name: tiny, zen-500m.")
+              help="YAML config, or a preset name: tiny, zen-500m, minilm-0.1b.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set train.lr=1e-3 (repeatable).")
 @click.option("--resume", default=None, metavar="auto|DIR",

@@ -26,19 +26,23 @@ from .common import (
 )
 @click.option("--docs", type=int, default=2000, show_default=True, help="Number of regular documents.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth_cmd(out_dir: str, docs: int, seed: int) -> None:
+@click.option("--layout", type=click.Choice(["jsonl", "ultrafineweb"]), default="jsonl", show_default=True,
+              help="jsonl: OUT/corpus.jsonl. ultrafineweb: OUT/ultrafineweb/{zh,en}/*.parquet with content and "
+                   "score columns (what `data sample` reads, as in the course lab).")
+def synth_cmd(out_dir: str, docs: int, seed: int, layout: str) -> None:
     """Write a small deterministic zh+en toy corpus and an MMLU-layout multiple-choice set.
 
     \b
     Writes OUT/corpus.jsonl (id, text, lang), OUT/mc/{dev,test}/toyfacts_{dev,test}.csv, OUT/_synth.json.
     Example:
       llmctl data synth --out-dir toy --docs 2000 --seed 0
+      llmctl data synth --out-dir toy --layout ultrafineweb   # toy/ultrafineweb/{zh,en}/part-*.parquet
     """
     from ..synth import synth_corpus
 
     if docs < 1:
         raise UserError(f"--docs must be >= 1, got {docs}")
-    s = synth_corpus(out_dir, docs, seed)
+    s = synth_corpus(out_dir, docs, seed, layout=layout)
     click.echo(
         f"wrote {s['docs']} documents ({s['bytes']:,} bytes) to {s['corpus']}; "
         f"multiple choice: {s['mc']['dev']}, {s['mc']['test']}"
