@@ -53,7 +53,8 @@ def plot_isoflop(runs: Runs, law: LawFit | None, iso: IsoFlopFit | None, output:
         right.plot(cs, law.loss(n_opt, d_opt), color="black", label="compute-optimal frontier (approach 3)")
         right.axhline(law.E, color="gray", ls="--", lw=1, label=f"E = {law.E:.3f}")
     right.set(xscale="log", xlabel="training FLOPs C", ylabel="loss", title="loss vs compute")
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
     return save_figure(fig, output)
 
 

@@ -58,6 +58,13 @@ def _samples(doc: dict[str, Any]) -> list[LawFit]:
     return [LawFit(**{**base.to_dict(), **{p: float(samples[p][i]) for p in PARAMS}}) for i in range(n)]
 
 
+def _over_samples(laws: list[LawFit], fn) -> np.ndarray:
+    """`fn(law)` for every bootstrap law; a resample with extreme exponents may overflow, and is dropped from
+    the interval (non-finite) instead of warning."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return np.array([float(fn(b)) for b in laws])
+
+
 def _interval(values: np.ndarray) -> list[float] | None:
     values = values[np.isfinite(values)]
     if not len(values):
@@ -71,8 +78,9 @@ def loss_at(doc: dict[str, Any], n: float, d: float) -> dict[str, Any]:
     out = {"params": n, "tokens": d, "flops": 6 * n * d, "loss": float(law.loss(n, d))}
     boots = _samples(doc)
     if boots:
-        out["loss_interval"] = _interval(np.array([float(b.loss(n, d)) for b in boots]))
-        out["loss_samples"] = np.array([float(b.loss(n, d)) for b in boots])
+        samples = _over_samples(boots, lambda b: b.loss(n, d))
+        out["loss_interval"] = _interval(samples)
+        out["loss_samples"] = samples[np.isfinite(samples)]
     return out
 
 
@@ -94,12 +102,11 @@ def optimal(doc: dict[str, Any], c: float) -> dict[str, Any]:
            "method": "approach3"}
     boots = [b for b in _samples(doc) if b.alpha > 0 and b.beta > 0]  # a resample on a bound has no optimum
     if boots:
-        opts = [b.optimal(c) for b in boots]
-        out["params_interval"] = _interval(np.array([float(o[0]) for o in opts]))
-        out["tokens_interval"] = _interval(np.array([float(o[1]) for o in opts]))
-        losses = np.array([float(b.loss(*b.optimal(c))) for b in boots])
+        out["params_interval"] = _interval(_over_samples(boots, lambda b: b.optimal(c)[0]))
+        out["tokens_interval"] = _interval(_over_samples(boots, lambda b: b.optimal(c)[1]))
+        losses = _over_samples(boots, lambda b: b.loss(*b.optimal(c)))
         out["loss_interval"] = _interval(losses)
-        out["loss_samples"] = losses
+        out["loss_samples"] = losses[np.isfinite(losses)]
     return out
 
 
