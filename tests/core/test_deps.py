@@ -4,6 +4,7 @@ one pip command per set of missing things; the report a bug report pastes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from llmctl.core import deps
 from llmctl.core.errors import UserError
 
 ISSUE_LIST = {"torch", "matplotlib", "tensorboard", "safetensors", "sentencepiece", "transformers", "tokenizers",
-              "ray", "peft"}
+              "ray", "peft", "wandb", "fasttext"}
 
 
 def test_missing_and_install_command():
@@ -67,3 +68,71 @@ def test_doctor_lists_torch_build_and_every_optional_dependency(cli, monkeypatch
     assert build["version"] == torch.__version__ and build["cuda_build"] == torch.version.cuda
     assert build["cuda_available"] == torch.cuda.is_available()
     assert rep["llmctl"]["llmctl-core"] == "0.1.0"
+
+
+def test_doctor_names_fasttext_by_its_numpy2_distribution(cli, monkeypatch):
+    real = deps.is_installed
+    monkeypatch.setattr(deps, "is_installed", lambda m: m != "fasttext" and real(m))
+    code, out, err = cli("doctor")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("  fasttext "))
+    assert "not installed" in row and "pip install 'llmctl-data[fasttext]'" in row
+    monkeypatch.setattr(deps, "is_installed", real)
+    by_name = {o["name"]: o for o in deps.report(False)["optional"]}
+    assert by_name["fasttext"]["version"] == deps.version_of("fasttext-numpy2")  # module fasttext, dist -numpy2
+
+
+NPU_STUB = """
+import types, torch
+torch.npu = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 8,
+                                  get_device_name=lambda i: "Ascend910B2")
+"""
+
+
+def test_doctor_reports_the_npus_and_cann_it_sees(tmp_path):
+    """An Ascend box as doctor sees one: CANN's install files under $ASCEND_TOOLKIT_HOME (what set_env.sh
+    exports), the driver's version file, and torch_npu. No NPU here, so torch_npu is a stub distribution
+    that registers torch.npu with 8 devices: this checks what doctor reads and prints, not the NPU stack
+    (docs/ascend.md says what runs where)."""
+    home = tmp_path / "Ascend" / "ascend-toolkit" / "latest"
+    (home / "compiler").mkdir(parents=True)
+    (home / "compiler" / "version.info").write_text("Version=8.0.RC3\nversion_dir=8.0.RC3\n")
+    site = tmp_path / "site"
+    (site / "torch_npu").mkdir(parents=True)
+    (site / "torch_npu" / "__init__.py").write_text(NPU_STUB)
+    meta = site / "torch_npu-2.5.1.post1.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: torch-npu\nVersion: 2.5.1.post1\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "ASCEND_TOOLKIT_HOME": str(home)}
+    res = subprocess.run([sys.executable, "-m", "llmctl.cli", "doctor"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = {line.split()[0]: line for line in res.stdout.splitlines() if line.startswith("  ")}
+    assert "npu available: yes (8 × Ascend910B2)" in rows["torch"] and "llmctl picks: npu" in rows["torch"]
+    assert rows["torch-npu"].split()[1] == "2.5.1.post1"
+    assert f"8.0.RC3 at {home} ($ASCEND_TOOLKIT_HOME)" in rows["CANN"]
+    res = subprocess.run([sys.executable, "-m", "llmctl.cli", "doctor", "--json"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    rep = json.loads(res.stdout)
+    assert rep["ascend"]["version"] == "8.0.RC3" and rep["ascend"]["torch_npu"] == "2.5.1.post1"
+    torch_row = next(o for o in rep["optional"] if o["name"] == "torch")
+    assert torch_row["build"]["npu_devices"] == 8 and torch_row["build"]["llmctl_device"] == "npu"
+
+    # without CANN: doctor says where it looked and what to source
+    env = {k: v for k, v in os.environ.items() if k not in deps.CANN_HOME_VARS}
+    res = subprocess.run([sys.executable, "-m", "llmctl.cli", "doctor"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    cann = next(line for line in res.stdout.splitlines() if line.startswith("  CANN "))
+    assert "not found" in cann and "set_env.sh" in cann
+
+
+def test_cann_version_from_the_toolkit_install_info(tmp_path, monkeypatch):
+    """Older CANN releases state the version only in <arch>-linux/ascend_toolkit_install.info."""
+    home = tmp_path / "latest"
+    (home / "aarch64-linux").mkdir(parents=True)
+    (home / "aarch64-linux" / "ascend_toolkit_install.info").write_text(
+        "package_name=Ascend-cann-toolkit\nversion=7.0.0\ninnerversion=V100R001C15\n")
+    monkeypatch.setenv("ASCEND_HOME_PATH", str(home))
+    monkeypatch.delenv("ASCEND_TOOLKIT_HOME", raising=False)
+    info = deps.cann_info()
+    assert info["version"] == "7.0.0" and info["from"] == "$ASCEND_HOME_PATH" and info["found"]

@@ -1,5 +1,6 @@
-"""`llmctl doctor`: what this install has (llmctl packages, torch and its build, the optional extras), so a
-bug report says it in one paste. The probing lives in llmctl.core.deps, shared with quickstart's check."""
+"""`llmctl doctor`: what this install has (llmctl packages, torch and its build, the optional extras, and on an
+Ascend box torch_npu, the NPUs and the CANN toolkit it would use), so a bug report says it in one paste. The
+probing lives in llmctl.core.deps, shared with quickstart's check."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from llmctl.core import deps
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def doctor_command(as_json: bool) -> None:
-    """Show Python, the installed llmctl packages, torch (version, CUDA/NPU availability, the device llmctl
-    picks) and which optional dependencies are present, each missing one with the pip command that adds it.
+    """Show Python, the installed llmctl packages, torch (version, CUDA/NPU availability and devices, the
+    device llmctl picks), which optional dependencies are present (each missing one with the pip command that
+    adds it), and torch_npu, CANN (version and where, from $ASCEND_TOOLKIT_HOME) and the Ascend driver.
 
     \b
     Example:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import importlib.util
+import os
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import UserError
 
 # The llmctl distributions, in the order doctor lists them.
-LLMCTL_DISTS = ("llmctl-core", "llmctl-cli", "llmctl-data", "llmctl-eval", "llmctl-finetune", "llmctl-parallel")
+LLMCTL_DISTS = ("llmctl-core", "llmctl-cli", "llmctl-data", "llmctl-eval", "llmctl-finetune", "llmctl-parallel",
+                "llmctl-scaling")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,9 @@ OPTIONAL: dict[str, Dep] = {o.module: o for o in (
     Dep("sentencepiece", "sentencepiece", "llmctl-core[torch]", "sentencepiece tokenizers"),
     Dep("matplotlib", "matplotlib", "llmctl-core[plot]", "llmctl plot, quickstart"),
     Dep("tensorboard", "tensorboard", "llmctl-core[tensorboard]", "the tensorboard logging sink"),
+    Dep("wandb", "wandb", "llmctl-core[wandb]", "the wandb logging sink"),
     Dep("ray", "ray", "llmctl-data[ray]", "data stages on a Ray cluster"),
+    Dep("fasttext", "fasttext-numpy2", "llmctl-data[fasttext]", "fastText quality/domain classifiers"),
     Dep("peft", "peft", "peft", "LoRA adapters in PEFT layout"),
 )}
 
@@ -88,6 +93,52 @@ def require(what: str, modules: Iterable[str] = (), distributions: Iterable[str]
         raise UserError(needs_line(what, names))
 
 
+# ---- Ascend: CANN and the driver, read from their install files (no torch_npu import) ----------------------
+#: Where CANN's set_env.sh points (ASCEND_TOOLKIT_HOME / ASCEND_HOME_PATH), else the default install path.
+CANN_HOME_VARS = ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH")
+CANN_DEFAULT_HOME = "/usr/local/Ascend/ascend-toolkit/latest"
+#: Files that state the toolkit's version, in the order CANN releases have used them.
+CANN_VERSION_FILES = ("compiler/version.info", "runtime/version.info", "version.cfg")
+DRIVER_VERSION_FILE = "/usr/local/Ascend/driver/version.info"
+
+
+def _version_in(path: Path) -> str | None:
+    """`Version=8.0.RC3` (or `version=...`) from a CANN/driver key=value info file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "version" and value.strip():
+            return value.strip()
+    return None
+
+
+def cann_info() -> dict[str, Any]:
+    """The CANN toolkit this process would use: its home (and which variable named it), version, and the
+    Ascend driver's version. torch_npu must match the CANN version, which is why doctor prints both."""
+    var = next((v for v in CANN_HOME_VARS if os.environ.get(v)), None)
+    home = Path(os.environ[var]) if var else Path(CANN_DEFAULT_HOME)
+    version = next((v for f in CANN_VERSION_FILES if (v := _version_in(home / f))), None)
+    if version is None:
+        version = next((v for f in sorted(home.glob("*/ascend_toolkit_install.info")) if (v := _version_in(f))),
+                       None)
+    return {"home": str(home), "from": f"${var}" if var else "default path", "found": home.is_dir(),
+            "version": version, "driver": _version_in(Path(DRIVER_VERSION_FILE)),
+            "torch_npu": version_of("torch-npu") or version_of("torch_npu")}
+
+
+def format_cann(info: dict[str, Any]) -> list[str]:
+    if info["found"]:
+        cann = f"{info['version'] or 'version unknown'} at {info['home']} ({info['from']})"
+    else:
+        cann = f"not found at {info['home']} ({info['from']}; source CANN's set_env.sh first)"
+    return [f"  {'torch-npu':<16} {info['torch_npu'] or 'not installed  (Ascend NPUs: docs/ascend.md)'}",
+            f"  {'CANN':<16} {cann}",
+            f"  {'ascend-driver':<16} {info['driver'] or 'not found'}"]
+
+
 # ---- the report `llmctl doctor` prints ---------------------------------------------------------------------
 def torch_build() -> dict[str, Any]:
     """torch's version and what it can run on. Imports torch (call only when a report is wanted)."""
@@ -108,6 +159,9 @@ def torch_build() -> dict[str, Any]:
     }
     if info["cuda_devices"]:
         info["cuda_device_name"] = torch.cuda.get_device_name(0)
+    if info["npu_available"]:
+        info["npu_devices"] = torch.npu.device_count()
+        info["npu_device_name"] = torch.npu.get_device_name(0)
     return info
 
 
@@ -127,6 +181,7 @@ def report(with_torch_build: bool = True) -> dict[str, Any]:
         "platform": platform.platform(),
         "llmctl": {d: version_of(d) for d in LLMCTL_DISTS},
         "optional": optional,
+        "ascend": cann_info(),
     }
 
 
@@ -139,8 +194,10 @@ def format_torch_build(build: dict[str, Any]) -> str:
     avail = f"cuda available: {'yes' if build['cuda_available'] else 'no'}"
     if build["cuda_devices"]:
         avail += f" ({build['cuda_devices']} × {build.get('cuda_device_name', '?')})"
-    return (f"{cuda}; {avail}; npu available: {'yes' if build['npu_available'] else 'no'}; "
-            f"llmctl picks: {build['llmctl_device']}")
+    npu = f"npu available: {'yes' if build['npu_available'] else 'no'}"
+    if build.get("npu_devices"):
+        npu += f" ({build['npu_devices']} × {build.get('npu_device_name', '?')})"
+    return f"{cuda}; {avail}; {npu}; llmctl picks: {build['llmctl_device']}"
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -156,4 +213,7 @@ def format_report(rep: dict[str, Any]) -> str:
         else:
             text = f"not installed  (for {row['needed_for']}: {row['install']})"
         lines.append(f"  {row['name']:<16} {text}")
+    if "ascend" in rep:
+        lines.append("ascend:")
+        lines += format_cann(rep["ascend"])
     return "\n".join(lines)
