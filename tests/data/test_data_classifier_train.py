@@ -206,3 +206,32 @@ def test_classifier_dir_from_another_version_is_refused(cli, tmp_path, fasttext_
     assert "classifier format version 0, this llmctl reads version 1" in err
     assert not (tmp_path / "out").exists()
     assert read_jsonl(corpus) == [{"text": "some text"}]
+
+
+def test_classifier_backends_come_from_the_plugin_bus():
+    """fasttext and bert are registered through `register_classifiers` like a third party's backend; one that
+    a plugin registers is what `--arch NAME` and a saved classifier's arch resolve to."""
+    import types
+
+    from llmctl.core.errors import UserError
+    from llmctl.core.plugins import get_bus, hookimpl
+    from llmctl.data.classifiers.meta import archs, backend
+
+    assert {"fasttext", "bert"} <= set(archs())
+    assert get_bus().registry("classifiers")["fasttext"].plugin == "data"
+    toy = types.SimpleNamespace(train=lambda *a, **k: None, load=lambda *a, **k: None)
+
+    class _Plugin:
+        @hookimpl
+        def register_classifiers(self, register):
+            register("toy-backend", toy)
+
+    bus = get_bus()
+    bus.register_plugin(_Plugin(), "test-toy-classifier")
+    try:
+        assert backend("toy-backend") is toy
+    finally:
+        bus.pm.unregister(name="test-toy-classifier")
+        bus._registries.clear()
+    with pytest.raises(UserError, match="unknown classifier architecture; available: bert, fasttext"):
+        backend("toy-backend")

@@ -77,6 +77,12 @@ class Hookspecs:
         """register(name, executor_class): where data stages run ("local" process pool, "ray" tasks)."""
 
     @hookspec
+    def register_classifiers(self, register):
+        """register(name, backend | "package.module"): data-quality classifier backends (fasttext, bert) that
+        `llmctl data train-classifier` trains and `classify` loads; a backend is a module (or its dotted name)
+        with `train(train, val, options, out_dir, quiet)` and `load(dir, meta, **runtime)`."""
+
+    @hookspec
     def register_tasks(self, register):
         """register(name, TaskClass | "module:Class"): what the training driver trains (pretrain, sft, dpo)."""
 
@@ -92,7 +98,7 @@ class Hookspecs:
 
 REGISTRY_HOOKS = (
     "models", "kernels", "readers", "templates", "filters", "evaluators", "loggers", "datasets", "executors",
-    "tasks", "parallelisms", "callbacks",
+    "classifiers", "tasks", "parallelisms", "callbacks",
 )
 
 

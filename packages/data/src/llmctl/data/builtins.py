@@ -43,6 +43,14 @@ def register_executors(register):
 
 
 @hookimpl
+def register_classifiers(register):
+    from .classifiers.meta import BUILTIN_ARCHS
+
+    for name, module in BUILTIN_ARCHS.items():
+        register(name, module)
+
+
+@hookimpl
 def register_datasets(register):
     from .gpt_dataset import build_gpt_dataset
 

@@ -23,22 +23,30 @@ META_FILE = "llmctl_classifier.json"
 FORMAT_VERSION = 1
 TASKS = ("binary", "multiclass", "regression")
 
-# backend name -> module with `train(train, val, options, out_dir, quiet)` and `load(dir, meta, **runtime)`
-ARCHS = {
+# The built-in backends, registered through the plugin bus's `register_classifiers` like a third party's:
+# name -> module with `train(train, val, options, out_dir, quiet)` and `load(dir, meta, **runtime)`.
+BUILTIN_ARCHS = {
     "fasttext": "llmctl.data.classifiers.fasttext_backend",
     "bert": "llmctl.data.classifiers.bert_backend",
 }
 
 
+def archs() -> list[str]:
+    from llmctl.core.plugins import get_bus
+
+    return sorted(get_bus().registry("classifiers"))
+
+
 def backend(arch: str):
-    """The backend module for `arch`; an unknown name is one line listing the known ones."""
+    """The backend module for `arch` from the plugin bus; an unknown name is one line listing the known ones."""
     import importlib
 
-    if arch not in ARCHS:
-        raise UserError(
-            f"--arch {arch}: unknown classifier architecture; available: {', '.join(sorted(ARCHS))}"
-        )
-    return importlib.import_module(ARCHS[arch])
+    from llmctl.core.plugins import lookup
+
+    if arch not in archs():
+        raise UserError(f"--arch {arch}: unknown classifier architecture; available: {', '.join(archs())}")
+    value = lookup("classifiers", arch)
+    return importlib.import_module(value) if isinstance(value, str) else value
 
 
 @dataclass
@@ -111,7 +119,7 @@ def read_meta(directory: str | Path) -> Meta:
         meta = Meta(**raw)
     except TypeError as e:
         raise UserError(f"{path}: {e}") from None
-    if meta.task not in TASKS or meta.arch not in ARCHS:
+    if meta.task not in TASKS or meta.arch not in archs():
         raise UserError(f"{path}: unknown task '{meta.task}' or arch '{meta.arch}'")
     return meta
 
