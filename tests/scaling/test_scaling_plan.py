@@ -143,3 +143,21 @@ def test_bad_plan_options(cli, tmp_path, args, message):
                           "--out", out)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not out.exists()
+
+
+def test_a_run_dir_not_made_by_the_sweep_is_left_alone(tmp_path):
+    """A folder in the way of a point (not made by `scaling run`) is a failed row naming it, never deleted."""
+    from llmctl.scaling.sweep import run_grid
+
+    grid = plan("tiny", TOY, PlanOptions(budgets=[1e10, 2e10], points=3, tokens_per_param=1))
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    first = grid["points"][0]["name"]
+    keep = tmp_path / "s" / first / "notes.txt"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("mine")
+    grid["points"] = grid["points"][:1]
+    path.write_text(yaml.safe_dump(grid))
+    rows = run_grid(path, tmp_path / "s", echo=lambda line: None)
+    assert rows[0]["status"] == "failed" and "was not made by `llmctl scaling run`" in rows[0]["error"]
+    assert keep.read_text() == "mine"

@@ -90,7 +90,7 @@ def plan_command(config, overrides, budgets, points, tokens_per_param, span, par
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=None, help="Processes (GPUs) per run.")
 @click.option("--ray-address", default=None, help="Ray cluster to join (auto, HOST:PORT); default: a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Runs at once (local/ray).")
-@click.option("--gpus-per-run", type=float, default=None, help="Ray: GPUs each task asks for (default: nproc).")
+@click.option("--gpus-per-run", type=float, default=None, help="Ray: GPUs each task asks for (default: --nproc-per-node on a cluster with GPUs).")
 @click.option("--cpus-per-run", type=float, default=1, show_default=True, help="Ray: CPUs each task asks for.")
 @click.option("--timeout", type=float, default=None, help="Seconds one run may take; then it is a failed row.")
 def run_command(grid, out_dir, executor, nproc_per_node, ray_address, workers, gpus_per_run, cpus_per_run,

@@ -142,7 +142,9 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     config_file = run_dir / "config.yaml"
     stamp = run_dir / "fingerprint.txt"
-    if run_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != spec["fingerprint"]):
+    if run_dir.exists() and not stamp.is_file() and any(run_dir.iterdir()):
+        return {**row, "error": f"{run_dir} exists and was not made by `llmctl scaling run`: move it away"}
+    if stamp.is_file() and stamp.read_text().strip() != spec["fingerprint"]:
         shutil.rmtree(run_dir)  # left by a point of another config: its checkpoints must not be resumed
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config_file, dump_yaml(spec["config"]))
@@ -187,6 +189,11 @@ def _executor(name: str, workers: int, ray_address: str | None):
     return factory(**options)
 
 
+def _cluster_gpus(ex) -> float:
+    ray = getattr(ex, "_ray", None)
+    return float(ray.cluster_resources().get("GPU", 0)) if ray is not None else 0.0
+
+
 def run_grid(grid_path: str | Path, out: str | Path, *, executor: str = "local", nproc_per_node: int | None = None,
              ray_address: str | None = None, workers: int = 1, gpus_per_run: float | None = None,
              cpus_per_run: float = 1, timeout: float | None = None,
@@ -211,8 +218,10 @@ def run_grid(grid_path: str | Path, out: str | Path, *, executor: str = "local",
         if executor == "ray" or workers > 1:
             ex = _executor(executor, workers, ray_address)
             resources: dict[str, Any] = {"num_cpus": cpus_per_run}
-            if gpus_per_run is not None or (executor == "ray" and nproc):
-                resources["num_gpus"] = gpus_per_run if gpus_per_run is not None else nproc
+            if gpus_per_run is not None:
+                resources["num_gpus"] = gpus_per_run
+            elif executor == "ray" and nproc and _cluster_gpus(ex):
+                resources["num_gpus"] = nproc  # one GPU per process of the run (a CPU cluster: none asked)
             for row in ex.map(run_point, [(s,) for s in pending], "scaling run", resources):
                 rows[row["name"]] = row
                 echo(_row_line(row, len(rows), len(specs)))
