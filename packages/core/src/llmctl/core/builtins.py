@@ -52,3 +52,11 @@ def register_loggers(register):
     from .train.metrics import register_builtin_loggers
 
     register_builtin_loggers(register)
+    register("wandb", "llmctl.core.train.wandb_sink:WandbSink")  # imports wandb only when a run names it
+
+
+@hookimpl
+def register_callbacks(register):
+    from .train.run_record import RunRecord  # torch-free to import
+
+    register("run-record", RunRecord())

@@ -2,8 +2,8 @@
 parse Megatron/MindSpeed logs (`llmctl plot` reads both), and optional TensorBoard.
 
 Metric sinks are plugins (`register_loggers`: name -> factory(log_dir, run_name) returning an object with
-`write(record)` and `close()`); jsonl and tensorboard are core's. Logs are append-only streams, so a resumed
-run continues the same files. Torch-free.
+`write(record)` and `close()`); jsonl and tensorboard are core's, and wandb (`wandb_sink.py`). Logs are
+append-only streams, so a resumed run continues the same files. Torch-free.
 """
 
 from __future__ import annotations
