@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from ..errors import UserError
-from ..io import write_text_atomic
+from ..io import write_json_atomic, write_text_atomic
 from ..plot import pyplot, read_log, save_figure, summary_table, throughput
 
 ALIASES = {"micro_batch": "train.micro_batch_size", "batch_size_per_device": "train.micro_batch_size",
@@ -149,6 +149,7 @@ def sweep(config: str, specs: tuple[str, ...], base: list[str], steps: int, npro
     rows.sort(key=lambda r: (r["status"] != "ok", -(r.get("tokens_per_s") or 0.0)))
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "throughput.md", markdown(rows, nproc))
+    write_json_atomic(out / "throughput.json", {"nproc_per_node": nproc, "steps": steps, "rows": rows})  # report
     bar_chart(rows, out / "throughput.png")
     return rows
 
@@ -174,7 +175,7 @@ def bench_group() -> None:
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes per run (torchrun, the lab's GPUS_PER_NODE).")
 @click.option("-o", "--output", default="bench/throughput", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for throughput.md, throughput.png and the runs' logs.")
+              help="Folder for throughput.md/.json/.png and the runs' logs.")
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds before a run counts as failed.")
 @click.option("--seq-length", type=click.IntRange(min=1), default=None, help="For LOGS: Megatron logs' seq length.")
 def throughput_command(logs, config, sweeps, overrides, steps, nproc_per_node, output, timeout, seq_length) -> None:
