@@ -102,9 +102,9 @@ PRESETS: dict[str, ModelConfig] = {
     "zen-500m": ModelConfig(vocab_size=32000, hidden_size=896, num_layers=24, num_heads=16,
                             ffn_hidden_size=4864, max_seq_len=4096),
     # The single-GPU tutorial's litgpt "MiniLM" (configs/pretrain.yaml): llama-3.1 shaped, GQA 16/8, head 48,
-    # the 6400-token minimind tokenizer, block 512, untied embeddings.
-    "minilm-0.1b": ModelConfig(vocab_size=6400, make_vocab_size_divisible_by=128, hidden_size=768, num_layers=16,
-                               num_heads=16, num_kv_heads=8, ffn_hidden_size=2048, max_seq_len=512),
+    # the 6400-token minimind tokenizer, block 512, embeddings tied (its train.tie_embeddings): 108.7M params.
+    "minilm-0.1b": ModelConfig(vocab_size=6400, hidden_size=768, num_layers=16, num_heads=16, num_kv_heads=8,
+                               ffn_hidden_size=2048, max_seq_len=512, tie_embeddings=True),
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
                                 num_kv_heads=2, ffn_hidden_size=4864, max_seq_len=32768, rope_theta=1e6,
                                 norm_eps=1e-6, qkv_bias=True, tie_embeddings=True, family="qwen2"),
