@@ -49,6 +49,7 @@ class EvalContext:
     subjects: list[str] | None = None
     split: str | None = None  # None = the benchmark's default
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # values of evaluators' add_options()
+    iteration: int | None = None  # --iteration: which iteration of a checkpoint dir was loaded (None: latest)
 
     # ---- model -------------------------------------------------------------------------------------------
     @property

@@ -4,105 +4,28 @@ windows of `window` tokens every `stride` tokens, each window scoring only the t
 non-overlapping chunks; a smaller stride gives every scored token more context at more compute.
 
 Inputs: a Megatron MMIDIDX prefix (`P.bin` + `P.idx`, e.g. what `llmctl data tokenize` writes), a text file,
-or a directory of `*.txt` files. The .idx is read here with numpy rather than through llmctl-data: eval depends
-on core only, and the format is a fixed header plus three arrays (tested against megatron-core's writer).
+or a directory of `*.txt` files (read by `llmctl.core.heldout`, which training's held-out sets share).
 Documents are concatenated in order into one stream (the .bin already holds an EOD per document; text files
 are joined with the tokenizer's eos).
+
+Without `--data-dir`, a llmctl checkpoint whose run had held-out sets (`eval.sets: {wiki: PREFIX, ...}`) is
+scored on those sets, as the run scored them: windows of the stage's seq_length + 1 tokens (the training
+shape), the first `eval.set_tokens` tokens of each; per set `ppl/NAME`, `nll/NAME`, `tokens/NAME`, plus all
+sets pooled. The numbers equal the run's logged `ppl/NAME` at that checkpoint's iteration.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
 from llmctl.core.errors import UserError
-
-from llmctl.core.mmidx import IndexedDataset
+from llmctl.core.heldout import Window, check_in_vocab, load_tokens, read_indexed, sliding_windows  # noqa: F401
 
 from .api import EvalContext, TaskResult
-
-if TYPE_CHECKING:
-    from llmctl.core.tokenizer import Tokenizer
-
-def _prefix_of(path: Path) -> Path | None:
-    """The MMIDIDX prefix `path` names (`P`, `P.idx` or `P.bin`), or None if it is not one."""
-    base = path.with_suffix("") if path.suffix in (".idx", ".bin") else path
-    idx, bin_ = Path(f"{base}.idx"), Path(f"{base}.bin")
-    if idx.is_file() or bin_.is_file():
-        if not (idx.is_file() and bin_.is_file()):
-            raise UserError(f"{base}: indexed dataset needs both {idx.name} and {bin_.name}")
-        return base
-    return None
-
-
-def read_indexed(prefix: str | Path, limit: int | None = None) -> list[np.ndarray]:
-    """The sequences of a Megatron MMIDIDX dataset (memory-mapped views into PREFIX.bin), in order."""
-    ds = IndexedDataset(prefix)
-    return [ds[i] for i in range(len(ds) if limit is None else min(limit, len(ds)))]
-
-
-def load_tokens(path: str | Path, tokenizer: "Tokenizer | None", limit: int | None = None
-                ) -> tuple[np.ndarray, list[Path], int]:
-    """(token stream, files read, documents) from an MMIDIDX prefix, a text file or a folder of .txt files."""
-    path = Path(path)
-    prefix = _prefix_of(path)
-    if prefix is not None:
-        docs = read_indexed(prefix, limit)
-        stream = np.concatenate(docs).astype(np.int64) if docs else np.zeros(0, np.int64)
-        return stream, [Path(f"{prefix}.idx"), Path(f"{prefix}.bin")], len(docs)
-    if path.is_dir():
-        files = sorted(path.glob("*.txt"))
-        if not files:
-            raise UserError(f"{path}: no *.txt files and no .bin/.idx prefix to compute perplexity on")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise UserError(f"perplexity data not found: {path} (expected PREFIX with .bin/.idx, a .txt file or a folder)")
-    if tokenizer is None:
-        raise UserError(f"{path}: text needs a tokenizer; the model has none, pass --tokenizer DIR")
-    from .scoring import encode_prompt
-
-    files = files[:limit] if limit else files
-    ids: list[int] = []
-    for i, f in enumerate(files):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{f}: not UTF-8 text") from None
-        if i and tokenizer.eos_id is not None:
-            ids.append(tokenizer.eos_id)
-        ids += encode_prompt(tokenizer, text)
-    return np.asarray(ids, dtype=np.int64), files, len(files)
-
-
-@dataclasses.dataclass(frozen=True)
-class Window:
-    begin: int
-    end: int
-    score_from: int  # first position (absolute) whose token this window scores
-
-
-def sliding_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
-    """HF's loop: windows [begin, end) every `stride` tokens; each scores [max(prev_end, begin + 1), end)."""
-    if window < 2:
-        raise UserError(f"perplexity window must be >= 2 tokens, got {window}")
-    if not 1 <= stride <= window:
-        raise UserError(f"perplexity stride must be in 1..window ({window}), got {stride}")
-    out, prev_end = [], 0
-    for begin in range(0, n_tokens, stride):
-        end = min(begin + window, n_tokens)
-        if end - begin >= 2 and end > prev_end:
-            out.append(Window(begin, end, max(prev_end, begin + 1)))
-        prev_end = end
-        if end == n_tokens:
-            break
-    return out
-
 
 def window_nll(model, stream: np.ndarray, windows: list[Window], batch_size: int | None = None,
                desc: str = "ppl") -> tuple[float, int]:
@@ -149,12 +72,13 @@ class PerplexityEvaluator:
         ]
 
     def run(self, ctx: EvalContext) -> TaskResult:
+        if ctx.data_dir is None:
+            sets = checkpoint_sets(ctx)
+            if sets is not None:
+                return self._run_sets(ctx, *sets)
         source = ctx.require_data_dir(self.name)
         stream, files, docs = load_tokens(source, ctx.loaded.tokenizer, ctx.limit)
-        vocab = ctx.loaded.config.vocab_size
-        if stream.size and (stream.min() < 0 or stream.max() >= vocab):
-            raise UserError(f"{source}: token id {int(stream.max())} outside the model's vocabulary (0..{vocab - 1}): "
-                            "tokenized with a different tokenizer?")
+        check_in_vocab(stream, ctx.loaded.config.vocab_size, source)
         window = ctx.options.get("ppl_window") or ctx.loaded.config.max_seq_len
         if window > ctx.loaded.config.max_seq_len:
             raise UserError(f"--ppl-window {window} exceeds the model's max_seq_len {ctx.loaded.config.max_seq_len}")
@@ -169,3 +93,51 @@ class PerplexityEvaluator:
         metrics = {"ppl": math.exp(mean), "nll": mean, "tokens": count, "windows": len(windows), "documents": docs}
         return TaskResult(self.name, metrics, data_files=[str(f) for f in files],
                           info={"source": str(source), "window": window, "stride": stride})
+
+    def _run_sets(self, ctx: EvalContext, sets: dict[str, str], window: int, set_tokens: int | None,
+                  config: Path) -> TaskResult:
+        """Every held-out set of the checkpoint's run, each as the run scored it."""
+        window = ctx.options.get("ppl_window") or window
+        stride = ctx.options.get("ppl_stride") or window
+        per_set, files, total_nll, total_count = {}, [], 0.0, 0
+        for name, path in sets.items():
+            stream, read, _ = load_tokens(path, ctx.loaded.tokenizer, ctx.limit)
+            stream = stream[:set_tokens] if set_tokens else stream
+            check_in_vocab(stream, ctx.loaded.config.vocab_size, path)
+            windows = sliding_windows(len(stream), window, stride)
+            if not windows:
+                raise UserError(f"eval.sets.{name} ({path}): {len(stream)} tokens; perplexity needs at least 2")
+            nll, count = window_nll(ctx.model, stream, ctx.shard(windows), ctx.batch_size, desc=f"ppl {name}")
+            parts = ctx.gather([(nll, count)])
+            nll, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
+            per_set[name] = (nll, count)
+            total_nll, total_count = total_nll + nll, total_count + count
+            files += [str(f) for f in read]
+        metrics = {"ppl": math.exp(total_nll / total_count), "nll": total_nll / total_count, "tokens": total_count}
+        for name, (nll, count) in per_set.items():
+            metrics.update({f"ppl/{name}": math.exp(nll / count), f"nll/{name}": nll / count, f"tokens/{name}": count})
+        return TaskResult(self.name, metrics, data_files=files,
+                          info={"sets": sets, "config": str(config), "window": window, "stride": stride,
+                                "set_tokens": set_tokens})
+
+
+def checkpoint_sets(ctx: EvalContext) -> tuple[dict[str, str], int, int | None, Path] | None:
+    """(eval.sets, window = the stage's seq_length + 1 at the checkpoint's iteration, eval.set_tokens,
+    config.yaml) of a llmctl checkpoint whose run had held-out sets; None otherwise."""
+    if ctx.loaded.source == "hf":
+        return None
+    from llmctl.core.config import load_yaml
+    from llmctl.core.nn.checkpoint import resolve_iteration_dir
+    from llmctl.core.train.config import load_train_config
+
+    it_dir = resolve_iteration_dir(ctx.loaded.path, ctx.iteration)
+    config = it_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    saved = load_yaml(config)
+    sets = (saved.get("eval") or {}).get("sets") or {}
+    if not sets:
+        return None
+    cfg = load_train_config(saved, resolve_vocab=False)
+    iteration = int(it_dir.name.split("_")[-1])
+    return dict(sets), cfg.plan().stage_at(max(iteration, 1)).seq_length + 1, cfg.eval.set_tokens, config

@@ -200,7 +200,8 @@ def run_eval(tasks: list[str], ckpt_dir: str | Path, out_dir: str | Path, *, dat
             loaded.tokenizer = load_tokenizer(tokenizer_dir)
         results = []
         for task, ev in zip(tasks, evaluators):
-            ctx = EvalContext(loaded, Path(out_dir), data_dir=data_dirs.get(task, data_dirs.get(None)), **settings)
+            ctx = EvalContext(loaded, Path(out_dir), data_dir=data_dirs.get(task, data_dirs.get(None)),
+                              iteration=iteration, **settings)
             result = ev.run(ctx)
             if not isinstance(result, TaskResult):
                 plugin = get_bus().registry("evaluators")[task].plugin

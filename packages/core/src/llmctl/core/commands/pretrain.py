@@ -23,6 +23,11 @@ from ..errors import UserError, require_torch
 @click.option("--stop-at-step", type=click.IntRange(min=1), default=None, metavar="N",
               help="Save a checkpoint and stop after step N (resume later with --resume auto).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--from", "from_checkpoint", default=None, metavar="CKPT_DIR",
+              help="Branch: start --stage from this checkpoint (an iter_N dir, or a checkpoint dir's latest) of an "
+                   "earlier stage, in a new run dir (<origin>_<stage>_from_<N>) that records where it came from.")
+@click.option("--stage", "branch_stage", default=None, metavar="NAME",
+              help="With --from: the stage (a name in the config's stages:) the branch trains.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=None, metavar="N",
               help="Check the layout for N processes, then run under torchrun (the lab's GPUS_PER_NODE); "
                    "--auto-restart becomes torchrun --max-restarts with --resume auto.")
@@ -38,7 +43,7 @@ from ..errors import UserError, require_torch
               "BATCH_SIZE_PER_DEVICE, TOKENS_PER_STEP from the environment for knobs not given as flags.")
 def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None, auto_restart: int,
                      stop_at_step: int | None, print_config: bool, nproc_per_node: int | None, lab_env: bool,
-                     **knobs) -> None:
+                     from_checkpoint: str | None, branch_stage: str | None, **knobs) -> None:
     """Pretrain a llama-family model on tokenized data (Megatron .bin/.idx), on CPU, CUDA or NPU.
 
     Logs go to logging.dir/RUN.jsonl (metrics) and RUN.log (Megatron-format lines); checkpoints to
@@ -52,6 +57,8 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
       llmctl pretrain -c run.yaml --nproc-per-node 8 --tp 2 --set parallel.strategy=fsdp2
       TP=2 GPUS_PER_NODE=8 llmctl pretrain -c run.yaml --lab-env
       llmctl pretrain -c tiny --set data.path='0.7 data/en 0.3 data/zh' --set train.train_tokens=2e6
+      llmctl pretrain -c zen-500m-staged --set data.path=data/web --from outputs/zen_staged/iter_0040000 \
+          --stage anneal
     """
     import os
 
@@ -60,6 +67,11 @@ def pretrain_command(config: str, overrides: tuple[str, ...], resume: str | None
 
     values = knob_values({**knobs, "nproc_per_node": nproc_per_node}, os.environ if lab_env else None)
     overrides = (*overrides, *knob_overrides(values))
+    if (from_checkpoint is None) != (branch_stage is None):
+        raise UserError("--from CKPT_DIR and --stage NAME go together: a branch starts that stage from that "
+                        "checkpoint")
+    if from_checkpoint is not None:
+        overrides = (*overrides, f"branch.checkpoint={from_checkpoint}", f"branch.stage={branch_stage}")
     nproc = int(values.get("nproc_per_node") or 0)
     if nproc and not print_config:
         require_torch("llmctl pretrain --nproc-per-node")

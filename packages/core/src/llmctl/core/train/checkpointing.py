@@ -9,6 +9,11 @@ look; config.yaml and the tokenizer as always, published atomically, pointer las
 
 A checkpoint resumes at any tensor-parallel size: its vocabulary weights (and their AdamW moments) were
 padded for the saving run's TP and are fitted to this run's padding on load, the real rows unchanged.
+
+In a run in stages, config.yaml's `model:` is the model as that iteration's stage trains it (its RoPE base,
+scaling and length), so `generate`, `eval run` and the converters rebuild what was trained; a resume checks
+the model against its own plan at that iteration. A branch (`--from CKPT --stage NAME`) starts from the full
+state of a checkpoint of another run (or of its own run's earlier stage).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from ..nn.build import VOCAB_PARAMS, fit_vocab_rows, fit_vocab_state
 from ..nn.checkpoint import latest_iteration, load_checkpoint, resolve_iteration_dir, save_sharded_checkpoint
 from ..nn.mcore_io import check_mcore_layout, is_mcore_checkpoint, read_mcore_state, write_mcore_shards
 from ..nn.model import Transformer
-from .guards import Guard
-from .optim import PARAM_NAMES_KEY, adamw_impl, decay_groups
+from .guards import Guard, LossSpikeGuard
+from .optim import PARAM_NAMES_KEY, adamw_impl, decay_groups, set_scheduled_lr
 from .state import TrainState, capture_rng, restore_rng
 
 CHECKPOINT_VERSION = 3.0  # Megatron's field name; our layout of the state dict below
@@ -37,6 +42,9 @@ RESUME_DIR = "llmctl_resume"  # checkpoint.format mcore: llmctl's resume state, 
 class Checkpointing:
     def state_dict(self) -> dict[str, Any]:
         self.state.guard_window = list(self.guard.window) if self.guard else []
+        self.state.loss_windows = self.spike.state() if self.spike is not None else {}
+        self.state.stage_tokens = self.saved_stage_tokens()
+        self.state.stage = self.plan.stage_at(max(self.state.iteration, 1)).name
         model_state = self.task.saved_state(self.par.model_state_dict(self.module))
         return {"iteration": self.state.iteration, "checkpoint_version": CHECKPOINT_VERSION,
                 "model": model_state, "optimizer": self.par.optimizer_state_dict(self.module, self.optimizer),
@@ -52,8 +60,10 @@ class Checkpointing:
         publish = lambda tmp: self.callbacks.call("on_checkpoint_publish", self, tmp)  # noqa: E731
         if self.cfg.checkpoint.format == "mcore":
             shard, publish = self._mcore_save(state, shard, publish)
+        config = to_dict(self.cfg)
+        config["model"] = to_dict(self.plan.model_at(self.state.iteration))  # as this iteration's stage trains it
         path = save_sharded_checkpoint(
-            self.ckpt_dir, self.state.iteration, shard, state if shard else None, to_dict(self.cfg),
+            self.ckpt_dir, self.state.iteration, shard, state if shard else None, config,
             tokenizer_dir=self.tokenizer_dir, keep=self.cfg.checkpoint.keep, is_writer=self.par.is_log_writer,
             barrier=self.par.barrier, before_publish=publish)
         self.log.note(f"  successfully saved checkpoint from iteration {self.state.iteration:7d} to {path}")
@@ -132,8 +142,14 @@ class Checkpointing:
             self.scaler.load_state_dict(state["grad_scaler"])
         restore_rng(state["rng_state"], self.device)
         self.state = TrainState.from_dict(state["train_state"])
+        if self.state.consumed_tokens is None:  # saved before stages: one sequence length
+            self.state.consumed_tokens = self.state.consumed_samples * self.cfg.data.seq_length
         if self.guard is not None:
             self.guard = Guard(self.cfg.guards, self.state.guard_window)
+        if self.spike is not None:
+            self.spike = LossSpikeGuard(self.cfg.guards.loss_spike, self.state.loss_windows)
+        set_scheduled_lr(self.optimizer, self.scheduler, self.lr_base)  # this plan's LR at this iteration
+        self.stage = None  # the next step enters its stage: shapes, model, data position
 
     def _load(self, source: str | Path):
         """(state, config, it_dir) of a native or an mcore-format checkpoint (weights gathered from mp_rank_*)."""
@@ -158,20 +174,41 @@ class Checkpointing:
             if latest_iteration(self.ckpt_dir) is None:
                 return False
             source = str(self.ckpt_dir)
-        state, saved_cfg, it_dir = self._load(source)
-        saved_model = saved_cfg.get("model") or {}
-        for key, value in to_dict(self.cfg.model).items():
-            if key in saved_model and key not in VOCAB_LAYOUT_FIELDS and saved_model[key] != value:
-                raise UserError(f"{it_dir}: checkpoint has model.{key}={saved_model[key]!r} but the config has "
-                                f"{value!r}; resume needs the same model")
-        self.load_state_dict(state, it_dir)
+        it_dir = self._load_checked(source, "resume")
         self.log.event({"step": self.state.iteration, "event": "resume", "from": str(it_dir),
                         "consumed_samples": self.state.consumed_samples})
         return True
 
-    def rollback(self, step: int, reason: str) -> None:
-        """After guards.max_consecutive bad steps: reload the last checkpoint (model, optimizer, schedule, RNG)
-        but keep the data position, so the batches that went bad are skipped, not replayed."""
+    def start_branch(self) -> None:
+        """A branch's first start: the full state of the checkpoint it branches from (weights, optimizer,
+        RNG, every data position), then its own stage from the next step."""
+        b = self.cfg.branch
+        it_dir = self._load_checked(b.checkpoint, "branch from")
+        self.log.event({"step": self.state.iteration, "event": "branch", "from": str(it_dir),
+                        "origin_run": b.origin_run, "iteration": self.state.iteration, "stage": b.stage,
+                        "consumed_samples": self.state.consumed_samples})
+
+    def _load_checked(self, source: str | Path, what: str) -> Path:
+        """Load a checkpoint whose model is this run's at that iteration (its stage's RoPE base and length)."""
+        state, saved_cfg, it_dir = self._load(source)
+        iteration = int(state.get("iteration", 0))
+        saved_model = saved_cfg.get("model") or {}
+        for key, value in to_dict(self.plan.model_at(iteration)).items():
+            if key in saved_model and key not in VOCAB_LAYOUT_FIELDS and saved_model[key] != value:
+                raise UserError(f"{it_dir}: checkpoint has model.{key}={saved_model[key]!r} but the config has "
+                                f"{value!r} at iteration {iteration}; {what} needs the same model")
+        saved_stage = (state.get("train_state") or {}).get("stage")
+        here = self.plan.stage_at(max(iteration, 1)).name
+        if what == "resume" and self.plan.explicit and saved_stage not in (None, here):
+            raise UserError(f"{it_dir}: iteration {iteration} was in stage '{saved_stage}', but this config's "
+                            f"stages have '{here}' there; resume with the config (and --from/--stage) it ran with")
+        self.load_state_dict(state, it_dir)
+        return it_dir
+
+    def rollback(self, step: int, reason: str, skip_samples: int = 0) -> None:
+        """After guards.max_consecutive bad steps, or a loss spike whose action is rollback: reload the last
+        checkpoint (model, optimizer, schedule, RNG) but keep the data positions, so the batches since it are
+        skipped, not replayed, and `skip_samples` more past the bad step's batch (PaLM's recipe)."""
         g = self.cfg.guards
         if self.state.rollbacks >= g.max_rollbacks:
             raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) after "
@@ -180,17 +217,20 @@ class Checkpointing:
         if self.ckpt_dir is None or latest_iteration(self.ckpt_dir) is None:
             raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) and "
                             "no checkpoint to roll back to (set checkpoint.dir and checkpoint.interval)")
-        live = self.state
+        live, key, seq = self.state, self.stage.data_key, self.seq
         state, _, it_dir = self._load(self.ckpt_dir)
         self.load_state_dict(state, it_dir)
-        jumped = live.consumed_samples - self.state.consumed_samples
-        self.state.consumed_samples = live.consumed_samples
+        jumped = live.consumed_samples - self.state.consumed_samples + skip_samples
+        self.state.consumed_samples = live.consumed_samples + skip_samples
+        self.state.consumed_tokens = live.consumed_tokens + skip_samples * seq
+        self.state.data_positions = {**live.data_positions}
+        self.state.data_positions[key] = live.data_positions[key] + skip_samples
         self.state.skipped_samples = live.skipped_samples + jumped
         self.state.skipped_iters = live.skipped_iters
         self.state.rollbacks = live.rollbacks + 1
-        self.data = self._loader(self.train_ds, self.state.consumed_samples)
         self.log.event({"step": step, "event": "rollback", "to_iteration": self.state.iteration,
-                        "reason": reason, "skipped_samples": jumped, "checkpoint": str(it_dir)})
+                        "reason": reason, "skipped_samples": jumped, "checkpoint": str(it_dir),
+                        "data_position": self.state.data_positions[key]})
         self._reset_interval()
         if self.bar is not None:
             self.bar.n = self.state.iteration

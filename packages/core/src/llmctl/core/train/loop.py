@@ -9,6 +9,10 @@ labels and uneven lengths weigh exactly as in one forward over the whole global 
 The step keeps everything on the device: one packed all-reduce of [loss sum, count, metrics] per step, read
 on the host (one `.tolist()`) only at log intervals — except by the guard, which must know before the
 optimizer step whether the step is sane (set guards.enabled=false to avoid that read).
+
+A run in stages (`stages.py`) is the same loop following a plan: before the first step of each stage the
+driver applies its overlay (`staging.py`: batch shape, datasets and their positions, RoPE base); the LR is
+the plan's piecewise schedule.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from ..progress import progress
 from .callbacks import CallbackList, bus_callbacks
 from .checkpointing import Checkpointing
 from .config import TrainConfig, load_train_config
-from .guards import Guard
+from .guards import SEVERITY, Guard, LossSpikeGuard
+from .heldout import HeldoutSets
 from .metrics import RunLog
 from .parallelism import Parallelism, iter_dp_positions, resolve_strategy, torchrun_world
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_base
+from .staging import Staging
 from .state import TrainState, seed_everything
 from .task import Task
 
@@ -96,7 +102,7 @@ def _scale_grads(params: list[torch.nn.Parameter], factor: torch.Tensor) -> None
 
 
 # ---- the trainer -----------------------------------------------------------------------------------------
-class Trainer(Checkpointing):
+class Trainer(Checkpointing, Staging):
     def __init__(self, cfg: TrainConfig, *, callbacks: Iterable[Any] = (), echo=None):
         self.cfg = cfg
         t = cfg.train
@@ -106,19 +112,23 @@ class Trainer(Checkpointing):
         cfg.pad_vocab()  # the vocabulary rows for this run's TP, whatever model section the task settled on
         self.par = build_parallelism(cfg)
         cfg.check(self.par.dp_size)
+        self.plan = cfg.plan()  # the stages (one for a run without stages:), checked
+        if cfg.staged:  # each stage's shapes against the strategy (CP divides every seq_length, ...)
+            for stage in self.plan.stages:
+                type(self.par).preflight(cfg.stage_config(stage), self.par.world_size)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.device = self.par.device
         self.amp_dtype = parse_dtype(t.dtype)
-        self.gbs, self.mbs, self.seq = cfg.global_batch_size, t.micro_batch_size, cfg.data.seq_length
-        self.accum = cfg.grad_accum_steps(self.par.dp_size)
-        self.total = cfg.train_iters
+        self.total = self.plan.total
         self.callbacks = CallbackList([*bus_callbacks(), *callbacks])
 
         # datasets first: a wrong data path fails before any model work
-        self.train_ds, self.val_ds = self.task.build_datasets(
-            self.total * self.gbs, cfg.eval.iters * self.gbs if cfg.eval.iters > 0 else 0)
+        self.build_stage_data()
         self.metric_names = self.task.metric_names()
+        self.heldout = HeldoutSets(cfg)
+        self.stage = None
+        self.set_shape(self.plan.stages[0])
 
         seed_everything(t.seed)
         model = self.task.prepare(self.task.build_model(self.device))
@@ -130,10 +140,13 @@ class Trainer(Checkpointing):
         if not self.params:
             raise UserError(f"task {cfg.train.task}: no parameter requires grad; nothing would train")
         self.optimizer = self.par.build_optimizer(self.params, lambda params: build_optimizer(params, cfg))
-        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.plan)
+        self.lr_base = lr_base(cfg, self.plan)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.dtype == "fp16" else None
         self.guard = Guard(cfg.guards) if cfg.guards.enabled else None
-        self.state = TrainState()
+        spike = cfg.guards.loss_spike
+        self.spike = LossSpikeGuard(spike) if cfg.guards.enabled and spike.enabled else None
+        self.state = TrainState(consumed_tokens=0)
 
         self.ckpt_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
         self.check_checkpoint_format()
@@ -147,10 +160,7 @@ class Trainer(Checkpointing):
         self.log = RunLog(cfg.logging.dir, cfg.run_name(), cfg.logging.sinks, enabled=writer,
                           echo=echo or (self.bar.write if self.bar is not None else None))
         self.peak = peak_flops(self.device, self.amp_dtype)
-        self.flops_per_token = cfg.model.flops_per_token(self.seq)
-        # A fixed divisor keeps backward's gradients in the usual range (fp16 scaling); the exact
-        # per-token normalisation is applied to the gradients once the step's global count is known.
-        self.loss_divisor = float(self.mbs * self.seq * self.accum * self.par.dp_size)
+        self.stage_tokens = torch.zeros(len(self.channel_metrics), device=self.device)
         self._reset_interval()
 
     # ---- helpers -----------------------------------------------------------------------------------------
@@ -197,8 +207,9 @@ class Trainer(Checkpointing):
         return self.micro_batch_sums(loss_sum, count, metrics)
 
     def train_step(self, step: int, batches: list[dict[str, torch.Tensor]]) -> tuple[str | None, bool, float]:
-        """Forward/backward over the micro-batches, then (unless the guard objects) one optimizer step.
-        Returns (guard reason or None, fp16 overflow, grad norm as read by the guard or nan without one)."""
+        """Forward/backward over the micro-batches, then (unless a guard objects) one optimizer step.
+        Returns (guard reason or None, fp16 overflow, grad norm as read by the guard or nan without one);
+        the loss spikes the step showed are in `self.spikes`."""
         self.module.train()
         tokens = sum(self.task.batch_tokens(b) for b in batches)  # host ints: no device sync
         sums = self.par.forward_backward(self, step, [self._to_device(b) for b in batches])
@@ -215,10 +226,26 @@ class Trainer(Checkpointing):
         grad_norm = self.par.clip_grad_norm(self.module, self.params, clip)
 
         reason, overflow, good, norm_v = None, False, True, float("nan")
+        self.spikes = []
         if self.guard is not None:
-            loss_v, norm_v = torch.stack([loss_step, grad_norm.float()]).tolist()
+            m = len(self.metric_names)
+            read = [loss_step[None], grad_norm.float()[None]]
+            if self.spike is not None and self.spike.cfg.channels and self.channel_metrics:
+                read += [sums[2:2 + m], sums[2 + m:2 + 2 * m]]
+            values = torch.cat(read).tolist()
+            loss_v, norm_v = values[:2]
             reason = self.guard.check(loss_v, norm_v, overflow_ok=self.scaler is not None)
             overflow = reason is None and not math.isfinite(norm_v)
+            if reason is None and not overflow and self.spike is not None:
+                losses = {"loss": loss_v}
+                if len(values) > 2:
+                    for i, name in enumerate(self.metric_names):
+                        if name in self.channel_metrics and values[2 + m + i] > 0:
+                            losses[name] = values[2 + i] / values[2 + m + i]
+                self.spikes = self.spike.check(losses)
+                worst = self.spikes[0] if self.spikes else None
+                if worst is not None and SEVERITY[worst.action] > SEVERITY["warn"]:
+                    reason = f"loss spike: {worst.describe()}"
             good = reason is None and not overflow
         if reason is None:
             (self.scaler.step(self.optimizer) if self.scaler else self.optimizer.step())
@@ -235,6 +262,9 @@ class Trainer(Checkpointing):
             self.acc["n"] += finite
             self.acc["metric_sum"] += torch.where(finite, sums[2:2 + m], 0.0)
             self.acc["metric_count"] += torch.where(finite, sums[2 + m:2 + 2 * m], 0.0)
+            self.count_stage_tokens(torch.where(finite, sums, 0.0))
+            if self.spike is not None:
+                self.spike.accept()
         self.acc["nan"] += ~torch.isfinite(loss_step)
         self.acc["tokens"] += sums[-1]
         self.last_grad_norm = grad_norm.detach().float()
@@ -253,9 +283,11 @@ class Trainer(Checkpointing):
         step_ms = 1000.0 * elapsed / iters
         tokens_per_s = read_tokens / elapsed  # real tokens: tokens_per_step / step time without padding
         loss = loss_sum / n_good if n_good else None
-        tokens = self.state.consumed_samples * self.seq
+        tokens = self.state.consumed_tokens
         rec: dict[str, Any] = {"step": step, "consumed_samples": self.state.consumed_samples,
                                "consumed_tokens": tokens, "tokens": tokens, "loss": loss}
+        if self.plan.explicit:
+            rec["stage"] = self.stage.name
         for i, name in enumerate(self.metric_names):
             count = values[5 + m + i]
             rec[name] = values[5 + i] / count if count else None
@@ -274,23 +306,34 @@ class Trainer(Checkpointing):
         self._reset_interval()
         return loss
 
+    @property
+    def evaluates(self) -> bool:
+        return self.val_ds is not None or bool(self.heldout)
+
     @torch.no_grad()
-    def evaluate(self, step: int) -> float:
-        """Mean loss over the first eval.iters global batches of the validation split (the same batches
-        every time, so validation losses along a run are comparable)."""
+    def evaluate(self, step: int) -> float | None:
+        """Mean loss over the first eval.iters global batches of the current stage's validation split (the
+        same batches every time, so validation losses along a stage are comparable), and the perplexity of
+        every held-out set (eval.sets). Returns the validation loss (None without a validation split)."""
         self.module.eval()
-        sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
-        for batch in itertools.islice(self._loader(self.val_ds, 0), self.cfg.eval.iters * self.accum):
-            with self.autocast():
-                sums += self.micro_batch_sums(*self.task.loss(self.forward_model, self._to_device(batch)))
-        values = self.par.sum_over_dp(sums).tolist()
-        val_loss = values[0] / max(values[1], 1.0)
-        rec: dict[str, Any] = {"step": step, "consumed_tokens": self.state.consumed_samples * self.seq,
-                               "val_loss": val_loss, "val_ppl": math.exp(min(20.0, val_loss))}
-        m = len(self.metric_names)
-        for i, name in enumerate(self.metric_names):
-            if values[2 + m + i]:
-                rec[f"val_{name}"] = values[2 + i] / values[2 + m + i]
+        rec: dict[str, Any] = {"step": step, "consumed_tokens": self.state.consumed_tokens}
+        if self.plan.explicit:
+            rec["stage"] = self.stage.name
+        val_loss = None
+        if self.val_ds is not None:
+            sums = torch.zeros(2 + 2 * len(self.metric_names), device=self.device)
+            for batch in itertools.islice(self._loader(self.val_ds, 0), self.cfg.eval.iters * self.accum):
+                with self.autocast():
+                    sums += self.micro_batch_sums(*self.task.loss(self.forward_model, self._to_device(batch)))
+            values = self.par.sum_over_dp(sums).tolist()
+            val_loss = values[0] / max(values[1], 1.0)
+            rec.update({"val_loss": val_loss, "val_ppl": math.exp(min(20.0, val_loss))})
+            m = len(self.metric_names)
+            for i, name in enumerate(self.metric_names):
+                if values[2 + m + i]:
+                    rec[f"val_{name}"] = values[2 + i] / values[2 + m + i]
+        if self.heldout:
+            rec.update(self.heldout.evaluate(self))
         self.log.validation(rec)
         self.module.train()
         return val_loss
@@ -304,12 +347,19 @@ class Trainer(Checkpointing):
         self.log.note(f" > llmctl {cfg.train.task}: {n_params:,} parameters ({n_train:,} trained), device "
                       f"{self.device}, dtype {cfg.train.dtype}, kernels {getattr(kernels, 'names', '?')}, "
                       f"parallel {self.par.describe()}, global batch {self.gbs} = {self.mbs} x {self.accum} "
-                      f"accumulation x {self.par.dp_size} data-parallel ranks, {cfg.tokens_per_step:,} "
+                      f"accumulation x {self.par.dp_size} data-parallel ranks, {self.gbs * self.seq:,} "
                       f"tokens/step, {self.total} iterations, warmup {cfg.warmup_iters}")
         if self.task.initialised_from is not None:
             path, source = self.task.initialised_from
             self.log.note(f" > initialised from {path} ({_FORMATS.get(source, source)} weights; optimizer, "
                           "schedule and iteration start fresh)")
+        b = cfg.branch
+        if b.checkpoint is not None:
+            self.log.note(f" > branch of run {b.origin_run} from {b.checkpoint} (iteration {b.iteration}): stage "
+                          f"'{b.stage}' from iteration {b.iteration + 1}")
+        if self.plan.explicit:
+            self.log.note(f" > {len(self.plan.stages)} stages: " + ", ".join(
+                f"{s.name} (iterations {s.start + 1}-{s.end})" for s in self.plan.stages))
         for key, value in (("seq_length", self.seq), ("global_batch_size", self.gbs),
                            ("micro_batch_size", self.mbs), ("train_iters", self.total), ("lr", cfg.train.lr),
                            ("data_parallel_size", self.par.dp_size), ("world_size", self.par.world_size)):
@@ -319,11 +369,14 @@ class Trainer(Checkpointing):
         if self.par.is_log_writer and self.ckpt_dir is not None:
             remove_stale_temps(self.ckpt_dir)
         self.par.barrier()
-        if resume:
-            self.resume(resume)
+        resumed = self.resume(resume) if resume else False
+        if not resumed and self.cfg.branch.checkpoint is not None:
+            self.start_branch()
         cfg = self.cfg
+        stage = self.plan.stage_at(min(self.state.iteration + 1, self.total))
+        self.set_shape(stage)
         self._announce()
-        self.data = self._loader(self.train_ds, self.state.consumed_samples)
+        self.enter_stage(stage)
         if self.bar is not None:
             self.bar.n = self.state.iteration
             self.bar.refresh()
@@ -331,30 +384,46 @@ class Trainer(Checkpointing):
         self.callbacks.call("on_train_start", self)
         train_loss = val_loss = None
         stopped = False
-        saved_at = self.state.iteration if resume else None
+        saved_at = self.state.iteration if resume or self.cfg.branch.checkpoint is not None else None
         while self.state.iteration < self.total:
             step = self.state.iteration + 1
+            stage = self.plan.stage_at(step)
+            if stage is not self.stage:
+                self.enter_stage(stage)
             self.callbacks.call("on_step_start", self, step)
+            start = self.data_position()
             batches = [next(self.data) for _ in range(self.accum)]
             lr = self.optimizer.param_groups[0]["lr"]
             reason, overflow, grad_norm = self.train_step(step, batches)
             self.state.iteration = step
             self.state.consumed_samples += self.gbs
+            self.state.consumed_tokens += self.gbs * self.seq
+            self.state.data_positions[stage.data_key] = start + self.gbs
             if reason is not None or overflow:
                 self.state.skipped_iters += 1
                 self.interval_skipped += 1
             if self.bar is not None:
                 self.bar.update(1)
+            for spike in self.spikes:
+                self.log.event({"step": step, "event": "loss_spike", "direction": spike.direction,
+                                "channel": spike.channel, "loss": spike.value, "mean": spike.mean,
+                                spike.method: spike.score, "threshold": spike.threshold, "action": spike.action,
+                                **({"stage": stage.name} if self.plan.explicit else {}),
+                                **self.sample_window(start, spike.channel)})
             if reason is not None:
                 self.log.event({"step": step, "event": "skip", "reason": reason,
                                 "consumed_samples": self.state.consumed_samples})
+            if self.spikes and self.spikes[0].action == "rollback":
+                self.rollback(step, reason, skip_samples=cfg.guards.loss_spike.skip_samples)
+                continue
             if self.guard is not None and self.guard.record(reason is not None, grad_norm):
                 self.rollback(step, reason)
                 continue
-            if step % cfg.logging.interval == 0 or step == self.total:
+            if step % cfg.logging.interval == 0 or step == self.total or (self.plan.explicit and step == stage.end):
                 train_loss = self._log_train(step, lr) or train_loss
-            if self.val_ds is not None and cfg.eval.interval and step % cfg.eval.interval == 0 \
-                    and step != self.total:
+            if step == stage.end:
+                self.end_stage(stage)
+            if self.evaluates and cfg.eval.interval and step % cfg.eval.interval == 0 and step != self.total:
                 val_loss = self.evaluate(step)
             if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
                 self.save()
@@ -363,7 +432,7 @@ class Trainer(Checkpointing):
             if step != self.total and (step == stop_at_step or (exit_interval and step % exit_interval == 0)):
                 stopped = True
                 break
-        if not stopped and self.val_ds is not None:
+        if not stopped and self.evaluates:
             val_loss = self.evaluate(self.state.iteration)
         if saved_at != self.state.iteration:
             self.save()
@@ -388,8 +457,10 @@ def pretrain(cfg: TrainConfig | str | os.PathLike | dict, *, resume: str | None 
         cfg = load_train_config(cfg)
     trainer = Trainer(cfg, callbacks=callbacks, echo=echo)
     finished = False
+    # a branch continues its own checkpoints when it has some, else starts from the one it branches from
+    resume = resume or cfg.checkpoint.resume or ("auto" if cfg.branch.checkpoint is not None else None)
     try:
-        result = trainer.run(resume=resume or cfg.checkpoint.resume, stop_at_step=stop_at_step)
+        result = trainer.run(resume=resume, stop_at_step=stop_at_step)
         finished = True
         return result
     finally:

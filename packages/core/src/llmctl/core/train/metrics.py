@@ -24,7 +24,9 @@ def _stamp() -> str:
 
 
 def train_line(r: dict[str, Any], *, train_iters: int, global_batch_size: int) -> str:
-    """One Megatron `training_log` line from a JSONL record; channel losses print as `lm loss/<source>`."""
+    """One Megatron `training_log` line from a JSONL record; channel losses print as `lm loss/<source>`. A run
+    in stages adds `consumed tokens` (the sequence length changes between stages) and `stage` at the end,
+    so the fields Megatron's parsers read keep their order."""
     s = _stamp()
     s += " iteration {:8d}/{:8d} |".format(r["step"], train_iters)
     s += " consumed samples: {:12d} |".format(r["consumed_samples"])
@@ -41,16 +43,25 @@ def train_line(r: dict[str, Any], *, train_iters: int, global_batch_size: int) -
         s += f" grad norm: {r['grad_norm']:.3f} |"
     s += " number of skipped iterations: {:3d} |".format(r.get("skipped", 0))
     s += " number of nan iterations: {:3d} |".format(r.get("nan_iterations", 0))
+    if r.get("stage") is not None:
+        s += f" consumed tokens: {r['consumed_tokens']:14d} | stage: {r['stage']} |"
     return s
 
 
 def val_lines(r: dict[str, Any]) -> list[str]:
-    """Megatron's framed ` validation loss at iteration N | lm loss value: … | lm loss PPL: … |` block."""
+    """Megatron's framed ` validation loss at iteration N | lm loss value: … | lm loss PPL: … |` block; each
+    held-out set (eval.sets) as `heldout NAME loss: … | heldout NAME PPL: … |`, the stage last."""
     s = f" validation loss at iteration {r['step']} | "
     for key, value in r.items():
         if key == "val_loss" or key.startswith("val_loss/"):
             name = "lm loss" + key[len("val_loss"):]
             s += f"{name} value: {value:.6E} | {name} PPL: {math.exp(min(20.0, value)):.6E} | "
+    for key, value in r.items():
+        if key.startswith("nll/"):
+            name = key[len("nll/"):]
+            s += f"heldout {name} loss: {value:.6E} | heldout {name} PPL: {r[f'ppl/{name}']:.6E} | "
+    if r.get("stage") is not None:
+        s += f"stage: {r['stage']} | "
     bar = "-" * (len(s) + 1)
     return [bar, s, bar]
 

@@ -1,12 +1,13 @@
 """The optimizer and LR schedule every task trains with: AdamW without decay on 1-D parameters (Megatron's
-rule), fused on CUDA and CPU, and the closed-form schedules of `schedule.py` as a LambdaLR."""
+rule), fused on CUDA and CPU, and the closed-form schedules of `schedule.py`, one segment per stage of the
+run's plan (`stages.py`), as a LambdaLR."""
 
 from __future__ import annotations
 
 import torch
 
 from .config import TrainConfig
-from .schedule import lr_lambda
+from .stages import StagePlan
 
 #: Optimizer-state key naming the parameters of each param group (a sharded save writes it; torch's own
 #: format numbers them instead, in `decay_groups` order).
@@ -37,8 +38,28 @@ def adamw_impl(params: list[torch.nn.Parameter]) -> dict[str, bool]:
     return {"fused": fused, "foreach": not fused}
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    t = cfg.train
-    fn = lr_lambda(lr=t.lr, min_lr=t.min_lr, total=cfg.train_iters, warmup=cfg.warmup_iters,
-                   schedule=t.schedule, decay_fraction=t.decay_fraction)
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                    plan: StagePlan | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """After k completed steps the optimizer holds the plan's LR for iteration k + 1. The LambdaLR's base is
+    the plan's peak LR (train.lr for a run without stages)."""
+    plan = plan or cfg.plan()
+    base = lr_base(cfg, plan)
+    for group in optimizer.param_groups:
+        group["lr"] = base
+    fn = (lambda k: 0.0) if base == 0 else (lambda k: plan.lr_at(k + 1) / base)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [fn] * len(optimizer.param_groups))
+
+
+def lr_base(cfg: TrainConfig, plan: StagePlan) -> float:
+    return plan.peak_lr if plan.explicit else cfg.train.lr
+
+
+def set_scheduled_lr(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                     base: float) -> None:
+    """This plan's base and LR at the scheduler's position in every param group, after loading a checkpoint
+    (saved by the same plan: no change; by another: a branch, or the run it branched from)."""
+    scheduler.base_lrs = [base] * len(optimizer.param_groups)
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = base
+        group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -91,6 +91,10 @@ class Parallelism:
         A strategy that shards optimizer state (ZeRO-1) wraps or rebuilds it here."""
         return make_optimizer(params)
 
+    def reshape(self, trainer: Any) -> None:
+        """A stage of a run in stages begins: `trainer.mbs`, `trainer.seq` and `trainer.accum` may differ from
+        what `parallelize` saw. A strategy whose schedule was built for fixed shapes (a pipeline) rebuilds it."""
+
     def extra_log(self) -> dict[str, Any]:
         """Strategy metrics merged into each logged train record (e.g. gradient compression ratio),
         summarising the steps since the last call."""

@@ -4,6 +4,9 @@ per-source "channel" losses when the corpus is a blend.
 Samples come from the dataset plugin named by `data.dataset` ("gpt", registered by llmctl-data): `seq_length
 + 1` tokens and a source index each. Labels are the inputs shifted by one; a dataset may mark tokens not to
 train on with -100 in an optional `labels` array, and the loss sums only the others.
+
+A run in stages reads one dataset per stage blend and length (`build_stage_datasets`); the channels are the
+union of every blend's sources, so `loss/<source>` means the same source in every stage.
 """
 
 from __future__ import annotations
@@ -26,19 +29,57 @@ def channel_names(source_names: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else [str(n) for n in source_names]
 
 
+class _Channels:
+    """A stage's dataset with its source indices renumbered into the run's channels (every stage's sources)."""
+
+    def __init__(self, ds, index: list[int]):
+        self.ds, self.index = ds, np.asarray(index)
+        self.source_names = ds.source_names
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.ds[i])
+        sample["source"] = int(self.index[int(sample["source"])])
+        return sample
+
+    @property
+    def sample_sources(self):
+        own = getattr(self.ds, "sample_sources", None)
+        return None if own is None else self.index[np.asarray(own)]
+
+
 class PretrainTask(Task):
     name = "pretrain"
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.sources: list[str] = []
+        self.channels: list[str] = []
+
     def build_datasets(self, num_train_samples: int, num_val_samples: int):
+        d = self.cfg.data
+        return self.build_stage_datasets(d.path, d.seq_length, num_train_samples, num_val_samples)
+
+    def build_stage_datasets(self, data_path, seq_length: int, num_train_samples: int, num_val_samples: int):
         d, seed = self.cfg.data, self.cfg.train.seed
-        if not d.path:
+        if not data_path:
             raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
                             "or a Megatron blend like '0.7 data/en 0.3 data/zh'")  # the dataset checks the files
         build = lookup("datasets", d.dataset)
-        train = build(d.path, seq_len=d.seq_length, num_samples=num_train_samples, seed=seed, split="train")
-        val = (build(d.path, seq_len=d.seq_length, num_samples=num_val_samples, seed=seed, split="val")
+        train = build(data_path, seq_len=seq_length, num_samples=num_train_samples, seed=seed, split="train")
+        val = (build(data_path, seq_len=seq_length, num_samples=num_val_samples, seed=seed, split="val")
                if num_val_samples else None)
-        self.channels = channel_names(train.source_names)
+        names = [str(n) for n in train.source_names]
+        for name in names:
+            if name not in self.sources:
+                self.sources.append(name)
+        self.channels = channel_names(self.sources)
+        index = [self.sources.index(n) for n in names]
+        if index != list(range(len(names))):
+            train = _Channels(train, index)
+            val = _Channels(val, index) if val is not None else None
         return train, val
 
     def metric_names(self) -> list[str]:

@@ -1,8 +1,9 @@
 """What a checkpoint must hold for an exact resume, in forms `torch.load(weights_only=True)` accepts.
 
 RNG states of python, numpy, torch and the accelerator become tensors/lists (numpy's state tuple and
-python's are not loadable with weights_only otherwise); the loop's counters and the data position
-(consumed samples) live in TrainState.
+python's are not loadable with weights_only otherwise); the loop's counters and the data positions live in
+TrainState: consumed samples over the run, and per dataset (a stage's blend at its sequence length) the next
+sample to read, so a run in stages resumes every blend where it was.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class TrainState:
     nan_iters: int = 0
     rollbacks: int = 0
     guard_window: list[float] = dataclasses.field(default_factory=list)
+    consumed_tokens: int | None = None  # None: a checkpoint from before stages (consumed_samples x seq_length)
+    data_positions: dict[str, int] = dataclasses.field(default_factory=dict)  # stages.data_key -> next sample
+    stage: str | None = None  # the stage of `iteration` (checked on resume)
+    stage_tokens: dict[str, float] = dataclasses.field(default_factory=dict)  # the stage's trained tokens per source
+    loss_windows: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # loss spike guard
+    window_stage: str | None = None  # whose steps the guard windows hold (they restart at a boundary)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

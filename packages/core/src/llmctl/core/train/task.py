@@ -50,6 +50,19 @@ class Task:
         """(train, val or None): map-style datasets indexed by global sample position."""
         raise NotImplementedError
 
+    def build_stage_datasets(self, data_path: Any, seq_length: int, num_train_samples: int,
+                             num_val_samples: int) -> tuple[Any, Any | None]:
+        """(train, val or None) for a stage of a run in stages (`stages.py`) that reads `data_path` (any blend
+        form) at `seq_length`. The default serves the run's own data (data.path, data.seq_length) through
+        `build_datasets`; a task that can train on another blend or length per stage overrides this."""
+        from ..errors import UserError
+
+        d = self.cfg.data
+        if data_path == d.path and seq_length == d.seq_length:
+            return self.build_datasets(num_train_samples, num_val_samples)
+        raise UserError(f"task {self.cfg.train.task} trains on data.path at data.seq_length only; its stages "
+                        "cannot set 'blend' or 'seq_length'")
+
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return torch.utils.data.default_collate(samples)
 
