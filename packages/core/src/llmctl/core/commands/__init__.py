@@ -18,6 +18,7 @@ import click
 
 def add_commands(cli: click.Group) -> None:
     from .bench import bench_group
+    from .litgpt import add_litgpt_commands
     from .mcore import add_mcore_commands
     from .model import convert_group, generate_command
     from .plot import plot_group
@@ -26,6 +27,7 @@ def add_commands(cli: click.Group) -> None:
     from .report import report_command
 
     add_mcore_commands(convert_group)
+    add_litgpt_commands(convert_group)
     for command in (plugins_command, convert_group, generate_command, pretrain_command, plot_group, bench_group,
                     report_command):
         cli.add_command(command)
