@@ -59,3 +59,21 @@ def engine_plugins(tmp_path_factory):
     from plugin_sites import install_plugins
 
     return install_plugins(["llmctl_faults", "llmctl_toy_task"], tmp_path_factory.mktemp("engine-plugins"))
+
+
+@pytest.fixture(scope="session")
+def staged_corpora(tmp_path_factory):
+    """Four domains (web, code, books, hq) in Megatron's format, a word tokenizer, two held-out sets."""
+    from stage_helpers import write_corpora
+
+    return write_corpora(tmp_path_factory.mktemp("staged-corpora"))
+
+
+@pytest.fixture(scope="session")
+def staged_reference(staged_corpora, tmp_path_factory):
+    """The uninterrupted 1-process tiny-staged run (checkpoints every 5 steps) the staged tests compare with."""
+    from stage_helpers import pretrain_here, staged_sets
+
+    run = tmp_path_factory.mktemp("staged-reference")
+    pretrain_here(staged_sets(staged_corpora, run))
+    return run

@@ -1,7 +1,8 @@
 """Fault injection for the trainer tests, as a third-party callback plugin.
 
 LLMCTL_FAULTS is a comma-separated list of `key=value`:
-  kill_at_step=N   SIGKILL this process when step N starts (once: a marker file in `marker_dir` remembers)
+  kill_at_step=N   SIGKILL this process when step N starts (once: a marker file in `marker_dir` remembers);
+                   N+M+...: at each of these steps, once each (a run restarted in between)
   kill_rank=R      ... only on this torchrun rank (default: every rank)
   hang_at_save=N   stall forever once every shard of iteration N's checkpoint is on disk, before it is
                    published (the test SIGKILLs the stalled process)
@@ -26,7 +27,7 @@ def _faults() -> dict[str, str]:
 class Faults:
     def on_step_start(self, trainer, step):
         f = _faults()
-        if f.get("kill_at_step") != str(step):
+        if str(step) not in f.get("kill_at_step", "").split("+"):
             return
         if "kill_rank" in f and f["kill_rank"] != os.environ.get("RANK", "0"):
             return

@@ -136,7 +136,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply `section.key=value` overrides (value parsed as YAML) to a nested dict, in place."""
+    """Apply `section.key=value` overrides (value parsed as YAML) to a nested dict, in place. Inside a list of
+    named mappings (`stages:`), a part names an entry by its `name` or its index: `stages.anneal.lr=1e-4`."""
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override '{item}' must look like section.key=value")
@@ -148,11 +149,25 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            node = _list_entry(node, part, item) if isinstance(node, list) else node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
                 raise UserError(f"override '{item}': '{part}' is not a section")
+        if isinstance(node, list):
+            raise UserError(f"override '{item}': '{parts[-1]}' names an entry of a list, not a key")
         node[parts[-1]] = value
     return data
+
+
+def _list_entry(items: list, part: str, item: str) -> Any:
+    """The entry of a list that `part` names: its `name` key, else its index."""
+    for entry in items:
+        if isinstance(entry, dict) and str(entry.get("name")) == part:
+            return entry
+    if part.isdigit() and int(part) < len(items):
+        return items[int(part)]
+    names = [str(e.get("name")) for e in items if isinstance(e, dict) and "name" in e]
+    raise UserError(f"override '{item}': no entry named '{part}'{did_you_mean(part, names)}"
+                    + (f"; entries: {', '.join(names)}" if names else ""))
 
 
 def dump_yaml(obj: Any) -> str:

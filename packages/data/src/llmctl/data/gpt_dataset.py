@@ -168,6 +168,20 @@ class GPTDataset:
         parts.append(self.data.get(int(self.doc_idx[d1]), 0, o1 + 1))
         return np.concatenate(parts).astype(np.int64)
 
+    def documents(self, i: int) -> list[tuple[int, int, int]]:
+        """(document index in the prefix, first token, end token) of every document sample i reads, in order:
+        which documents a training step saw (`llmctl data inspect --positions`)."""
+        if not 0 <= i < self.num_samples:
+            raise IndexError(f"sample {i} out of range for {self.num_samples}")
+        j = int(self.shuffle_idx[i])
+        (d0, o0), (d1, o1) = (tuple(int(x) for x in self.sample_idx[k]) for k in (j, j + 1))
+        docs = [int(self.doc_idx[d]) for d in range(d0, d1 + 1)]
+        lengths = self.data.sequence_lengths
+        spans = [(doc, 0, int(lengths[doc])) for doc in docs]
+        spans[0] = (docs[0], o0, spans[0][2])
+        spans[-1] = (docs[-1], spans[-1][1], o1 + 1) if d0 != d1 else (docs[0], o0, o1 + 1)
+        return spans
+
 
 class BlendedGPTDataset:
     """Several GPTDatasets interleaved by weight; every sample says which source it came from."""
@@ -202,6 +216,15 @@ class BlendedGPTDataset:
             raise IndexError(f"sample {i} out of range for {len(self)}")
         s = int(self._source[i])
         return {"tokens": self.datasets[s][int(self._index[i])], "source": s}
+
+    def locate(self, i: int) -> dict[str, Any]:
+        """Where sample i of the blend comes from: its source, the sample within that source, and the
+        documents (index in the source's prefix, token span) it holds."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)}")
+        s, k = int(self._source[i]), int(self._index[i])
+        return {"position": i, "source": self.source_names[s], "prefix": self.datasets[s].prefix, "sample": k,
+                "documents": [{"document": d, "from": a, "to": b} for d, a, b in self.datasets[s].documents(k)]}
 
     def iter_from(self, offset: int = 0) -> Iterator[dict[str, Any]]:
         """Samples offset, offset+1, ... (resume after `offset` consumed samples)."""

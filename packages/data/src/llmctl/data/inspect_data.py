@@ -1,4 +1,6 @@
-"""`llmctl data inspect`: what is in a tokenized MMIDIDX dataset (counts, dtype, length histogram, a sample)."""
+"""`llmctl data inspect`: what is in a tokenized MMIDIDX dataset (counts, dtype, length histogram, a sample),
+and which documents training samples hold (`--positions`: the sample positions a loss-spike event logs, in
+the blend pretraining built from the same blend, length, sample count and seed)."""
 
 from __future__ import annotations
 
@@ -82,4 +84,52 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"sample document {s['index']} ({s['length']} tokens): ids {s['ids']}")
         if "text" in s:
             lines.append("  " + repr(s["text"]))
+    return "\n".join(lines)
+
+
+def inspect_positions(spec: Any, positions: str, seq_length: int, num_samples: int, seed: int = 1234,
+                      tokenizer: str | None = None, max_text_tokens: int = 64) -> dict[str, Any]:
+    """Samples A..B-1 (`positions` "A:B", or one "A") of the training blend: source, documents and text.
+    A position past the dataset's end wraps around, as the trainer reads it."""
+    import json
+
+    from llmctl.core.errors import UserError
+
+    from .gpt_dataset import build_gpt_dataset
+
+    try:
+        a, _, b = positions.partition(":")
+        start, end = int(a), int(b) if b else int(a) + 1
+    except ValueError:
+        raise UserError(f"--positions {positions}: expected A:B (sample positions), e.g. 120:128") from None
+    if not 0 <= start < end:
+        raise UserError(f"--positions {positions}: need 0 <= A < B")
+    if isinstance(spec, str) and spec.lstrip().startswith(("[", "{")):
+        spec = json.loads(spec)  # a blend logged as a list or mapping
+    ds = build_gpt_dataset(spec, seq_length, num_samples, seed, "train")
+    tok = None
+    if tokenizer:
+        from .hf_tokenizer import load_tokenizer_info
+
+        tok = load_tokenizer_info(tokenizer).load()
+    out = []
+    for p in range(start, end):
+        where = ds.locate(p % len(ds))
+        where["position"] = p
+        if tok is not None:
+            ids = ds[p % len(ds)]["tokens"][:max_text_tokens].tolist()
+            where["text"] = tok.decode(ids, skip_special_tokens=False)
+        out.append(where)
+    return {"positions": [start, end], "seq_length": seq_length, "num_samples": num_samples, "seed": seed,
+            "samples": out}
+
+
+def render_positions(info: dict[str, Any]) -> str:
+    lines = [f"samples {info['positions'][0]}..{info['positions'][1] - 1} (seq_length {info['seq_length']}, "
+             f"{info['num_samples']:,} samples, seed {info['seed']}):"]
+    for s in info["samples"]:
+        docs = ", ".join(f"document {d['document']} tokens {d['from']}-{d['to']}" for d in s["documents"])
+        lines.append(f"  position {s['position']}: {s['prefix']} sample {s['sample']}: {docs}")
+        if "text" in s:
+            lines.append("    " + repr(s["text"]))
     return "\n".join(lines)

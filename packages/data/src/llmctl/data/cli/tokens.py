@@ -6,6 +6,8 @@ import json
 
 import click
 
+from llmctl.core.errors import UserError
+
 from . import data_group
 from .common import CONTEXT, _echo_resumed, _executor, _executor_options, _inputs_option, _text_key_option
 
@@ -213,7 +215,7 @@ def merge_cmd(inputs, output_prefix) -> None:
 
 
 @data_group.command("inspect", context_settings=CONTEXT)
-@click.argument("prefix")
+@click.argument("prefix", required=False)
 @click.option(
     "--tokenizer",
     "--tokenizer-name-or-path",
@@ -224,14 +226,33 @@ def merge_cmd(inputs, output_prefix) -> None:
 @click.option("--samples", type=int, default=1, show_default=True, help="Documents to show.")
 @click.option("--bins", type=int, default=10, show_default=True, help="Histogram bins.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect_cmd(prefix, tokenizer, samples, bins, as_json) -> None:
-    """Documents, tokens, dtype, a length histogram and a decoded sample of a tokenized dataset.
+@click.option("--positions", default=None, metavar="A:B",
+              help="The documents training samples A..B-1 hold (a loss-spike event's sample_positions), in the "
+                   "blend pretraining built: give --blend (or PREFIX), --seq-length, --num-samples, --seed.")
+@click.option("--blend", default=None, help="With --positions: the run's data.path or the stage's blend.")
+@click.option("--seq-length", type=click.IntRange(min=1), default=None, help="With --positions.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None, help="With --positions.")
+@click.option("--seed", type=int, default=1234, show_default=True, help="With --positions: train.seed.")
+def inspect_cmd(prefix, tokenizer, samples, bins, as_json, positions, blend, seq_length, num_samples, seed) -> None:
+    """Documents, tokens, dtype, a length histogram and a decoded sample of a tokenized dataset; with
+    --positions, the documents behind training samples (the command a loss-spike event logs).
 
     \b
     Example:
       llmctl data inspect data/toy_train --tokenizer toy/tok
+      llmctl data inspect --blend '0.7 data/web 0.3 data/code' --seq-length 4096 --num-samples 2560000 \
+          --seed 1234 --positions 76800:76928 --tokenizer tok
     """
-    from ..inspect_data import inspect_prefix, render
+    from ..inspect_data import inspect_positions, inspect_prefix, render, render_positions
 
+    if positions is not None:
+        spec = blend or prefix
+        if spec is None or seq_length is None or num_samples is None:
+            raise UserError("--positions needs --blend (or PREFIX), --seq-length and --num-samples")
+        info = inspect_positions(spec, positions, seq_length, num_samples, seed, tokenizer)
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else render_positions(info))
+        return
+    if prefix is None:
+        raise UserError("give a PREFIX to inspect (or --positions with --blend)")
     info = inspect_prefix(prefix, tokenizer, samples, bins)
     click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else render(info))
