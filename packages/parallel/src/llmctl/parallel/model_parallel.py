@@ -98,17 +98,32 @@ class ModelParallel(MeshParallelism):
         if lay.cp > 1:
             return ContextParallel(model, mesh.cp)
         if stage is not None:
-            self.pipeline = Pipeline(stage, mesh.pp, self.device, self.cfg.grad_accum_steps(lay.dp),
-                                     self.options.pp_schedule, *self._stage_examples(model))
-            return PipelinedModel(stage, self.pipeline)
+            self.shape = (self.cfg.train.micro_batch_size, self.cfg.data.seq_length, self.cfg.grad_accum_steps(lay.dp))
+            self.pipeline = Pipeline(stage, mesh.pp, self.device, self.shape[2], self.options.pp_schedule,
+                                     *self._stage_examples(model, *self.shape[:2]))
+            self.pipelined = PipelinedModel(stage, self.pipeline)
+            return self.pipelined
         return model
 
-    def _stage_examples(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+    def reshape(self, trainer: Any) -> None:
+        """A stage of a run in stages with another micro-batch shape or accumulation: the pipeline's schedule
+        (built for fixed shapes) is rebuilt for it; the stage module and its parameters stay."""
+        shape = (trainer.mbs, trainer.seq, trainer.accum)
+        if self.pipeline is None or shape == self.shape:
+            return
+        self.shape = shape
+        stage = self.pipelined.stage
+        stage.seq_len = trainer.seq
+        self.pipeline = Pipeline(stage, self.mesh.pp, self.device, trainer.accum, self.options.pp_schedule,
+                                 *self._stage_examples(self.inner, trainer.mbs, trainer.seq))
+        self.pipelined.pipeline = self.pipeline
+
+    def _stage_examples(self, model, micro_batch_size: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Example input/output of this stage for one micro-batch (the shapes the schedule sends)."""
         from llmctl.core.plugins import lookup
 
         rows = getattr(lookup("tasks", self.cfg.train.task), "rows_per_sample", 1)  # DPO: 2 rows a pair
-        mbs, seq = self.cfg.train.micro_batch_size * rows, self.cfg.data.seq_length
+        mbs = micro_batch_size * rows
         hidden = self.cfg.model.hidden_size
         sharded = seq // self.layout.tp if self.layout.tp > 1 and self.options.sequence_parallel else seq
         dtype = DTYPES[self.options.param_dtype] or next(model.parameters()).dtype
