@@ -50,10 +50,51 @@ def _megatron(style: str, **extra) -> list[float]:
     ("linear", "linear", {}),
     ("constant", "constant", {}),
     ("wsd", "WSD", {"wsd_decay_steps": 10, "lr_wsd_decay_style": "linear"}),
+    ("wsd/cosine", "WSD", {"wsd_decay_steps": 10, "lr_wsd_decay_style": "cosine"}),
+    ("wsd/1-sqrt", "WSD", {"wsd_decay_steps": 10, "lr_wsd_decay_style": "minus_sqrt"}),
 ])
 def test_schedule_matches_megatron_core(ours, theirs, extra):
-    mine = _ours(ours, decay_fraction=0.25) if ours == "wsd" else _ours(ours)
+    schedule, _, style = ours.partition("/")
+    mine = _ours(schedule, decay_fraction=0.25, decay_style=style or "linear") if schedule == "wsd" else _ours(ours)
     assert mine == pytest.approx(_megatron(theirs, **extra), rel=1e-12, abs=1e-15)
+
+
+def _staged(stages: list[dict], **train) -> list[float]:
+    cfg = load_train_config({"train": {"global_batch_size": 1, "lr": LR, "min_lr": MIN_LR, "warmup_iters": WARMUP,
+                                       **train}, "stages": stages}, resolve_vocab=False)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.train_iters):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_stages_are_segments_of_megatron_schedules():
+    """stable (warmup + constant) -> a re-warmed cosine at its own peak -> a 1-sqrt anneal: each stage is
+    megatron-core's schedule over the stage's own iterations; warmup only where a stage asks (from the LR
+    the previous stage ended at)."""
+    lrs = _staged([{"name": "stable", "iters": 40, "schedule": "constant"},
+                   {"name": "cos", "iters": 40, "schedule": "cosine", "lr": 2 * LR, "warmup_iters": WARMUP},
+                   {"name": "anneal", "iters": 40, "schedule": "wsd", "decay_fraction": 0.25,
+                    "decay_style": "1-sqrt", "warmup_iters": 0}])
+    assert lrs[:40] == pytest.approx(_megatron("constant"), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    cos = OptimizerParamScheduler(opt, init_lr=LR, max_lr=2 * LR, min_lr=MIN_LR, lr_warmup_steps=WARMUP,
+                                  lr_decay_steps=TOTAL, lr_decay_style="cosine", start_wd=0.0, end_wd=0.0,
+                                  wd_incr_steps=TOTAL, wd_incr_style="constant")
+    want = []
+    for _ in range(TOTAL):
+        cos.step(1)
+        want.append(opt.param_groups[0]["lr"])
+    assert lrs[40:80] == pytest.approx(want, rel=1e-12)  # re-warmed from stable's LR to its own peak
+    anneal = _megatron("WSD", wsd_decay_steps=10, lr_wsd_decay_style="minus_sqrt")
+    assert lrs[80:] == pytest.approx([LR] * 30 + anneal[30:], rel=1e-12)
 
 
 def test_schedule_landmarks_closed_form():

@@ -81,9 +81,10 @@ class Checkpointing:
                             "saves only part of it (LoRA adapters); use checkpoint.format native")
 
     def _mcore_model(self):
-        """The model as checkpoint.format mcore writes it: its vocabulary padded as MindSpeed pads it for the
-        same make-vocab-size-divisible-by at --tensor-model-parallel-size mcore_tp."""
-        m = self.cfg.model
+        """The model as checkpoint.format mcore writes it (as this iteration's stage trains it: its RoPE base):
+        its vocabulary padded as MindSpeed pads it for the same make-vocab-size-divisible-by at
+        --tensor-model-parallel-size mcore_tp."""
+        m = self.plan.model_at(self.state.iteration)
         return dataclasses.replace(m, padded_vocab_size=m.padded_for(self.cfg.checkpoint.mcore_tp))
 
     def _mcore_save(self, state: dict[str, Any], shard: str | None, publish):

@@ -62,11 +62,16 @@ def torchrun_command(nproc: int, args: list[str], max_restarts: int = 0) -> list
 
 
 def preflight(cfg, nproc: int) -> None:
-    """The strategy's own check for `nproc` processes, before torchrun starts any of them."""
+    """The strategy's own check for `nproc` processes, before torchrun starts any of them (for every stage of
+    a run in stages: each has its own sequence length and batch)."""
     from ..plugins import lookup
     from .parallelism import resolve_strategy  # torch: only once torchrun is to be launched
 
-    lookup("parallelisms", resolve_strategy(cfg, nproc)).preflight(cfg, nproc)
+    strategy = lookup("parallelisms", resolve_strategy(cfg, nproc))
+    strategy.preflight(cfg, nproc)
+    if cfg.staged:
+        for stage in cfg.plan().stages:
+            strategy.preflight(cfg.stage_config(stage), nproc)
 
 
 def exec_torchrun(cfg, nproc: int, args: list[str], max_restarts: int) -> None:
