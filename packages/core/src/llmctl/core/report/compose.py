@@ -109,7 +109,7 @@ def compose(runs: list[Run], evals: list[EvalResult], bench: Bench | None, image
     image("loss", f"Loss against tokens (train: moving average of {smooth_window} logged points; val: markers).")
     image("exp_loss", f"exp(loss) after {threshold:,.0f} tokens: late-training differences a loss plot flattens.")
     image("lr", "Learning rate against tokens.")
-    image("grad_norm", "Gradient norm before clipping (log scale): spikes here come before loss spikes.")
+    image("grad_norm", "Gradient norm before clipping: spikes here come before loss spikes.")
     image("throughput", "Throughput per logged interval (the first, with start-up, is dropped).")
     if evals:
         b += [Heading("Evaluation"), eval_table(evals)]

@@ -73,7 +73,9 @@ def grad_norm_figure(runs: list[Run], output: Path, smooth_window: int) -> Path 
         if steps:
             series.append((r.name, [tokens[s] for s in steps], smooth([r.grad_norm[s] for s in steps],
                                                                        smooth_window)))
-    return _lines(series, output, xlabel="tokens", ylabel="grad norm (before clipping)", logy=True,
+    values = [v for _, _, ys in series for v in ys if v > 0]
+    wide = bool(values) and max(values) > 20 * min(values)  # log scale only where a spike needs the room
+    return _lines(series, output, xlabel="tokens", ylabel="grad norm (before clipping)", logy=wide,
                   title="gradient norm") if series else None
 
 

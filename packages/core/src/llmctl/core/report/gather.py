@@ -223,22 +223,29 @@ def read_eval(path: Path, runs: list[Run]) -> EvalResult:
             raise UserError(f"{file}: task '{task}' has no 'metrics'")
         tasks[task] = body["metrics"]
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
-    return EvalResult(label=_eval_label(path, model, runs), path=file, model=model,
-                      settings=doc.get("settings") or {}, tasks=tasks)
+    settings = doc.get("settings") if isinstance(doc.get("settings"), dict) else {}
+    return EvalResult(label=_eval_label(path, model, settings, runs), path=file, model=model, settings=settings,
+                      tasks=tasks)
 
 
-def _eval_label(path: Path, model: dict, runs: list[Run]) -> str:
-    """The run whose checkpoint was evaluated, else the eval folder's name."""
-    model_path = model.get("path")
-    if model_path:
-        target = Path(model_path).resolve()
-        if _STEP_PREFIX.match(target.name):
-            target = target.parent
-        for run in runs:
-            if run.checkpoint is not None and run.checkpoint.resolve() == target:
-                return run.name
-    name = path.name if path.is_dir() else path.parent.name
-    return name
+def _run_of(checkpoint: str | None, runs: list[Run]) -> Run | None:
+    if not checkpoint:
+        return None
+    target = Path(checkpoint).resolve()
+    while _STEP_PREFIX.match(target.name) or target.name == "adapter":  # ckpt/iter_N/adapter -> ckpt
+        target = target.parent
+    return next((r for r in runs if r.checkpoint is not None and r.checkpoint.resolve() == target), None)
+
+
+def _eval_label(path: Path, model: dict, settings: dict, runs: list[Run]) -> str:
+    """The run whose checkpoint (or LoRA adapter, on its base) was evaluated, else the eval folder's name."""
+    lora = _run_of(settings.get("lora_dir"), runs)
+    if lora is not None:
+        return f"{lora.name} (LoRA on {Path(str(model.get('path', '?'))).name})"
+    run = _run_of(model.get("path"), runs)
+    if run is not None:
+        return run.name
+    return path.name if path.is_dir() else path.parent.name
 
 
 # ---- a throughput sweep ------------------------------------------------------------------------------------
