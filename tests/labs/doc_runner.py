@@ -135,7 +135,7 @@ def commands(block: Block) -> list[list[str]]:
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
-        for part in re.split(r"\s*(?:&&|\|\||;)\s*", line):
+        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
             try:
                 argv = shlex.split(part)
             except ValueError as e:

@@ -162,7 +162,7 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
 
     from ..model_config import get_preset
     from ..nn.build import build_model
-    from ..nn.device import pick_device
+    from ..nn.device import pick_device, require_device
     from ..nn.loading import LoadedModel, load_model
     from ..tokenizer import load_tokenizer
 
@@ -178,6 +178,6 @@ def _load_for_generate(ckpt_dir, preset, tokenizer_path, seed, device, dtype, it
     tok = load_tokenizer(tokenizer_path)
     cfg = dataclasses.replace(get_preset(preset), vocab_size=tok.vocab_size)
     torch.manual_seed(0 if seed is None else seed)
-    dev = torch.device(device) if device else pick_device()
+    dev = require_device(device) if device else pick_device()
     model = build_model(cfg, device=dev, dtype=dtype).eval()
     return LoadedModel(model, tok, cfg, "preset", Path(tokenizer_path))

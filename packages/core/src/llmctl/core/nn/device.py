@@ -32,12 +32,31 @@ def device_type(prefer: str | None = None) -> str:
     return "cpu"
 
 
+def require_device(spec: str | torch.device) -> torch.device:
+    """torch.device(spec), or one UserError line when that accelerator is not on this machine: `--device npu`
+    on a box without torch_npu must say so, not raise torch's "Expected one of cpu, cuda, ..." traceback."""
+    from ..errors import UserError
+
+    kind = str(spec).split(":")[0]
+    if kind == "npu" and not npu_available():
+        raise UserError("device npu: no NPU visible (torch_npu not installed, or it sees no device); "
+                        "`llmctl doctor` shows what this machine has")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda: no CUDA device visible (a CPU build of torch, or no GPU); "
+                        "`llmctl doctor` shows what this machine has")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device '{spec}' (cpu, cuda, npu, or auto)") from None
+
+
 def pick_device(prefer: str | None = None, local_rank: int | None = None) -> torch.device:
     kind = device_type(prefer)
     if kind == "cpu":
         return torch.device("cpu")
     if local_rank is None:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    require_device(kind)
     return torch.device(kind, local_rank)
 
 

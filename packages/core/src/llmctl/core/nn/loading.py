@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint
 from ..config import from_dict
-from .device import pick_device
+from .device import pick_device, require_device
 from ..errors import UserError
 from .hf_adapters import adapter_for_hf_config
 from ..model_config import ModelConfig
@@ -76,7 +76,7 @@ def load_model(
         raise UserError(
             f"{path}: neither a llmctl checkpoint ({checkpoint.POINTER}) nor an HF model dir (config.json)"
         )
-    dev = torch.device(device) if device is not None else pick_device()
+    dev = require_device(device) if device is not None else pick_device()
     model = build_model(cfg, state, device=dev, dtype=dtype, source=str(path)).eval()
     if lora_dir is not None:
         from .peft import merge_adapter
