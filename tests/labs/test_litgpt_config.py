@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from llmctl.core.config import to_dict
 from llmctl.core.litgpt_config import COMPUTED, DROPPED, MAPPING, REQUIRED, convert
 from llmctl.core.model_config import VOCAB_LAYOUT_FIELDS

@@ -6,7 +6,6 @@ in a real browser (headless Chromium) with every image loaded. Bad input is one 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -16,9 +15,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from labs_helpers import read_jsonl, tiny_run, token_corpus
-from real_data import under_ci
-
 from llmctl.cli.main import build_cli
+from real_data import under_ci
 
 
 def invoke(*args) -> tuple[int, str, str]:

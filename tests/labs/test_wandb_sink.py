@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from labs_helpers import read_jsonl, tiny_run, token_corpus
-
 from llmctl.core.config import to_dict
 from llmctl.core.errors import UserError
 from llmctl.core.train import load_train_config

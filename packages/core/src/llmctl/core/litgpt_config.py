@@ -11,14 +11,15 @@ Torch-free.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config import did_you_mean, load_yaml
 from .errors import UserError
 
-PRECISION = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16", "16-true": "fp16", "32-true": "fp32",
-             "32": "fp32", "bf16": "bf16", "16": "fp16"}
+PRECISION = {"bf16-mixed": "bf16", "bf16-true": "bf16", "16-mixed": "fp16", "16-true": "fp16",
+             "32-true": "fp32", "32": "fp32", "bf16": "bf16", "16": "fp16"}
 LOGGERS = {"wandb": ["jsonl", "wandb"], "tensorboard": ["jsonl", "tensorboard"], "csv": ["jsonl"]}
 
 #: litgpt key -> llmctl key (the value carried over as it is, or through the function).
@@ -59,7 +60,8 @@ MAPPING: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
 }
 #: Keys converted by code below, not one-to-one (the doc's table says how).
 COMPUTED = {
-    "eval.max_iters": "eval.iters: litgpt counts micro-batches, llmctl global batches (ceil(max_iters x MBS / GBS))",
+    "eval.max_iters": "eval.iters: litgpt counts micro-batches, llmctl global batches "
+                      "(ceil(max_iters x MBS / GBS))",
     "resume": "checkpoint.resume: true or 'auto' -> auto, a path -> that path, false -> none",
     "model_config.padded_vocab_size": "model.vocab_size when vocab_size is absent; the padding is derived "
                                        "(model.make_vocab_size_divisible_by)",
@@ -77,7 +79,8 @@ DROPPED = {
     "model_name": "a name only (model_config gives the shape)",
     "model_config.name": "a name only",
     "model_config.hf_config": "Hugging Face provenance only",
-    "data": "litdata's optimized dataset: tokenize with `llmctl data tokenize` and set data.path (--data-path)",
+    "data": "litdata's optimized dataset: tokenize with `llmctl data tokenize` and set data.path "
+            "(--data-path)",
     "devices": "processes are a launch flag: `llmctl pretrain --nproc-per-node N`",
     "num_nodes": "nodes are a launch flag: torchrun --nnodes",
     "eval.max_new_tokens": "llmctl validates by loss only; sample with `llmctl generate`",
@@ -86,11 +89,13 @@ DROPPED = {
 }
 #: litgpt's defaults (litgpt.args.TrainArgs / EvalArgs, AdamW's init_args) for keys the YAML leaves out.
 LITGPT_DEFAULTS = {"train.save_interval": 1000, "train.log_interval": 1, "train.global_batch_size": 512,
-                   "train.micro_batch_size": 4, "train.lr_warmup_steps": 2000, "train.max_tokens": 3_000_000_000_000,
+                   "train.micro_batch_size": 4, "train.lr_warmup_steps": 2000,
+                   "train.max_tokens": 3_000_000_000_000,
                    "train.max_norm": 1.0, "train.min_lr": 4e-5, "train.tie_embeddings": False,
                    "eval.interval": 1000, "eval.max_iters": 100, "optimizer.init_args.lr": 1e-3,
                    "optimizer.init_args.weight_decay": 0.01, "optimizer.init_args.betas": [0.9, 0.999],
                    "seed": 42, "logger_name": "tensorboard"}
+NESTED = ("model_config", "train", "eval", "optimizer", "optimizer.init_args")  # mappings walked into
 MODEL_NEEDS = ("model_config.n_layer", "model_config.n_embd", "model_config.n_head",
                "model_config.intermediate_size", "model_config.block_size")
 KNOWN = set(MAPPING) | set(COMPUTED) | set(REQUIRED) | set(DROPPED) | {"train", "eval", "model_config",
@@ -102,7 +107,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and path in ("model_config", "train", "eval", "optimizer", "optimizer.init_args"):
+        if isinstance(value, dict) and path in NESTED:
             out.update(_flatten(value, path + "."))
         else:
             out[path] = value
@@ -135,7 +140,8 @@ def convert(litgpt: dict[str, Any], source: str = "litgpt config", data_path: st
         raise UserError(f"{source}: optimizer {class_path!r} is not supported (llmctl trains with AdamW)")
     values = {**LITGPT_DEFAULTS, **{k: v for k, v in flat.items() if v is not None}}
     if "train.max_steps" in values and "train.max_tokens" in flat and flat["train.max_tokens"] is not None:
-        raise UserError(f"{source}: set one of train.max_tokens and train.max_steps (llmctl trains to one length)")
+        raise UserError(f"{source}: set one of train.max_tokens and train.max_steps "
+                        "(llmctl trains to one length)")
     if "train.max_steps" in values:
         values.pop("train.max_tokens")
 
@@ -151,17 +157,19 @@ def convert(litgpt: dict[str, Any], source: str = "litgpt config", data_path: st
     m = values
     head = m.get("model_config.head_size")
     if head is not None and int(head) * int(m["model_config.n_head"]) != int(m["model_config.n_embd"]):
-        raise UserError(f"{source}: model_config.head_size {head} x n_head {m['model_config.n_head']} != n_embd "
-                        f"{m['model_config.n_embd']} (llmctl's head size is hidden / heads)")
+        raise UserError(f"{source}: model_config.head_size {head} x n_head {m['model_config.n_head']} != "
+                        f"n_embd {m['model_config.n_embd']} (llmctl's head size is hidden / heads)")
     if "model_config.vocab_size" not in m and "model_config.padded_vocab_size" in m:
         cfg["model"]["vocab_size"] = int(m["model_config.padded_vocab_size"])
     cfg.setdefault("data", {}).setdefault("seq_length", int(m["model_config.block_size"]))
-    iters = math.ceil(int(m["eval.max_iters"]) * cfg["train"]["micro_batch_size"] / cfg["train"]["global_batch_size"])
+    t = cfg["train"]
+    iters = math.ceil(int(m["eval.max_iters"]) * t["micro_batch_size"] / t["global_batch_size"])
     cfg["eval"]["iters"] = iters
     notes.append(f"eval.max_iters {m['eval.max_iters']} micro-batches -> eval.iters {iters} global batches")
     resume = litgpt.get("resume")
     if resume not in (None, False, "false", "False"):
-        cfg.setdefault("checkpoint", {})["resume"] = "auto" if resume in (True, "auto", "True", "true") else str(resume)
+        auto = resume in (True, "auto", "True", "true")
+        cfg.setdefault("checkpoint", {})["resume"] = "auto" if auto else str(resume)
     if "out_dir" in m:
         cfg.setdefault("logging", {}).update(dir=str(Path(str(m["out_dir"])) / "logs"),
                                               name=Path(str(m["out_dir"])).name)

@@ -41,11 +41,10 @@ def report_command(runs, evals, bench, out, title, token_threshold, smooth_windo
       llmctl report runs/dp2 runs/tp2 --eval runs/dp2/eval --bench bench/throughput --out report/
       llmctl report logs/zen_500m_20k.log --seq-length 4096 --out report/   # a MindSpeed log
     """
+    from ..plot import pyplot
     from ..report.compose import write_report
     from ..report.figures import default_token_threshold
     from ..report.gather import read_bench, read_eval, read_runs
-
-    from ..plot import pyplot
 
     pyplot()  # no matplotlib: one line saying how to install it, before anything is read or written
     if out.exists() and any(out.iterdir()) and not (out / "report.md").is_file():

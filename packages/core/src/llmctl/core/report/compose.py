@@ -36,8 +36,9 @@ def runs_table(runs: list[Run]) -> Table:
     for r in runs:
         env = r.environment or {}
         c, val = r.curve, final_val(r)
-        rows.append([r.name, str(c.step[-1]), fmt(c.tokens[-1], ",.0f"), fmt(c.loss[-1], ".4f"), fmt(val, ".4f"),
-                     fmt(math.exp(min(val, 20.0)) if val is not None else None, ".2f"),
+        ppl = math.exp(min(val, 20.0)) if val is not None else None
+        rows.append([r.name, str(c.step[-1]), fmt(c.tokens[-1], ",.0f"), fmt(c.loss[-1], ".4f"),
+                     fmt(val, ".4f"), fmt(ppl, ".2f"),
                      fmt(r.ms_per_step, ",.1f"), fmt(r.tokens_per_s, ",.0f"),
                      str(env.get("world_size", "-")), str(env.get("device_name") or env.get("device", "-"))])
     return Table(["run", "steps", "tokens", "final train loss", "final val loss", "val ppl", "ms/step",
@@ -66,8 +67,8 @@ def bench_table(bench: Bench) -> Table:
     for i, r in enumerate(bench.rows, 1):
         ok = r["status"] == "ok"
         rows.append([str(i) if ok else "-", r["config"], fmt(r.get("tokens_per_step"), ","),
-                     fmt(r.get("sec_per_step"), ".4f"), fmt(r.get("tokens_per_s"), ",.0f"), fmt(r.get("mfu"), ".1%"),
-                     fmt(r.get("peak_mem_gb"), ".2f"), r["status"]])
+                     fmt(r.get("sec_per_step"), ".4f"), fmt(r.get("tokens_per_s"), ",.0f"),
+                     fmt(r.get("mfu"), ".1%"), fmt(r.get("peak_mem_gb"), ".2f"), r["status"]])
     return Table(["rank", "config", "TOKENS_PER_STEP", "sec_per_step", "tokens/s", "MFU", "peak mem (GB)",
                   "status"], rows, align="rlrrrrrl")
 
@@ -79,8 +80,8 @@ def _flat(value: Any) -> str:
 
 
 def run_details(run: Run) -> list[Block]:
-    blocks: list[Block] = [Heading(run.name, 3), Para(f"log: `{run.log}`" + (f"; checkpoint: `{run.checkpoint}`"
-                                                                                if run.checkpoint else ""))]
+    where = f"log: `{run.log}`" + (f"; checkpoint: `{run.checkpoint}`" if run.checkpoint else "")
+    blocks: list[Block] = [Heading(run.name, 3), Para(where)]
     if run.environment:
         blocks.append(Table(["environment", "value"], [[k, _flat(v)] for k, v in run.environment.items()],
                             align="ll"))
@@ -106,8 +107,10 @@ def compose(runs: list[Run], evals: list[EvalResult], bench: Bench | None, image
             b.extend([Image(images[key].name, key.replace("_", " ")), Para(caption)])
 
     b.append(Heading("Training curves"))
-    image("loss", f"Loss against tokens (train: moving average of {smooth_window} logged points; val: markers).")
-    image("exp_loss", f"exp(loss) after {threshold:,.0f} tokens: late-training differences a loss plot flattens.")
+    image("loss", f"Loss against tokens (train: moving average of {smooth_window} logged points; "
+                  "val: markers).")
+    image("exp_loss", f"exp(loss) after {threshold:,.0f} tokens: late-training differences a loss plot "
+                      "flattens.")
     image("lr", "Learning rate against tokens.")
     image("grad_norm", "Gradient norm before clipping: spikes here come before loss spikes.")
     image("throughput", "Throughput per logged interval (the first, with start-up, is dropped).")
@@ -117,8 +120,8 @@ def compose(runs: list[Run], evals: list[EvalResult], bench: Bench | None, image
         b.append(Heading("Ablations"))
     if bench:
         b += [Heading("Throughput", 3),
-              Para(f"`llmctl bench throughput` sweep ({bench.nproc_per_node} process(es) per run, `{bench.path}`), "
-                   f"ranked by {THROUGHPUT_FORMULA}."), bench_table(bench)]
+              Para(f"`llmctl bench throughput` sweep ({bench.nproc_per_node} process(es) per run, "
+                   f"`{bench.path}`), ranked by {THROUGHPUT_FORMULA}."), bench_table(bench)]
         image("ablation", "Throughput of each configuration (gray: the run failed; see its status).")
     if len(runs) > 1:
         b += [Heading("Model quality", 3),
