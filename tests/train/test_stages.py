@@ -237,3 +237,59 @@ def test_a_branch_needs_a_stage_that_starts_after_its_checkpoint(staged_corpora,
     for args, message in cases:
         code, _, err = cli(*cli_args(sets, *[str(a) for a in args]))
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+# ---- curriculum inside a stage ----------------------------------------------------------------------------
+def test_curriculum_orders_each_source_and_keeps_the_blend(staged_corpora):
+    import numpy as np
+
+    from llmctl.data.gpt_dataset import build_gpt_dataset
+
+    c = staged_corpora
+    spec = f"0.5 {c['web']} 0.5 {c['code']}"
+    plain = build_gpt_dataset(spec, 64, 160, 1234)
+    ascending = build_gpt_dataset(spec, 64, 160, 1234, curriculum={"by": "length", "order": "ascending"})
+    assert (ascending.sample_sources == plain.sample_sources).all()  # the mix at every step is the blend's
+    for s in range(2):
+        at = [i for i in range(160) if plain.sample_sources[i] == s]
+        keys = [ascending.key(i) for i in at]
+        assert keys == sorted(keys) and len(set(keys)) > 10
+        # the key is the token-weighted mean length of the documents a sample holds
+        lengths = ascending.datasets[s].data.sequence_lengths
+        for i in at[:5]:
+            docs = ascending.locate(i)["documents"]
+            want = sum((d["to"] - d["from"]) * int(lengths[d["document"]]) for d in docs) / 65
+            assert ascending.key(i) == pytest.approx(want)
+    # by score (one per document beside the data), descending in 4 shuffled buckets; deterministic
+    rng = np.random.default_rng(3)
+    for name in ("web", "code"):
+        scores = rng.random(len(plain.datasets[0].data.sequence_lengths if name == "web" else
+                                plain.datasets[1].data.sequence_lengths))
+        np.save(f"{c[name]}_train.scores.npy", scores)
+    spec_score = {"by": "score", "order": "descending", "buckets": 4}
+    a = build_gpt_dataset(spec, 64, 160, 1234, curriculum=spec_score)
+    b = build_gpt_dataset(spec, 64, 160, 1234, curriculum=spec_score)
+    at = [i for i in range(160) if plain.sample_sources[i] == 0]
+    keys = [a.key(i) for i in at]
+    assert keys == [b.key(i) for i in at] and all(
+        (a[i]["tokens"] == b[i]["tokens"]).all() for i in at)
+    quarter = len(keys) // 4
+    means = [float(np.mean(keys[k * quarter:(k + 1) * quarter])) for k in range(4)]
+    assert means == sorted(means, reverse=True) and keys != sorted(keys, reverse=True)  # buckets, shuffled inside
+    docs = a.locate(at[0])["documents"]
+    score = np.load(f"{c['web']}_train.scores.npy")
+    assert a.key(at[0]) == pytest.approx(sum((d["to"] - d["from"]) * score[d["document"]] for d in docs) / 65)
+
+
+def test_a_curriculum_stage_trains_and_resumes_exactly(staged_corpora, staged_reference, tmp_path):
+    curriculum = "stages.stable.curriculum={by: length, order: descending, buckets: 2}"
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    pretrain_here(staged_sets(staged_corpora, whole, curriculum))
+    pretrain_here(staged_sets(staged_corpora, parts, curriculum), stop_at_step=12)
+    pretrain_here(staged_sets(staged_corpora, parts, curriculum), resume="auto")
+    a, b, plain = train_records(whole), train_records(parts), train_records(staged_reference)
+    assert {s: r["loss"] for s, r in a.items()} == {s: r["loss"] for s, r in b.items()}
+    assert a[5]["loss"] != plain[5]["loss"]  # another order than the shuffle's
+    (start,) = [e for e in events(whole, "stage") if e["stage"] == "stable"]
+    assert "curriculum" in (whole / "logs" / "run.log").read_text()
+    assert start["data_position"] == 0

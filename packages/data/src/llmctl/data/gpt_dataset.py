@@ -242,12 +242,14 @@ def build_gpt_dataset(
     seed: int = 1234,
     split: str = "train",
     cache_dir: str | os.PathLike | None = None,
+    curriculum: dict | None = None,
 ) -> BlendedGPTDataset:
     """A blended GPT dataset of `num_samples` samples of `seq_len + 1` tokens over the prefixes in `spec`.
 
     `spec`: Megatron blend string ("0.7 zh 0.3 en"), list, mapping or YAML path (see llmctl.data.blend);
     `split`: "train" or "val", resolved per prefix by `blend.resolve_prefix`;
-    `num_samples=None`: one epoch, i.e. as many samples as fit without repeating any source's tokens.
+    `num_samples=None`: one epoch, i.e. as many samples as fit without repeating any source's tokens;
+    `curriculum` ({by: length | score, order, buckets}): each source's samples in that order (curriculum.py).
     """
     if num_samples is not None and num_samples < 1:
         raise UserError(f"num_samples must be >= 1, got {num_samples}")
@@ -272,4 +274,9 @@ def build_gpt_dataset(
     for s, prefix in enumerate(resolved):
         n = max(1, int(per_source[s]))  # ranks within a source are 0..count-1
         datasets.append(GPTDataset(prefix, seq_len, n, seed, cache_dir))
-    return BlendedGPTDataset(names, datasets, weights, source_of, index_in_source)
+    blended = BlendedGPTDataset(names, datasets, weights, source_of, index_in_source)
+    if curriculum:
+        from .curriculum import CurriculumDataset
+
+        return CurriculumDataset(blended, curriculum, seed)
+    return blended

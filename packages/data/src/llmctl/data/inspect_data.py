@@ -88,7 +88,8 @@ def render(info: dict[str, Any]) -> str:
 
 
 def inspect_positions(spec: Any, positions: str, seq_length: int, num_samples: int, seed: int = 1234,
-                      tokenizer: str | None = None, max_text_tokens: int = 64) -> dict[str, Any]:
+                      tokenizer: str | None = None, max_text_tokens: int = 64,
+                      curriculum: dict | None = None) -> dict[str, Any]:
     """Samples A..B-1 (`positions` "A:B", or one "A") of the training blend: source, documents and text.
     A position past the dataset's end wraps around, as the trainer reads it."""
     import json
@@ -106,7 +107,7 @@ def inspect_positions(spec: Any, positions: str, seq_length: int, num_samples: i
         raise UserError(f"--positions {positions}: need 0 <= A < B")
     if isinstance(spec, str) and spec.lstrip().startswith(("[", "{")):
         spec = json.loads(spec)  # a blend logged as a list or mapping
-    ds = build_gpt_dataset(spec, seq_length, num_samples, seed, "train")
+    ds = build_gpt_dataset(spec, seq_length, num_samples, seed, "train", curriculum=curriculum)
     tok = None
     if tokenizer:
         from .hf_tokenizer import load_tokenizer_info

@@ -62,13 +62,16 @@ class PretrainTask(Task):
         d = self.cfg.data
         return self.build_stage_datasets(d.path, d.seq_length, num_train_samples, num_val_samples)
 
-    def build_stage_datasets(self, data_path, seq_length: int, num_train_samples: int, num_val_samples: int):
+    def build_stage_datasets(self, data_path, seq_length: int, num_train_samples: int, num_val_samples: int,
+                             curriculum: dict | None = None):
         d, seed = self.cfg.data, self.cfg.train.seed
         if not data_path:
             raise UserError("config key 'data.path' is required: a prefix written by `llmctl data tokenize` "
                             "or a Megatron blend like '0.7 data/en 0.3 data/zh'")  # the dataset checks the files
         build = lookup("datasets", d.dataset)
-        train = build(data_path, seq_len=seq_length, num_samples=num_train_samples, seed=seed, split="train")
+        order = {"curriculum": curriculum} if curriculum else {}  # only datasets that order their samples
+        train = build(data_path, seq_len=seq_length, num_samples=num_train_samples, seed=seed, split="train",
+                      **order)
         val = (build(data_path, seq_len=seq_length, num_samples=num_val_samples, seed=seed, split="val")
                if num_val_samples else None)
         names = [str(n) for n in train.source_names]

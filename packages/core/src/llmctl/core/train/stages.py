@@ -44,6 +44,26 @@ POINTER = "latest_checkpointed_iteration.txt"
 
 
 @dataclasses.dataclass
+class CurriculumConfig:
+    """Order inside a stage (llmctl-data's curriculum.py): each source's samples by the length of the documents
+    they hold, or by their score (`<prefix>.scores.npy`, one per document), ascending or descending; with
+    `buckets`, N equal buckets in that order, shuffled inside (seeded). Deterministic, so resumable."""
+
+    by: str = "length"  # length | score
+    order: str = "ascending"  # ascending | descending
+    buckets: int | None = None
+
+    def validate(self) -> None:
+        for key, value, choices in (("by", self.by, ("length", "score")),
+                                    ("order", self.order, ("ascending", "descending"))):
+            if value not in choices:
+                raise UserError(f"config key 'stages[].curriculum.{key}': '{value}' is not one of "
+                                f"{', '.join(choices)}{did_you_mean(str(value), choices)}")
+        if self.buckets is not None and self.buckets < 1:
+            raise UserError(f"config key 'stages[].curriculum.buckets' must be >= 1, got {self.buckets}")
+
+
+@dataclasses.dataclass
 class StageConfig:
     """One entry of `stages:`; None = the default from the sections outside `stages:`."""
 
@@ -64,6 +84,7 @@ class StageConfig:
     warmup_fraction: float | None = None
     decay_fraction: float | None = None
     decay_style: str | None = None
+    curriculum: CurriculumConfig | None = None  # order inside the stage (default: the dataset's shuffle)
 
     def validate(self) -> None:
         if self.iters is not None and self.tokens is not None:
@@ -100,6 +121,7 @@ class Stage:
     decay_fraction: float
     decay_style: str
     warmup_init: float  # the LR the previous stage ended at (0 for the first)
+    curriculum: dict | None = None
 
     @property
     def iters(self) -> int:
@@ -111,9 +133,9 @@ class Stage:
 
     @property
     def data_key(self) -> str:
-        """Which dataset the stage reads: stages with the same blend and sequence length share one, and with
-        it one data position."""
-        return data_key(self.blend, self.seq_length)
+        """Which dataset the stage reads: stages with the same blend, sequence length and curriculum share
+        one, and with it one data position."""
+        return data_key(self.blend, self.seq_length, self.curriculum)
 
     def lr_at(self, i: int) -> float:
         """The LR of global iteration i (start < i; past `end` the segment's own continuation)."""
@@ -122,15 +144,17 @@ class Stage:
                      warmup_init=self.warmup_init)
 
 
-def data_key(blend: Any, seq_length: int) -> str:
+def data_key(blend: Any, seq_length: int, curriculum: dict | None = None) -> str:
     spec = blend if isinstance(blend, str) else json.dumps(blend, sort_keys=True, default=str)
-    return f"{str(spec).strip()} @ seq {seq_length}"
+    key = f"{str(spec).strip()} @ seq {seq_length}"
+    return key + (f" @ curriculum {json.dumps(curriculum, sort_keys=True)}" if curriculum else "")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataNeed:
     blend: Any
     seq_length: int
+    curriculum: dict | None
     train_samples: int
     val_samples: int
 
@@ -169,16 +193,18 @@ class StagePlan:
             old = needs.get(s.data_key)
             train = s.length * s.global_batch_size + (old.train_samples if old else 0)
             val = max(eval_iters * s.global_batch_size if eval_iters > 0 else 0, old.val_samples if old else 0)
-            needs[s.data_key] = DataNeed(s.blend, s.seq_length, train, val)
+            needs[s.data_key] = DataNeed(s.blend, s.seq_length, s.curriculum, train, val)
         return needs
 
     def describe(self, stage: Stage) -> str:
         theta = f"{stage.model.rope_theta:g}"
         scaling = f", rope_scaling {stage.model.rope_scaling}" if stage.model.rope_scaling else ""
+        order = f", curriculum {stage.curriculum}" if stage.curriculum else ""
         return (f"iterations {stage.start + 1}-{stage.end}, seq_length {stage.seq_length}, global batch "
                 f"{stage.global_batch_size} (micro {stage.micro_batch_size}), rope_theta {theta}{scaling}, lr "
                 f"{stage.schedule} {stage.lr:g} -> {stage.min_lr:g} (warmup {stage.warmup}"
-                + (f", decay {stage.decay_style}" if stage.schedule == "wsd" else "") + f"), data {stage.blend}")
+                + (f", decay {stage.decay_style}" if stage.schedule == "wsd" else "") + f"), data {stage.blend}"
+                + order)
 
 
 # ---- building the plan from a config ---------------------------------------------------------------------
@@ -289,7 +315,8 @@ def _resolve(cfg: "TrainConfig", i: int, sc: StageConfig, explicit: bool) -> dic
         raise UserError(f"config key '{where('warmup_iters')}' must be >= 0, got {warmup}")
     return dict(name=name, length=length, declared_tokens=declared_tokens, blend=blend, seq_length=seq,
                 micro_batch_size=mbs, global_batch_size=gbs, model=model, lr=lr, min_lr=min_lr,
-                schedule=schedule, warmup=min(warmup, length), decay_fraction=decay_fraction, decay_style=style)
+                schedule=schedule, warmup=min(warmup, length), decay_fraction=decay_fraction, decay_style=style,
+                curriculum=dataclasses.asdict(sc.curriculum) if sc.curriculum is not None else None)
 
 
 def build_plan(cfg: "TrainConfig") -> StagePlan:
@@ -346,7 +373,7 @@ def _chain(values: list[dict[str, Any]], spans: list[tuple[int, int]]) -> list[S
         prev = out[-1] if out else None
         fields = {k: v[k] for k in ("name", "blend", "seq_length", "micro_batch_size", "global_batch_size",
                                     "model", "lr", "min_lr", "schedule", "warmup", "decay_fraction",
-                                    "decay_style")}
+                                    "decay_style", "curriculum")}
         out.append(Stage(index=index, start=start, end=start + run, length=length,
                          warmup_init=prev.lr_at(prev.end) if prev else 0.0, **fields))
         start += run

@@ -45,9 +45,11 @@ class Staging:
         """Every stage's (train, val) datasets, in order of first use; a stage sharing a blend and length
         with another shares its dataset and data position."""
         self.data_needs = self.plan.data_needs(self.cfg.eval.iters)
-        self.datasets = {key: self.task.build_stage_datasets(need.blend, need.seq_length, need.train_samples,
-                                                             need.val_samples)
-                         for key, need in self.data_needs.items()}
+        self.datasets = {}
+        for key, need in self.data_needs.items():
+            order = {"curriculum": need.curriculum} if need.curriculum else {}  # tasks without it: the old seam
+            self.datasets[key] = self.task.build_stage_datasets(need.blend, need.seq_length, need.train_samples,
+                                                                need.val_samples, **order)
 
     def set_shape(self, stage: Stage) -> None:
         """The batch shape, accumulation and datasets of `stage` (no model or data-position change)."""
@@ -140,6 +142,8 @@ class Staging:
         inspect = ["llmctl", "data", "inspect", "--blend", str(blend), "--seq-length", str(need.seq_length),
                    "--num-samples", str(need.train_samples), "--seed", str(self.cfg.train.seed),
                    "--positions", f"{start}:{end}"]
+        if need.curriculum:
+            inspect += ["--curriculum", json.dumps(need.curriculum)]
         if self.cfg.data.tokenizer:
             inspect += ["--tokenizer", str(self.cfg.data.tokenizer)]
         out = {"sample_positions": [start, end], "blend": _jsonable(need.blend), "seq_length": need.seq_length,

@@ -51,17 +51,18 @@ class Task:
         raise NotImplementedError
 
     def build_stage_datasets(self, data_path: Any, seq_length: int, num_train_samples: int,
-                             num_val_samples: int) -> tuple[Any, Any | None]:
+                             num_val_samples: int, curriculum: dict | None = None) -> tuple[Any, Any | None]:
         """(train, val or None) for a stage of a run in stages (`stages.py`) that reads `data_path` (any blend
-        form) at `seq_length`. The default serves the run's own data (data.path, data.seq_length) through
-        `build_datasets`; a task that can train on another blend or length per stage overrides this."""
+        form) at `seq_length`, its training samples in `curriculum` order when given. The default serves the
+        run's own data (data.path, data.seq_length) through `build_datasets`; a task that can train on another
+        blend, length or order per stage overrides this."""
         from ..errors import UserError
 
         d = self.cfg.data
-        if data_path == d.path and seq_length == d.seq_length:
+        if data_path == d.path and seq_length == d.seq_length and curriculum is None:
             return self.build_datasets(num_train_samples, num_val_samples)
         raise UserError(f"task {self.cfg.train.task} trains on data.path at data.seq_length only; its stages "
-                        "cannot set 'blend' or 'seq_length'")
+                        "cannot set 'blend', 'seq_length' or 'curriculum'")
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return torch.utils.data.default_collate(samples)

@@ -233,7 +233,9 @@ def merge_cmd(inputs, output_prefix) -> None:
 @click.option("--seq-length", type=click.IntRange(min=1), default=None, help="With --positions.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None, help="With --positions.")
 @click.option("--seed", type=int, default=1234, show_default=True, help="With --positions: train.seed.")
-def inspect_cmd(prefix, tokenizer, samples, bins, as_json, positions, blend, seq_length, num_samples, seed) -> None:
+@click.option("--curriculum", default=None, metavar="JSON", help="With --positions: the stage's curriculum.")
+def inspect_cmd(prefix, tokenizer, samples, bins, as_json, positions, blend, seq_length, num_samples, seed,
+                curriculum) -> None:
     """Documents, tokens, dtype, a length histogram and a decoded sample of a tokenized dataset; with
     --positions, the documents behind training samples (the command a loss-spike event logs).
 
@@ -249,7 +251,8 @@ def inspect_cmd(prefix, tokenizer, samples, bins, as_json, positions, blend, seq
         spec = blend or prefix
         if spec is None or seq_length is None or num_samples is None:
             raise UserError("--positions needs --blend (or PREFIX), --seq-length and --num-samples")
-        info = inspect_positions(spec, positions, seq_length, num_samples, seed, tokenizer)
+        info = inspect_positions(spec, positions, seq_length, num_samples, seed, tokenizer,
+                                 curriculum=json.loads(curriculum) if curriculum else None)
         click.echo(json.dumps(info, ensure_ascii=False, indent=2) if as_json else render_positions(info))
         return
     if prefix is None:
