@@ -211,12 +211,13 @@ class Checkpointing:
         checkpoint (model, optimizer, schedule, RNG) but keep the data positions, so the batches since it are
         skipped, not replayed, and `skip_samples` more past the bad step's batch (PaLM's recipe)."""
         g = self.cfg.guards
+        what = "a loss spike" if reason.startswith("loss spike") else f"{g.max_consecutive} bad steps in a row"
         if self.state.rollbacks >= g.max_rollbacks:
-            raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) after "
+            raise UserError(f"guards: {what} at iteration {step} ({reason}) after "
                             f"{self.state.rollbacks} rollbacks; stopping. Inspect the data near sample "
                             f"{self.state.consumed_samples} or lower train.lr")
         if self.ckpt_dir is None or latest_iteration(self.ckpt_dir) is None:
-            raise UserError(f"guards: {g.max_consecutive} bad steps in a row at iteration {step} ({reason}) and "
+            raise UserError(f"guards: {what} at iteration {step} ({reason}) and "
                             "no checkpoint to roll back to (set checkpoint.dir and checkpoint.interval)")
         live, key, seq = self.state, self.stage.data_key, self.seq
         state, _, it_dir = self._load(self.ckpt_dir)
