@@ -172,7 +172,8 @@ class Checkpointing:
         if source == "auto":
             if self.ckpt_dir is None:
                 raise UserError("--resume auto needs checkpoint.dir in the config")
-            if latest_iteration(self.ckpt_dir) is None:
+            if latest_iteration(self.ckpt_dir) is None:  # said, so a resume that starts at 0 is never a surprise
+                self.log.note(f"resume auto: no checkpoint in {self.ckpt_dir} yet, starting at step 0")
                 return False
             source = str(self.ckpt_dir)
         it_dir = self._load_checked(source, "resume")
