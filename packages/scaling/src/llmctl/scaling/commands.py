@@ -183,11 +183,7 @@ def _plots(runs, doc, out: Path) -> list[Path]:
     out = Path(out)
     pictures = [plot_isoflop(runs, law, iso, out / "isoflop.png")]
     if law is not None:
-        best = best_per_shape(runs)
-        from .runs import Runs
-
-        sub = Runs(**{**runs.__dict__, "names": [runs.names[i] for i in best], "params": runs.params[best],
-                      "tokens": runs.tokens[best], "loss": runs.loss[best], "flops": runs.flops[best]})
+        sub = runs.select(best_per_shape(runs))  # the runs the law was fitted to
         pictures.append(plot_contours(sub, law, out / "contours.png"))
         pictures.append(plot_residuals(sub, np.array(doc["approach3"]["residuals"]), out / "residuals.png"))
     for name, b in doc["benchmarks"].items():

@@ -35,11 +35,11 @@ def fit_runs(runs: Runs, *, method: str = "approach3", law: str = "chinchilla", 
         raise UserError(f"--law must be one of {', '.join(LAWS)}, got {law}")
     if n_bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {n_bootstrap}")
-    best = best_per_shape(runs)
-    n, d, loss, groups = runs.params[best], runs.tokens[best], runs.loss[best], runs.groups()[best]
+    law_runs = runs.select(best_per_shape(runs))
+    n, d, loss, groups = law_runs.params, law_runs.tokens, law_runs.loss, law_runs.groups()
     doc: dict[str, Any] = {"llmctl_scaling_fit": FIT_VERSION, "source": runs.source, "law": law, "method": method,
                            "params_kind": params_kind, "flops_model": flops_model, "level": LEVEL,
-                           "n_runs": len(runs), "n_law_points": int(len(best)), "skipped_failed": runs.skipped}
+                           "n_runs": len(runs), "n_law_points": len(law_runs), "skipped_failed": runs.skipped}
     doc["approach3"] = _approach3(n, d, loss, n_bootstrap, seed, progress) if method == "approach3" else None
     try:
         iso = fit_approach2(n, d, loss, flops=groups)

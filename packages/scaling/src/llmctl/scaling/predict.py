@@ -58,11 +58,11 @@ def _samples(doc: dict[str, Any]) -> list[LawFit]:
     return [LawFit(**{**base.to_dict(), **{p: float(samples[p][i]) for p in PARAMS}}) for i in range(n)]
 
 
-def _over_samples(laws: list[LawFit], fn) -> np.ndarray:
-    """`fn(law)` for every bootstrap law; a resample with extreme exponents may overflow, and is dropped from
-    the interval (non-finite) instead of warning."""
+def _over_samples(samples: list, fn) -> np.ndarray:
+    """`fn(sample)` for every bootstrap sample; a resample with extreme exponents may overflow, and is dropped
+    from the interval (non-finite) instead of warning."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return np.array([float(fn(b)) for b in laws])
+        return np.array([float(fn(b)) for b in samples])
 
 
 def _interval(values: np.ndarray) -> list[float] | None:
@@ -84,9 +84,9 @@ def loss_at(doc: dict[str, Any], n: float, d: float) -> dict[str, Any]:
     return out
 
 
-def optimal(doc: dict[str, Any], c: float) -> dict[str, Any]:
+def optimal(doc: dict[str, Any], c: float, *, intervals: bool = True) -> dict[str, Any]:
     """Compute-optimal N, D (and the loss there) for budget C: approach 3's closed form, or approach 2's power
-    laws when the fit's method is approach2."""
+    laws when the fit's method is approach2; `intervals` adds the bootstrap's (off for inner loops)."""
     if doc.get("method") == "approach2" or not doc.get("approach3"):
         if not doc.get("approach2"):
             raise UserError("this fit has neither an approach-3 law nor approach-2 power laws")
@@ -100,11 +100,13 @@ def optimal(doc: dict[str, Any], c: float) -> dict[str, Any]:
     n, d = law.optimal(c)
     out = {"budget": c, "params": float(n), "tokens": float(d), "loss": float(law.loss(n, d)),
            "method": "approach3"}
-    boots = [b for b in _samples(doc) if b.alpha > 0 and b.beta > 0]  # a resample on a bound has no optimum
+    boots = [b for b in _samples(doc) if b.alpha > 0 and b.beta > 0] if intervals else []  # on a bound: no optimum
     if boots:
-        out["params_interval"] = _interval(_over_samples(boots, lambda b: b.optimal(c)[0]))
-        out["tokens_interval"] = _interval(_over_samples(boots, lambda b: b.optimal(c)[1]))
-        losses = _over_samples(boots, lambda b: b.loss(*b.optimal(c)))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            opts = [b.optimal(c) for b in boots]
+        out["params_interval"] = _interval(np.array([float(o[0]) for o in opts]))
+        out["tokens_interval"] = _interval(np.array([float(o[1]) for o in opts]))
+        losses = _over_samples(list(zip(boots, opts)), lambda bo: bo[0].loss(*bo[1]))
         out["loss_interval"] = _interval(losses)
         out["loss_samples"] = losses[np.isfinite(losses)]
     return out
@@ -137,7 +139,7 @@ def hardware_budget(doc: dict[str, Any], gpus: int, days: float, tokens_per_s_pe
     lo, hi = 1.0, 1e16  # N solving N = N_opt(seconds 6 N X): N_opt grows slower than C, so one crossing
     for _ in range(200):
         n = math.sqrt(lo * hi)
-        n_opt = optimal(doc, seconds * 6 * n * tokens_per_s_per_gpu)["params"]
+        n_opt = optimal(doc, seconds * 6 * n * tokens_per_s_per_gpu, intervals=False)["params"]
         lo, hi = (n, hi) if n_opt > n else (lo, n)
     return seconds * 6 * math.sqrt(lo * hi) * tokens_per_s_per_gpu
 

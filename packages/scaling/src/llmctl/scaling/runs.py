@@ -43,6 +43,16 @@ class Runs:
     def __len__(self) -> int:
         return len(self.names)
 
+    def select(self, indices: np.ndarray) -> "Runs":
+        """These runs only (e.g. `best_per_shape`'s), every column cut alike."""
+        def cut(col):
+            return None if col is None else col[indices]
+
+        return dataclasses.replace(
+            self, names=[self.names[i] for i in indices], params=self.params[indices], tokens=self.tokens[indices],
+            loss=self.loss[indices], flops=self.flops[indices], budget=cut(self.budget), lr=cut(self.lr),
+            batch=cut(self.batch), benchmarks={k: v[indices] for k, v in self.benchmarks.items()})
+
     def groups(self) -> np.ndarray:
         """The isoFLOP profile of each run: its planned budget, else its FLOPs."""
         return self.budget if self.budget is not None else self.flops

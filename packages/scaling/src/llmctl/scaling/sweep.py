@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -99,22 +98,16 @@ def _call(cmd: list[str], log: Path, timeout: float | None) -> int:
 
 
 def final_losses(log: Path) -> dict[str, Any]:
-    """The last step, train loss and validation loss a run's JSONL metrics hold."""
+    """The last step, train loss and validation loss of a run's metrics, read as `llmctl plot` reads them."""
+    from llmctl.core.plot import read_log
+
     out: dict[str, Any] = {"steps": None, "train_loss": None, "val_loss": None, "consumed_tokens": None}
     if not log.is_file():
         return out
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if "event" in r:
-            continue
-        if "loss" in r and "lr" in r:
-            out.update(steps=r["step"], train_loss=r["loss"], consumed_tokens=r.get("consumed_tokens"))
-        elif "val_loss" in r:
-            out["val_loss"] = r["val_loss"]
-            out["val_step"] = r["step"]
+    curve = read_log(log)
+    out.update(steps=curve.step[-1], train_loss=curve.loss[-1], consumed_tokens=curve.tokens[-1])
+    if curve.val_loss:
+        out.update(val_loss=curve.val_loss[-1], val_step=curve.val_step[-1])
     return out
 
 
